@@ -1,0 +1,1 @@
+"""dryrun connector (placeholder until it lands)."""

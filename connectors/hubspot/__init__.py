@@ -1,0 +1,1 @@
+"""hubspot connector (placeholder until it lands)."""

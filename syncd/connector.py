@@ -1,0 +1,125 @@
+"""The connector extension point: a Protocol plus an entry-point registry.
+
+syncd never imports a connector by name. A connector package registers a factory under the
+*versioned* entry-point group ``syncd.connectors.v1``; the factory receives a
+:class:`TargetContext` and returns an object satisfying :class:`Connector`. A breaking change
+to this Protocol gets a new group (``v2``) so old plugins fail loudly instead of subtly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from syncd.errors import ConfigError
+from syncd.models import ActivityRef, CheckResult, CrmRecord, MatchKey, Outcome, Plan
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Connector",
+    "ConnectorFactory",
+    "RequestObserver",
+    "TargetContext",
+    "available",
+    "load_factory",
+    "read_secret",
+]
+
+ENTRY_POINT_GROUP = "syncd.connectors.v1"
+
+# Called by connectors for every HTTP request they make: (target, endpoint, status, waited_s).
+RequestObserver = Callable[[str, str, int, float], None]
+
+
+def read_secret(options: Mapping[str, Any], name: str) -> str | None:
+    """Read secret ``name`` from ``<name>_env`` (a variable name) or ``<name>_file`` (a path).
+
+    Inline secrets are accepted too, but never required; ``syncd check`` warns about them.
+    """
+    env_name = options.get(f"{name}_env")
+    if isinstance(env_name, str) and env_name:
+        value = os.environ.get(env_name)
+        if value:
+            return value.strip()
+    file_name = options.get(f"{name}_file")
+    if isinstance(file_name, str) and file_name:
+        try:
+            return Path(file_name).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read secret file: {exc.strerror}", key=f"{name}_file") from exc
+    inline = options.get(name)
+    if isinstance(inline, str) and inline:
+        return inline
+    return None
+
+
+def _ignore_request(target: str, endpoint: str, status: int, waited: float) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class TargetContext:
+    """Everything a connector factory gets. ``options`` is the target's config table."""
+
+    name: str
+    options: Mapping[str, Any]
+    default_region: str = "US"
+    observe: RequestObserver = field(default=_ignore_request)
+
+    def secret(self, name: str) -> str | None:
+        return read_secret(self.options, name)
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """A CRM target. Every method is batch-first; rejections of one record are Outcomes.
+
+    Errors that concern the whole call cross the boundary as :mod:`syncd.errors` types:
+    ``AuthError`` (pause the target), ``RetriableError``/``RateLimited`` (retry later).
+    """
+
+    name: str
+
+    def lookup(self, keys: Sequence[MatchKey]) -> Mapping[MatchKey, Sequence[CrmRecord]]:
+        """Candidates for each key. Phone candidates are post-filtered by E.164 equality."""
+        ...
+
+    def read(self, kind: str, ids: Sequence[str]) -> Mapping[str, CrmRecord]:
+        """Current state of records by id; an id missing from the answer is gone (deleted)."""
+        ...
+
+    def apply(self, plans: Sequence[Plan]) -> Sequence[Outcome]:
+        """Carry out plans: contact writes first (batched), then activities (batched)."""
+        ...
+
+    def find_activities(self, markers: Sequence[str]) -> Mapping[str, ActivityRef]:
+        """Activities already in the CRM for these markers (immediately consistent read)."""
+        ...
+
+    def check(self) -> Sequence[CheckResult]:
+        """Reach the CRM with the configured credentials and report what works."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ConnectorFactory(Protocol):
+    def __call__(self, context: TargetContext) -> Connector: ...
+
+
+def available() -> dict[str, str]:
+    """Registered connector types -> the entry point's value, for ``check`` and errors."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_factory(type_name: str) -> ConnectorFactory:
+    """The factory registered as ``type_name``; a ConfigError lists the known types."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=type_name):
+        factory: ConnectorFactory = ep.load()
+        return factory
+    known = ", ".join(sorted(available())) or "none"
+    raise ConfigError(f"unknown connector type {type_name!r} (installed: {known})", key="type")

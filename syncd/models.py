@@ -1,0 +1,208 @@
+"""Domain values that cross module boundaries: messages, match keys, CRM records, plans, outcomes.
+
+They are plain frozen dataclasses so that every stage (source, store, match, connector) can
+be tested on its own with values built by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "Action",
+    "ActivityRef",
+    "ActivitySpec",
+    "CheckResult",
+    "CrmRecord",
+    "KeyKind",
+    "MatchKey",
+    "Message",
+    "Outcome",
+    "Plan",
+    "activity_marker",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One answering-service message, normalized from whatever spelling the source used.
+
+    ``account`` is the *configured* account name (our key), ``account_number`` the source's.
+    ``raw`` keeps the payload exactly as received, unknown keys included.
+    """
+
+    account: str
+    message_id: str
+    created_at: datetime | None = None  # UTC, timezone-aware
+    first_name: str = ""
+    last_name: str = ""
+    company: str = ""
+    phone: str = ""
+    caller_id: str = ""
+    email: str = ""
+    content: str = ""
+    is_emergency: bool = False
+    status: str = ""
+    sender: str = ""  # the source's "from"
+    resource: str = ""
+    account_number: str = ""
+    delivered_at: str = ""
+    delivered_to: str = ""
+    custom_fields: Mapping[str, str] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+    # True when built from a list summary that lacks the details a full fetch would give.
+    summary: bool = False
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.first_name.strip(), self.last_name.strip()) if p)
+
+    def content_hash(self) -> str:
+        """Hash of what matters to a CRM; a change schedules an update of the delivery.
+
+        Delivery bookkeeping (``status``, ``delivered_at``/``to``) is left out on purpose: the
+        service changes those after the call and they would re-send every message.
+        """
+        doc = {
+            "id": self.message_id,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "company": self.company,
+            "phone": self.phone,
+            "caller_id": self.caller_id,
+            "email": self.email,
+            "content": self.content,
+            "is_emergency": self.is_emergency,
+            "custom_fields": dict(sorted(self.custom_fields.items())),
+        }
+        blob = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def activity_marker(account: str, message_id: str) -> str:
+    """The stable marker every activity carries, so a crash can be reconciled, not repeated."""
+    return f"syncd:{account}:{message_id}"
+
+
+class KeyKind(StrEnum):
+    EMAIL = "email"
+    PHONE = "phone"  # value is E.164, extension dropped
+    COMPANY = "company"  # value is the normalized company name
+    NAME = "name"  # value is the normalized "first last"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class MatchKey:
+    kind: KeyKind
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class CrmRecord:
+    """A CRM record as a connector read it, in syncd's canonical field names.
+
+    ``kind`` is ``contact``, ``lead``, ``company`` or ``account``. ``phones`` are E.164.
+    ``fields`` holds canonical field -> current value (``first_name``, ``last_name``,
+    ``email``, ``phone``, ``company`` and any mapped custom field), for fill-blanks decisions.
+    """
+
+    id: str
+    kind: str
+    first_name: str = ""
+    last_name: str = ""
+    email: str = ""
+    phones: tuple[str, ...] = ()
+    company: str = ""
+    company_id: str | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.first_name.strip(), self.last_name.strip()) if p)
+
+
+class Action(StrEnum):
+    CREATE = "create"  # new contact/lead, then the activity
+    UPDATE = "update"  # write ``fields`` to an existing record, then the activity
+    LOG = "log"  # existing record, nothing to write: only the activity
+
+
+@dataclass(frozen=True, slots=True)
+class ActivitySpec:
+    """What to log on the record: a note/call/task, depending on the connector."""
+
+    marker: str
+    subject: str
+    body: str
+    occurred_at: datetime
+    emergency: bool = False
+    properties: Mapping[str, str] = field(default_factory=dict)
+    # Set when the message changed after it was delivered: update this activity in place.
+    existing_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One delivery's decided work for one target. Connectors carry plans out in batches.
+
+    Plans in one batch that share ``caller_key`` with ``Action.CREATE`` are the same new
+    caller: the connector must create one record and log every activity on it.
+    """
+
+    delivery_id: int
+    message: Message
+    action: Action
+    activity: ActivitySpec
+    record_id: str | None = None
+    record_kind: str = "contact"
+    caller_key: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)
+    company_id: str | None = None
+    keys: tuple[MatchKey, ...] = ()
+    alternatives: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one plan. A per-record rejection is an Outcome, not an exception."""
+
+    delivery_id: int
+    ok: bool
+    record_id: str | None = None
+    record_kind: str = "contact"
+    created: bool = False
+    updated: bool = False
+    activity_id: str | None = None
+    error: str | None = None
+    retriable: bool = False
+    retry_after: float | None = None
+    # Record ids the CRM reported as deleted or merged: drop them from the match cache.
+    gone: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityRef:
+    """An activity found in the CRM by its marker (crash recovery)."""
+
+    marker: str
+    activity_id: str
+    record_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One line of ``syncd check``: what was tried and whether it worked."""
+
+    name: str
+    ok: bool
+    detail: str = ""

@@ -1,0 +1,236 @@
+"""A small routed HTTP server for the emulators, with request counting and fault injection.
+
+Each emulator subclasses :class:`Emulator`, registers routes, and gets for free:
+``counts`` by endpoint (server-side), injected 429/5xx/slow answers (:class:`Faults`),
+and start/stop on an ephemeral loopback port.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["Emulator", "Faults", "Request", "Response", "json_response"]
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: Mapping[str, str]
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        if not self.body:
+            return None
+        return json.loads(self.body.decode("utf-8"))
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers.items():
+            if key.lower() == name.lower():
+                return value
+        return None
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    hdrs = {"Content-Type": "application/json;charset=UTF-8"}
+    if headers:
+        hdrs.update(headers)
+    body = b"" if payload is None else json.dumps(payload).encode("utf-8")
+    return Response(status=status, body=body, headers=hdrs)
+
+
+Handler = Callable[[Request], Response]
+
+
+@dataclass
+class Faults:
+    """Injected misbehaviour, applied before routing. All fields may be changed at run time.
+
+    ``rate_limit_ratio``/``error_ratio`` refuse that share of requests with 429/500;
+    ``outage_until`` (a ``time.monotonic()`` value) answers 503 to everything until then;
+    ``delay`` sleeps before answering. ``seed`` makes the random choices repeatable.
+    """
+
+    rate_limit_ratio: float = 0.0
+    error_ratio: float = 0.0
+    delay: float = 0.0
+    outage_until: float = 0.0
+    retry_after: float = 1.0
+    seed: int | None = None
+    injected: Counter[str] = field(default_factory=Counter)
+    _rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.seed is not None:
+            self._rng.seed(self.seed)
+
+    def outage(self, seconds: float) -> None:
+        self.outage_until = time.monotonic() + seconds
+
+    def clear(self) -> None:
+        self.rate_limit_ratio = self.error_ratio = self.delay = 0.0
+        self.outage_until = 0.0
+
+    def pick(self) -> str | None:
+        """Which fault, if any, this request gets: ``outage``, ``429``, ``500`` or None."""
+        if self.delay:
+            time.sleep(self.delay)
+        if self.outage_until and time.monotonic() < self.outage_until:
+            self.injected["outage"] += 1
+            return "outage"
+        roll = self._rng.random()
+        if roll < self.rate_limit_ratio:
+            self.injected["429"] += 1
+            return "429"
+        if roll < self.rate_limit_ratio + self.error_ratio:
+            self.injected["500"] += 1
+            return "500"
+        return None
+
+
+class Emulator:
+    """Base of every sandbox server. Subclasses call :meth:`route` and may override
+    :meth:`fault_response` to answer injected faults in their service's own shape."""
+
+    name = "emulator"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._routes: list[tuple[str, re.Pattern[str], str, Handler]] = []
+        self.counts: Counter[str] = Counter()
+        self.statuses: Counter[int] = Counter()
+        self.faults = Faults()
+        self.lock = threading.RLock()
+        self._host = host
+        self._port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- routing ---------------------------------------------------------------------------
+    def route(self, method: str, pattern: str, endpoint: str, handler: Handler) -> None:
+        """Register ``handler`` for ``method`` and a full-match regex ``pattern`` on the path.
+        ``endpoint`` is the name requests are counted under."""
+        self._routes.append((method.upper(), re.compile(pattern), endpoint, handler))
+
+    def fault_response(self, fault: str, request: Request) -> Response:
+        status = {"outage": 503, "429": 429, "500": 500}[fault]
+        headers = {"Retry-After": f"{self.faults.retry_after:g}"} if status == 429 else {}
+        return json_response({"error": fault}, status=status, headers=headers)
+
+    def not_found(self, request: Request) -> Response:
+        return json_response({"error": "not found", "path": request.path}, status=404)
+
+    def dispatch(self, request: Request) -> Response:
+        for method, pattern, endpoint, handler in self._routes:
+            if method != request.method:
+                continue
+            match = pattern.fullmatch(request.path)
+            if match is None:
+                continue
+            request.params = {k: v for k, v in match.groupdict().items() if v is not None}
+            with self.lock:
+                self.counts[endpoint] += 1
+            fault = self.faults.pick()
+            response = self.fault_response(fault, request) if fault else handler(request)
+            with self.lock:
+                self.statuses[response.status] += 1
+            return response
+        with self.lock:
+            self.counts["unrouted"] += 1
+        return self.not_found(request)
+
+    @property
+    def total_requests(self) -> int:
+        with self.lock:
+            return sum(v for k, v in self.counts.items() if k != "unrouted") + self.counts["unrouted"]
+
+    def reset_counts(self) -> None:
+        with self.lock:
+            self.counts.clear()
+            self.statuses.clear()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError(f"{self.name} emulator is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> Emulator:
+        emulator = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                split = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                request = Request(
+                    method=self.command,
+                    path=split.path,
+                    query=parse_qs(split.query, keep_blank_values=True),
+                    headers=dict(self.headers.items()),
+                    body=body,
+                )
+                try:
+                    response = emulator.dispatch(request)
+                except Exception as exc:  # an emulator bug must show, not hang the client
+                    response = json_response({"error": f"emulator error: {exc!r}"}, status=500)
+                self.send_response(response.status)
+                for key, value in response.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(response.body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(response.body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle  # noqa: N815
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return None
+
+        server = ThreadingHTTPServer((self._host, self._port), _Handler)
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name=f"{self.name}-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
