@@ -1,0 +1,185 @@
+"""The state store's tables (SQLAlchemy Core). Alembic migrations in ``migrations/`` create them;
+a test checks the migrations and this metadata never drift apart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "cursors",
+    "deliveries",
+    "leases",
+    "match_cache",
+    "messages",
+    "metadata",
+    "quarantine",
+    "runs",
+    "windows",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite has no time zones and hands back naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use aware UTC datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+# One row per source message; ``raw`` keeps the payload exactly as received.
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account", String(100), nullable=False),
+    Column("message_id", String(200), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    Column("created_at", UTCDateTime()),
+    Column("raw", JSON, nullable=False),
+    # The normalized Message, so delivery need not parse the payload again.
+    Column("fields", JSON, nullable=False),
+    Column("first_seen_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("account", "message_id"),
+)
+
+# The outbox: one row per (message, target).
+# States: pending -> in_flight -> done | retry | dead | review | skipped.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("message_pk", Id, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("target", String(100), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime()),
+    Column("lease_until", UTCDateTime()),
+    Column("claimed_by", String(200)),
+    Column("claimed_version", Integer),
+    Column("delivered_version", Integer),
+    Column("record_id", String(100)),
+    Column("record_kind", String(40)),
+    Column("activity_id", String(100)),
+    Column("action", String(20)),
+    Column("last_error", Text),
+    Column("review_candidates", JSON),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("message_pk", "target"),
+    Index("ix_deliveries_claim", "target", "state", "next_attempt_at"),
+)
+
+# Caller key -> CRM record, per target. Written with the delivery's outcome, in one transaction.
+match_cache = Table(
+    "match_cache",
+    metadata,
+    Column("target", String(100), primary_key=True),
+    Column("key_kind", String(20), primary_key=True),
+    Column("key_value", String(400), primary_key=True),
+    Column("record_id", String(100), nullable=False),
+    Column("record_kind", String(40), nullable=False),
+    Column("snapshot", JSON, nullable=False),  # canonical fields known filled in the CRM
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_match_cache_record", "target", "record_id"),
+)
+
+# Poll cursor per account: the start of the last run whose windows all completed.
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("account", String(100), primary_key=True),
+    Column("position", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Completed backfill day windows, so an interrupted backfill resumes where it stopped.
+windows = Table(
+    "windows",
+    metadata,
+    Column("account", String(100), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("fetched", Integer, nullable=False),
+    Column("new", Integer, nullable=False),
+    Column("completed_at", UTCDateTime(), nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(20), nullable=False),
+    Column("worker", String(200), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Column("status", String(20), nullable=False),
+    Column("stats", JSON),
+    Column("error", Text),
+)
+
+# Source payloads we could not parse, kept for an operator to see and replay.
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account", String(100), nullable=False),
+    Column("message_id", String(200)),
+    Column("reason", Text, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("resolved", Boolean, nullable=False, default=False),
+)
+
+# Named leases (one poller per account across replicas).
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)

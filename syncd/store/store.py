@@ -1,0 +1,878 @@
+"""The state store: every fact syncd needs to finish its work after a crash.
+
+Ingest only inserts messages and pending deliveries; delivery only moves a delivery through
+``pending -> in_flight -> done | retry | dead | review | skipped``. Claims carry a lease, so a
+delivery held by a process that died is taken up again once the lease runs out, and claims
+use ``FOR UPDATE SKIP LOCKED`` so several replicas on PostgreSQL share the work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from syncd.models import KeyKind, MatchKey, Message
+from syncd.store import migrate
+from syncd.store.codec import message_from_row, message_to_fields
+from syncd.store.schema import (
+    cursors,
+    deliveries,
+    leases,
+    match_cache,
+    messages,
+    quarantine,
+    runs,
+    windows,
+)
+
+__all__ = [
+    "CacheEntry",
+    "CacheWrite",
+    "Claimed",
+    "DeliveryResult",
+    "IngestResult",
+    "State",
+    "Store",
+]
+
+T = TypeVar("T")
+_CHUNK = 500  # rows per IN (...) list: far below every backend's parameter limit
+
+
+class State:
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    DONE = "done"
+    RETRY = "retry"
+    DEAD = "dead"
+    REVIEW = "review"
+    SKIPPED = "skipped"
+    ALL = ("pending", "in_flight", "done", "retry", "dead", "review", "skipped")
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    fetched: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery taken for work. ``attempts > 1`` means an earlier attempt may have reached
+    the CRM: reconcile by marker before writing again."""
+
+    delivery_id: int
+    target: str
+    message: Message
+    attempts: int
+    version: int
+    activity_id: str | None
+    record_id: str | None
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    delivery_id: int
+    state: str
+    record_id: str | None = None
+    record_kind: str | None = None
+    activity_id: str | None = None
+    action: str | None = None
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+    review_candidates: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    record_id: str
+    record_kind: str
+    snapshot: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class CacheWrite:
+    key: MatchKey
+    record_id: str
+    record_kind: str
+    snapshot: Mapping[str, str] = field(default_factory=dict)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _prepare_sqlite_file(url: str) -> None:
+    """Create the SQLite file readable by its owner only, before SQLite creates it 0644."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    else:
+        os.chmod(path, 0o600)
+
+
+def create_store_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        _prepare_sqlite_file(url)
+        engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _: Any) -> None:
+            # Hand transaction control to SQLAlchemy so BEGIN IMMEDIATE below is honoured.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # Take the write lock up front: two writers never deadlock upgrading a read lock.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_store_engine(url)
+        self.dialect = self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def migrate(self) -> None:
+        migrate.upgrade(self.engine)
+
+    def schema_revision(self) -> str | None:
+        return migrate.current_revision(self.engine)
+
+    def ping(self) -> bool:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+        return True
+
+    # -- upsert helper ---------------------------------------------------------------------
+    def _upsert(
+        self, table: Any, rows: list[dict[str, Any]], keys: list[str], update_cols: list[str]
+    ) -> Any:
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = dialect_insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=keys, set_={col: getattr(stmt.excluded, col) for col in update_cols}
+        )
+
+    # -- ingest ----------------------------------------------------------------------------
+    def ingest(
+        self,
+        account: str,
+        batch: Sequence[Message],
+        targets: Sequence[str],
+        now: datetime | None = None,
+    ) -> IngestResult:
+        """Insert new messages with a pending delivery per target; re-queue changed ones."""
+        now = now or _utcnow()
+        unique: dict[str, Message] = {m.message_id: m for m in batch}
+        new = changed = unchanged = 0
+        with self.engine.begin() as conn:
+            known: dict[str, tuple[int, str]] = {}
+            for ids in _chunks(list(unique)):
+                rows = conn.execute(
+                    select(messages.c.id, messages.c.message_id, messages.c.content_hash).where(
+                        messages.c.account == account, messages.c.message_id.in_(ids)
+                    )
+                )
+                known.update({r.message_id: (r.id, r.content_hash) for r in rows})
+            fresh = [m for mid, m in unique.items() if mid not in known]
+            if fresh:
+                inserted = conn.execute(
+                    insert(messages).returning(messages.c.id),
+                    [
+                        {
+                            "account": account,
+                            "message_id": m.message_id,
+                            "content_hash": m.content_hash(),
+                            "version": 1,
+                            "created_at": m.created_at,
+                            "raw": _json_safe(m.raw),
+                            "fields": message_to_fields(m),
+                            "first_seen_at": now,
+                            "updated_at": now,
+                        }
+                        for m in fresh
+                    ],
+                ).all()
+                pks = [row.id for row in inserted]
+                if targets:
+                    conn.execute(
+                        insert(deliveries),
+                        [
+                            {
+                                "message_pk": pk,
+                                "target": target,
+                                "state": State.PENDING,
+                                "attempts": 0,
+                                "created_at": now,
+                                "updated_at": now,
+                            }
+                            for pk in pks
+                            for target in targets
+                        ],
+                    )
+                new = len(fresh)
+            edits = [
+                (known[m.message_id][0], m)
+                for mid, m in unique.items()
+                if mid in known and known[mid][1] != m.content_hash()
+            ]
+            unchanged = len(unique) - new - len(edits)
+            if edits:
+                conn.execute(
+                    update(messages)
+                    .where(messages.c.id == bindparam("pk"))
+                    .values(
+                        content_hash=bindparam("h"),
+                        raw=bindparam("r"),
+                        fields=bindparam("f"),
+                        version=messages.c.version + 1,
+                        updated_at=now,
+                    ),
+                    [
+                        {
+                            "pk": pk,
+                            "h": m.content_hash(),
+                            "r": _json_safe(m.raw),
+                            "f": message_to_fields(m),
+                        }
+                        for pk, m in edits
+                    ],
+                )
+                # A finished delivery goes round again (its activity is updated in place);
+                # one still in flight notices the new version when it records its outcome.
+                for edited in _chunks([pk for pk, _ in edits]):
+                    conn.execute(
+                        update(deliveries)
+                        .where(
+                            deliveries.c.message_pk.in_(edited),
+                            deliveries.c.state.in_(
+                                [State.DONE, State.DEAD, State.SKIPPED, State.REVIEW]
+                            ),
+                        )
+                        .values(
+                            state=State.PENDING,
+                            attempts=0,
+                            next_attempt_at=None,
+                            last_error=None,
+                            updated_at=now,
+                        )
+                    )
+                changed = len(edits)
+        return IngestResult(fetched=len(batch), new=new, changed=changed, unchanged=unchanged)
+
+    def quarantine(
+        self,
+        account: str,
+        items: Iterable[tuple[str | None, str, Any]],
+        now: datetime | None = None,
+    ) -> int:
+        """Set aside payloads that could not be parsed: (message_id, reason, raw)."""
+        now = now or _utcnow()
+        rows = [
+            {
+                "account": account,
+                "message_id": mid,
+                "reason": reason[:2000],
+                "raw": _dump_raw(raw),
+                "created_at": now,
+                "resolved": False,
+            }
+            for mid, reason, raw in items
+        ]
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            # The same bad payload seen again on the next poll is not a new problem.
+            fresh = []
+            for row in rows:
+                exists = conn.execute(
+                    select(quarantine.c.id).where(
+                        quarantine.c.account == account,
+                        quarantine.c.raw == row["raw"],
+                        quarantine.c.resolved.is_(False),
+                    )
+                ).first()
+                if exists is None:
+                    fresh.append(row)
+            if fresh:
+                conn.execute(insert(quarantine), fresh)
+        return len(fresh)
+
+    # -- cursors and windows ----------------------------------------------------------------
+    def get_cursor(self, account: str) -> datetime | None:
+        with self.engine.connect() as conn:
+            value: datetime | None = conn.execute(
+                select(cursors.c.position).where(cursors.c.account == account)
+            ).scalar()
+        return value
+
+    def set_cursor(self, account: str, position: datetime, now: datetime | None = None) -> None:
+        now = now or _utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._upsert(cursors, [], ["account"], ["position", "updated_at"]),
+                {"account": account, "position": position, "updated_at": now},
+            )
+
+    def done_days(self, account: str, start: date, end: date) -> set[date]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(windows.c.day).where(
+                    windows.c.account == account, windows.c.day >= start, windows.c.day <= end
+                )
+            )
+            return {r.day for r in rows}
+
+    def mark_window(
+        self, account: str, day: date, fetched: int, new: int, now: datetime | None = None
+    ) -> None:
+        now = now or _utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._upsert(windows, [], ["account", "day"], ["fetched", "new", "completed_at"]),
+                {
+                    "account": account,
+                    "day": day,
+                    "fetched": fetched,
+                    "new": new,
+                    "completed_at": now,
+                },
+            )
+
+    # -- runs ------------------------------------------------------------------------------
+    def start_run(self, kind: str, worker: str, now: datetime | None = None) -> int:
+        with self.engine.begin() as conn:
+            run_id: int = conn.execute(
+                insert(runs).returning(runs.c.id),
+                {
+                    "kind": kind,
+                    "worker": worker,
+                    "started_at": now or _utcnow(),
+                    "status": "running",
+                },
+            ).scalar_one()
+        return run_id
+
+    def finish_run(
+        self, run_id: int, status: str, stats: Mapping[str, Any], error: str | None = None
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    finished_at=_utcnow(), status=status, stats=_json_safe(dict(stats)), error=error
+                )
+            )
+
+    # -- leases ----------------------------------------------------------------------------
+    def acquire_lease(
+        self, name: str, holder: str, ttl: float, now: datetime | None = None
+    ) -> bool:
+        """Take or renew a named lease; False while another live holder has it."""
+        now = now or _utcnow()
+        expires = now + timedelta(seconds=ttl)
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(leases).where(leases.c.name == name).with_for_update()
+            ).first()
+            if row is None:
+                dialect_insert = (
+                    postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+                )
+                result = conn.execute(
+                    dialect_insert(leases).on_conflict_do_nothing(index_elements=["name"]),
+                    {"name": name, "holder": holder, "expires_at": expires},
+                )
+                return bool(result.rowcount)
+            if row.holder != holder and row.expires_at > now:
+                return False
+            conn.execute(
+                update(leases)
+                .where(leases.c.name == name)
+                .values(holder=holder, expires_at=expires)
+            )
+            return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(leases).where(leases.c.name == name, leases.c.holder == holder))
+
+    # -- delivery --------------------------------------------------------------------------
+    def claim(
+        self,
+        target: str,
+        limit: int,
+        worker: str,
+        lease_seconds: float,
+        now: datetime | None = None,
+    ) -> list[Claimed]:
+        now = now or _utcnow()
+        lease_until = now + timedelta(seconds=lease_seconds)
+        with self.engine.begin() as conn:
+            ids = list(
+                conn.execute(
+                    select(deliveries.c.id)
+                    .where(
+                        deliveries.c.target == target,
+                        or_(
+                            deliveries.c.state == State.PENDING,
+                            and_(
+                                deliveries.c.state == State.RETRY,
+                                deliveries.c.next_attempt_at <= now,
+                            ),
+                            and_(
+                                deliveries.c.state == State.IN_FLIGHT,
+                                deliveries.c.lease_until < now,
+                            ),
+                        ),
+                    )
+                    .order_by(deliveries.c.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                ).scalars()
+            )
+            if not ids:
+                return []
+            version = (
+                select(messages.c.version)
+                .where(messages.c.id == deliveries.c.message_pk)
+                .scalar_subquery()
+            )
+            for chunk in _chunks(ids):
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(chunk))
+                    .values(
+                        state=State.IN_FLIGHT,
+                        lease_until=lease_until,
+                        claimed_by=worker,
+                        attempts=deliveries.c.attempts + 1,
+                        claimed_version=version,
+                        updated_at=now,
+                    )
+                )
+            claimed: list[Claimed] = []
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    select(
+                        deliveries.c.id,
+                        deliveries.c.attempts,
+                        deliveries.c.activity_id,
+                        deliveries.c.record_id,
+                        messages.c.account,
+                        messages.c.message_id,
+                        messages.c.version,
+                        messages.c.fields,
+                        messages.c.raw,
+                    )
+                    .join(messages, messages.c.id == deliveries.c.message_pk)
+                    .where(deliveries.c.id.in_(chunk))
+                    .order_by(deliveries.c.id)
+                )
+                claimed.extend(
+                    Claimed(
+                        delivery_id=r.id,
+                        target=target,
+                        message=message_from_row(r.account, r.message_id, r.fields, r.raw),
+                        attempts=r.attempts,
+                        version=r.version,
+                        activity_id=r.activity_id,
+                        record_id=r.record_id,
+                    )
+                    for r in rows
+                )
+        return claimed
+
+    def record(
+        self,
+        target: str,
+        results: Sequence[DeliveryResult],
+        *,
+        worker: str,
+        cache_writes: Sequence[CacheWrite] = (),
+        cache_drops: Sequence[str] = (),
+        now: datetime | None = None,
+    ) -> None:
+        """Record outcomes and match-cache changes in ONE transaction: after a crash either
+        both are there or neither is, and the marker reconciles the CRM side."""
+        now = now or _utcnow()
+        with self.engine.begin() as conn:
+            if cache_drops:
+                for chunk in _chunks(list(cache_drops)):
+                    conn.execute(
+                        delete(match_cache).where(
+                            match_cache.c.target == target, match_cache.c.record_id.in_(chunk)
+                        )
+                    )
+            if cache_writes:
+                rows = {
+                    (w.key.kind.value, w.key.value): {
+                        "target": target,
+                        "key_kind": w.key.kind.value,
+                        "key_value": w.key.value,
+                        "record_id": w.record_id,
+                        "record_kind": w.record_kind,
+                        "snapshot": dict(w.snapshot),
+                        "updated_at": now,
+                    }
+                    for w in cache_writes
+                }
+                conn.execute(
+                    self._upsert(
+                        match_cache,
+                        [],
+                        ["target", "key_kind", "key_value"],
+                        ["record_id", "record_kind", "snapshot", "updated_at"],
+                    ),
+                    list(rows.values()),
+                )
+            if results:
+                mine = and_(
+                    deliveries.c.id == bindparam("b_id"),
+                    deliveries.c.state == State.IN_FLIGHT,
+                    deliveries.c.claimed_by == worker,
+                )
+                conn.execute(
+                    update(deliveries)
+                    .where(mine)
+                    .values(
+                        state=bindparam("b_state"),
+                        record_id=func.coalesce(bindparam("b_record"), deliveries.c.record_id),
+                        record_kind=func.coalesce(bindparam("b_kind"), deliveries.c.record_kind),
+                        activity_id=func.coalesce(
+                            bindparam("b_activity"), deliveries.c.activity_id
+                        ),
+                        action=func.coalesce(bindparam("b_action"), deliveries.c.action),
+                        last_error=bindparam("b_error"),
+                        next_attempt_at=bindparam("b_next"),
+                        review_candidates=bindparam("b_review"),
+                        delivered_version=bindparam("b_delivered"),
+                        lease_until=None,
+                        updated_at=now,
+                    ),
+                    [
+                        {
+                            "b_id": r.delivery_id,
+                            "b_state": r.state,
+                            "b_record": r.record_id,
+                            "b_kind": r.record_kind,
+                            "b_activity": r.activity_id,
+                            "b_action": r.action,
+                            "b_error": r.error,
+                            "b_next": r.next_attempt_at,
+                            "b_review": r.review_candidates,
+                            "b_delivered": None,
+                        }
+                        for r in results
+                    ],
+                )
+                done = [r.delivery_id for r in results if r.state == State.DONE]
+                for done_ids in _chunks(done):
+                    conn.execute(
+                        update(deliveries)
+                        .where(deliveries.c.id.in_(done_ids))
+                        .values(delivered_version=deliveries.c.claimed_version)
+                    )
+                    # The message changed while we were delivering it: go round again.
+                    current = (
+                        select(messages.c.version)
+                        .where(messages.c.id == deliveries.c.message_pk)
+                        .scalar_subquery()
+                    )
+                    conn.execute(
+                        update(deliveries)
+                        .where(
+                            deliveries.c.id.in_(done_ids), deliveries.c.claimed_version < current
+                        )
+                        .values(state=State.PENDING, attempts=0)
+                    )
+
+    def release(
+        self,
+        delivery_ids: Sequence[int],
+        *,
+        worker: str,
+        next_attempt_at: datetime | None = None,
+        error: str | None = None,
+        refund_attempt: bool = False,
+    ) -> None:
+        """Give claimed deliveries back (shutdown, dry run, target paused)."""
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(delivery_ids)):
+                values: dict[str, Any] = {
+                    "state": State.RETRY if next_attempt_at else State.PENDING,
+                    "next_attempt_at": next_attempt_at,
+                    "lease_until": None,
+                    "updated_at": _utcnow(),
+                }
+                if error is not None:
+                    values["last_error"] = error[:2000]
+                if refund_attempt:
+                    values["attempts"] = deliveries.c.attempts - 1
+                conn.execute(
+                    update(deliveries)
+                    .where(
+                        deliveries.c.id.in_(chunk),
+                        deliveries.c.state == State.IN_FLIGHT,
+                        deliveries.c.claimed_by == worker,
+                    )
+                    .values(**values)
+                )
+
+    # -- match cache -----------------------------------------------------------------------
+    def cache_get(self, target: str, keys: Iterable[MatchKey]) -> dict[MatchKey, CacheEntry]:
+        wanted = sorted(set(keys))
+        found: dict[MatchKey, CacheEntry] = {}
+        if not wanted:
+            return found
+        by_kind: dict[str, list[str]] = {}
+        for key in wanted:
+            by_kind.setdefault(key.kind.value, []).append(key.value)
+        with self.engine.connect() as conn:
+            for kind, values in by_kind.items():
+                for chunk in _chunks(values):
+                    rows = conn.execute(
+                        select(match_cache).where(
+                            match_cache.c.target == target,
+                            match_cache.c.key_kind == kind,
+                            match_cache.c.key_value.in_(chunk),
+                        )
+                    )
+                    for r in rows:
+                        found[MatchKey(KeyKind(r.key_kind), r.key_value)] = CacheEntry(
+                            r.record_id, r.record_kind, dict(r.snapshot or {})
+                        )
+        return found
+
+    def cache_drop(self, target: str, record_ids: Sequence[str]) -> None:
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(record_ids)):
+                conn.execute(
+                    delete(match_cache).where(
+                        match_cache.c.target == target, match_cache.c.record_id.in_(chunk)
+                    )
+                )
+
+    # -- operator views and commands --------------------------------------------------------
+    def counts(self) -> dict[str, dict[str, int]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(deliveries.c.target, deliveries.c.state, func.count()).group_by(
+                    deliveries.c.target, deliveries.c.state
+                )
+            )
+            out: dict[str, dict[str, int]] = {}
+            for target, state, n in rows:
+                out.setdefault(target, dict.fromkeys(State.ALL, 0))[state] = n
+            return out
+
+    def message_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(messages)).scalar_one())
+
+    def oldest_pending(self) -> dict[str, datetime]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(deliveries.c.target, func.min(deliveries.c.created_at))
+                .where(deliveries.c.state.in_([State.PENDING, State.RETRY, State.IN_FLIGHT]))
+                .group_by(deliveries.c.target)
+            )
+            return {t: _aware(v) for t, v in rows if v is not None}
+
+    def problems(
+        self, states: Sequence[str] = (State.DEAD, State.REVIEW), limit: int = 50
+    ) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    deliveries.c.id,
+                    deliveries.c.target,
+                    deliveries.c.state,
+                    deliveries.c.attempts,
+                    deliveries.c.last_error,
+                    deliveries.c.review_candidates,
+                    deliveries.c.updated_at,
+                    messages.c.account,
+                    messages.c.message_id,
+                )
+                .join(messages, messages.c.id == deliveries.c.message_pk)
+                .where(deliveries.c.state.in_(list(states)))
+                .order_by(deliveries.c.id)
+                .limit(limit)
+            )
+            return [
+                {
+                    "delivery_id": r.id,
+                    "target": r.target,
+                    "state": r.state,
+                    "account": r.account,
+                    "message_id": r.message_id,
+                    "attempts": r.attempts,
+                    "reason": r.last_error,
+                    "candidates": r.review_candidates or [],
+                    "updated_at": _aware(r.updated_at).isoformat(),
+                }
+                for r in rows
+            ]
+
+    def quarantined(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(quarantine)
+                .where(quarantine.c.resolved.is_(False))
+                .order_by(quarantine.c.id)
+                .limit(limit)
+            )
+            return [
+                {
+                    "id": r.id,
+                    "account": r.account,
+                    "message_id": r.message_id,
+                    "reason": r.reason,
+                    "raw": r.raw[:500],
+                }
+                for r in rows
+            ]
+
+    def quarantine_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(quarantine)
+                    .where(quarantine.c.resolved.is_(False))
+                ).scalar_one()
+            )
+
+    def cursor_positions(self) -> dict[str, datetime]:
+        with self.engine.connect() as conn:
+            return {r.account: _aware(r.position) for r in conn.execute(select(cursors))}
+
+    def last_runs(self, limit: int = 5) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit))
+            return [
+                {
+                    "id": r.id,
+                    "kind": r.kind,
+                    "worker": r.worker,
+                    "started_at": _aware(r.started_at).isoformat(),
+                    "finished_at": _aware(r.finished_at).isoformat() if r.finished_at else None,
+                    "status": r.status,
+                    "stats": r.stats,
+                    "error": r.error,
+                }
+                for r in rows
+            ]
+
+    def last_success(self, kind: str | None = None) -> datetime | None:
+        with self.engine.connect() as conn:
+            query = select(func.max(runs.c.finished_at)).where(runs.c.status == "ok")
+            if kind:
+                query = query.where(runs.c.kind == kind)
+            value = conn.execute(query).scalar()
+            return _aware(value) if value else None
+
+    def retry_dead(self, target: str | None = None, include_review: bool = False) -> int:
+        states = [State.DEAD] + ([State.REVIEW] if include_review else [])
+        with self.engine.begin() as conn:
+            query = update(deliveries).where(deliveries.c.state.in_(states))
+            if target:
+                query = query.where(deliveries.c.target == target)
+            result = conn.execute(
+                query.values(
+                    state=State.PENDING,
+                    attempts=0,
+                    next_attempt_at=None,
+                    last_error=None,
+                    updated_at=_utcnow(),
+                )
+            )
+            return int(result.rowcount)
+
+    def replay(self, message_id: str, target: str | None = None, account: str | None = None) -> int:
+        """Queue a message again. A delivered activity is updated in place, not duplicated."""
+        with self.engine.begin() as conn:
+            pks = select(messages.c.id).where(messages.c.message_id == message_id)
+            if account:
+                pks = pks.where(messages.c.account == account)
+            query = update(deliveries).where(
+                deliveries.c.message_pk.in_(pks), deliveries.c.state != State.IN_FLIGHT
+            )
+            if target:
+                query = query.where(deliveries.c.target == target)
+            result = conn.execute(
+                query.values(
+                    state=State.PENDING,
+                    attempts=0,
+                    next_attempt_at=None,
+                    last_error=None,
+                    updated_at=_utcnow(),
+                )
+            )
+            return int(result.rowcount)
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _json_safe(value: Any) -> Any:
+    """Round-trip through JSON so anything odd in a payload (surrogates, sets) is stored safely."""
+    return json.loads(json.dumps(value, default=str, ensure_ascii=True))
+
+
+def _dump_raw(raw: Any) -> str:
+    try:
+        return json.dumps(raw, default=str, ensure_ascii=True, sort_keys=True)
+    except (TypeError, ValueError):
+        return repr(raw)
