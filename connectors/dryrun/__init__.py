@@ -1,1 +1,71 @@
-"""dryrun connector (placeholder until it lands)."""
+"""The ``dry-run`` connector: plans are recorded, nothing is written anywhere.
+
+As a target type (``type = "dry-run"``) it knows no CRM records, so every caller is new.
+``syncd run --dry-run`` wraps each real connector in it (``options["inner"]``): lookups and
+reads go to the real CRM, which only ever *reads*, and writes are recorded instead of made.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+
+from syncd.connector import Connector, TargetContext
+from syncd.models import Action, ActivityRef, CheckResult, CrmRecord, MatchKey, Outcome, Plan
+
+__all__ = ["DryRunConnector", "create"]
+
+
+class DryRunConnector:
+    def __init__(self, name: str, inner: Connector | None = None) -> None:
+        self.name = name
+        self.inner = inner
+        self.plans: list[Plan] = []
+        self._lock = threading.Lock()
+
+    def lookup(self, keys: Sequence[MatchKey]) -> Mapping[MatchKey, Sequence[CrmRecord]]:
+        return self.inner.lookup(keys) if self.inner else {key: [] for key in keys}
+
+    def read(self, kind: str, ids: Sequence[str]) -> Mapping[str, CrmRecord]:
+        if self.inner:
+            return self.inner.read(kind, ids)
+        return {i: CrmRecord(id=i, kind=kind) for i in ids}
+
+    def apply(self, plans: Sequence[Plan]) -> Sequence[Outcome]:
+        with self._lock:
+            self.plans.extend(plans)
+        outcomes = []
+        for plan in plans:
+            created = plan.action is Action.CREATE
+            record_id = plan.record_id or f"dry-run:{plan.caller_key}"
+            outcomes.append(
+                Outcome(
+                    plan.delivery_id,
+                    ok=True,
+                    record_id=record_id,
+                    record_kind=plan.record_kind,
+                    created=created,
+                    updated=plan.action is Action.UPDATE,
+                    activity_id=plan.activity.existing_id or f"dry-run:{plan.activity.marker}",
+                )
+            )
+        return outcomes
+
+    def find_activities(self, markers: Sequence[str]) -> Mapping[str, ActivityRef]:
+        return self.inner.find_activities(markers) if self.inner else {}
+
+    def check(self) -> Sequence[CheckResult]:
+        if self.inner:
+            return self.inner.check()
+        return [CheckResult("dry-run", True, "records plans, writes nothing")]
+
+    def close(self) -> None:
+        if self.inner:
+            self.inner.close()
+
+
+def create(context: TargetContext) -> Connector:
+    inner = context.options.get("inner")
+    if inner is not None and not isinstance(inner, Connector):
+        raise TypeError("dry-run: options['inner'] must be a Connector")
+    return DryRunConnector(context.name, inner)

@@ -84,6 +84,7 @@ class IngestResult:
     new: int = 0
     changed: int = 0
     unchanged: int = 0
+    new_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,13 @@ class Store:
                         )
                     )
                 changed = len(edits)
-        return IngestResult(fetched=len(batch), new=new, changed=changed, unchanged=unchanged)
+        return IngestResult(
+            fetched=len(batch),
+            new=new,
+            changed=changed,
+            unchanged=unchanged,
+            new_ids=tuple(m.message_id for m in fresh),
+        )
 
     def quarantine(
         self,

@@ -1,0 +1,493 @@
+"""Delivery: claim a batch of pending deliveries for one target, match, plan, apply, record.
+
+Per batch, the CRM sees at most: one packed lookup for the keys the match cache could not
+answer, one packed read for cached records whose fields we might fill, one batched contact
+write, one batched activity write. Everything the batch learnt is recorded in one
+transaction with the outcomes (see :meth:`syncd.store.Store.record`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from syncd.backoff import backoff_delay
+from syncd.config import DaemonSettings, TargetSettings
+from syncd.connector import Connector
+from syncd.errors import AuthError, RateLimited, RetriableError
+from syncd.match.keys import CallerKeys, extract_keys
+from syncd.match.policy import (
+    Decision,
+    canonical_fields,
+    decide,
+    name_key,
+    plan_for,
+    policy_keys,
+)
+from syncd.models import (
+    Action,
+    CrmRecord,
+    KeyKind,
+    MatchKey,
+    Outcome,
+    Plan,
+    activity_marker,
+)
+from syncd.store.store import CacheEntry, CacheWrite, Claimed, DeliveryResult, State, Store
+
+__all__ = ["DeliveryStats", "TargetPaused", "deliver_target"]
+
+log = structlog.get_logger(__name__)
+
+
+class TargetPaused(Exception):
+    """The target cannot take work now (daily quota spent); ``until`` says when to try."""
+
+    def __init__(self, target: str, until: datetime, reason: str) -> None:
+        self.target, self.until, self.reason = target, until, reason
+        super().__init__(f"{target} paused until {until.isoformat()}: {reason}")
+
+
+@dataclass
+class DeliveryStats:
+    claimed: int = 0
+    done: int = 0
+    contacts_created: int = 0
+    contacts_updated: int = 0
+    activities_logged: int = 0
+    activities_updated: int = 0
+    reconciled: int = 0
+    review: int = 0
+    skipped: int = 0
+    retry: int = 0
+    dead: int = 0
+    batches: int = 0
+    planned: list[Plan] = field(default_factory=list)  # dry run only
+
+    @property
+    def failed(self) -> int:
+        return self.retry + self.dead
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "claimed": self.claimed,
+            "done": self.done,
+            "contacts_created": self.contacts_created,
+            "contacts_updated": self.contacts_updated,
+            "activities_logged": self.activities_logged,
+            "activities_updated": self.activities_updated,
+            "reconciled": self.reconciled,
+            "review": self.review,
+            "skipped": self.skipped,
+            "retry": self.retry,
+            "dead": self.dead,
+        }
+
+
+@dataclass
+class _Item:
+    claimed: Claimed
+    keys: CallerKeys
+    record: CrmRecord | None = None  # known from the cache (and maybe refreshed by a read)
+    known: Mapping[str, str] = field(default_factory=dict)
+    decision: Decision | None = None
+
+
+def _snapshot_covers(offered: Mapping[str, str], snapshot: Mapping[str, str], policy: str) -> bool:
+    """True when the cache already knows enough to skip reading the record from the CRM."""
+    if policy == "fill_blanks":
+        return all(snapshot.get(name) for name in offered)
+    return all(snapshot.get(name) == value for name, value in offered.items())
+
+
+class _Batch:
+    def __init__(
+        self,
+        store: Store,
+        connector: Connector,
+        target: TargetSettings,
+        daemon: DaemonSettings,
+        regions: Mapping[str, str],
+        now: datetime,
+        dry_run: bool,
+    ) -> None:
+        self.store, self.connector, self.target, self.daemon = store, connector, target, daemon
+        self.regions, self.now, self.dry_run = regions, now, dry_run
+        self.results: list[DeliveryResult] = []
+        self.cache_writes: list[CacheWrite] = []
+        self.cache_drops: list[str] = []
+
+    # -- steps -----------------------------------------------------------------------------
+    def reconcile(self, items: list[_Item], stats: DeliveryStats) -> list[_Item]:
+        """An earlier attempt may have reached the CRM before we could record it: look for
+        its activity by marker (an immediately consistent read) instead of writing again."""
+        suspects = [i for i in items if i.claimed.attempts > 1 and not i.claimed.activity_id]
+        if not suspects:
+            return items
+        markers = {self._marker(i): i for i in suspects}
+        found = self.connector.find_activities(list(markers))
+        settled: set[int] = set()
+        for marker, ref in found.items():
+            item = markers.get(marker)
+            if item is None:
+                continue
+            settled.add(item.claimed.delivery_id)
+            stats.reconciled += 1
+            self._done(
+                item.claimed.delivery_id, ref.record_id, "contact", ref.activity_id, "reconciled"
+            )
+            if ref.record_id:
+                self._cache(item.keys, ref.record_id, "contact", {})
+        return [i for i in items if i.claimed.delivery_id not in settled]
+
+    def from_cache(self, items: list[_Item]) -> None:
+        keys = {k for i in items for k in self._cache_keys(i.keys)}
+        cached = self.store.cache_get(self.target.name, keys)
+        to_read: dict[str, list[_Item]] = {}
+        for item in items:
+            entry = self._first_hit(item.keys, cached)
+            if entry is None:
+                continue
+            item.record = CrmRecord(id=entry.record_id, kind=entry.record_kind)
+            item.known = entry.snapshot
+            offered = self._offered(item)
+            if self.target.sync_mode == "create_only" or _snapshot_covers(
+                offered, entry.snapshot, self.target.field_policy
+            ):
+                item.decision = Decision("existing", record=item.record, matched_by="cache")
+            else:
+                to_read.setdefault(entry.record_kind, []).append(item)
+        for kind, waiting in to_read.items():
+            ids = sorted({i.record.id for i in waiting if i.record})
+            fresh = self.connector.read(kind, ids)
+            for item in waiting:
+                assert item.record is not None
+                record = fresh.get(item.record.id)
+                if record is None:  # deleted or merged in the CRM since we cached it
+                    self.cache_drops.append(item.record.id)
+                    item.record, item.known = None, {}
+                    continue
+                item.record = record
+                item.decision = Decision("existing", record=record, matched_by="cache")
+
+    def from_crm(self, items: list[_Item]) -> None:
+        pending = [i for i in items if i.decision is None]
+        wanted = sorted({k for i in pending for k in policy_keys(i.keys, self.target.match)})
+        candidates: Mapping[MatchKey, Sequence[CrmRecord]] = (
+            self.connector.lookup(wanted) if wanted else {}
+        )
+        for item in pending:
+            item.decision = decide(item.keys, candidates, self.target.match)
+
+    def plan(self, items: list[_Item], stats: DeliveryStats) -> list[Plan]:
+        plans: list[Plan] = []
+        group_of: dict[MatchKey, str] = {}  # one new caller in one batch -> one caller_key
+        for item in items:
+            decision = item.decision
+            assert decision is not None
+            claimed = item.claimed
+            if decision.kind == "review":
+                stats.review += 1
+                self.results.append(
+                    DeliveryResult(
+                        claimed.delivery_id,
+                        State.REVIEW,
+                        error=decision.reason,
+                        review_candidates=list(decision.alternatives),
+                    )
+                )
+                continue
+            caller_key = ""
+            if decision.kind == "new":
+                keys = self._cache_keys(item.keys)
+                caller_key = next(
+                    (group_of[k] for k in keys if k in group_of), item.keys.caller_key
+                )
+                for key in keys:
+                    group_of.setdefault(key, caller_key)
+            plan = plan_for(
+                claimed.delivery_id,
+                claimed.message,
+                item.keys,
+                decision,
+                self.target,
+                caller_key=caller_key,
+                existing_activity=claimed.activity_id,
+                known=item.known,
+            )
+            if plan is None:
+                stats.skipped += 1
+                self.results.append(
+                    DeliveryResult(
+                        claimed.delivery_id,
+                        State.SKIPPED,
+                        error=f"{self.target.sync_mode}: no match",
+                    )
+                )
+                continue
+            plans.append(plan)
+        return plans
+
+    def record_outcomes(
+        self,
+        plans: Sequence[Plan],
+        outcomes: Sequence[Outcome],
+        claims: Mapping[int, Claimed],
+        stats: DeliveryStats,
+    ) -> None:
+        by_id = {p.delivery_id: p for p in plans}
+        created: set[str] = set()
+        for outcome in outcomes:
+            plan = by_id.get(outcome.delivery_id)
+            if plan is None:
+                continue
+            if outcome.gone:
+                self.cache_drops.extend(outcome.gone)
+            if outcome.ok:
+                stats.done += 1
+                if outcome.created and outcome.record_id:
+                    created.add(outcome.record_id)
+                if outcome.updated:
+                    stats.contacts_updated += 1
+                if plan.activity.existing_id:
+                    stats.activities_updated += 1
+                else:
+                    stats.activities_logged += 1
+                self._done(
+                    plan.delivery_id,
+                    outcome.record_id,
+                    outcome.record_kind,
+                    outcome.activity_id,
+                    plan.action.value,
+                )
+                if outcome.record_id:
+                    snapshot = dict(plan.fields) if plan.action is not Action.LOG else {}
+                    self._cache_plan(plan, outcome.record_id, outcome.record_kind, snapshot)
+                continue
+            attempts = claims[plan.delivery_id].attempts
+            if outcome.retriable and attempts < self.daemon.max_attempts:
+                stats.retry += 1
+                delay = 0.0 if outcome.gone else self._delay(attempts, outcome.retry_after)
+                self.results.append(
+                    DeliveryResult(
+                        plan.delivery_id,
+                        State.RETRY,
+                        error=outcome.error,
+                        next_attempt_at=self.now + timedelta(seconds=delay),
+                    )
+                )
+            else:
+                stats.dead += 1
+                log.warning(
+                    "delivery dead",
+                    target=self.target.name,
+                    message_id=plan.message.message_id,
+                    error=outcome.error,
+                )
+                self.results.append(
+                    DeliveryResult(plan.delivery_id, State.DEAD, error=outcome.error)
+                )
+        stats.contacts_created += len(created)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _marker(self, item: _Item) -> str:
+        return activity_marker(item.claimed.message.account, item.claimed.message.message_id)
+
+    def _offered(self, item: _Item) -> dict[str, str]:
+        return canonical_fields(item.claimed.message, item.keys)
+
+    def _cache_keys(self, keys: CallerKeys) -> list[MatchKey]:
+        out = [MatchKey(KeyKind.EMAIL, e) for e in keys.emails]
+        out += [MatchKey(KeyKind.PHONE, p.e164) for p in keys.phones]
+        nk = name_key(keys)
+        if nk is not None and "company_name" in self.target.match.keys:
+            out.append(nk)
+        return out
+
+    def _first_hit(
+        self, keys: CallerKeys, cached: Mapping[MatchKey, CacheEntry]
+    ) -> CacheEntry | None:
+        for name in self.target.match.keys:
+            if name == "email":
+                probe = [MatchKey(KeyKind.EMAIL, e) for e in keys.emails]
+            elif name == "phone":
+                probe = [MatchKey(KeyKind.PHONE, p.e164) for p in keys.phones]
+            else:
+                nk = name_key(keys)
+                probe = [nk] if nk else []
+            for key in probe:
+                if key in cached:
+                    return cached[key]
+        return None
+
+    def _cache(
+        self, keys: CallerKeys, record_id: str, kind: str, snapshot: Mapping[str, str]
+    ) -> None:
+        for key in self._cache_keys(keys):
+            self.cache_writes.append(CacheWrite(key, record_id, kind, snapshot))
+
+    def _cache_plan(
+        self, plan: Plan, record_id: str, kind: str, snapshot: Mapping[str, str]
+    ) -> None:
+        for key in plan.keys:
+            if key.kind is KeyKind.NAME and "company_name" not in self.target.match.keys:
+                continue
+            self.cache_writes.append(CacheWrite(key, record_id, kind, snapshot))
+
+    def _done(
+        self,
+        delivery_id: int,
+        record_id: str | None,
+        kind: str | None,
+        activity_id: str | None,
+        action: str,
+    ) -> None:
+        self.results.append(
+            DeliveryResult(
+                delivery_id,
+                State.DONE,
+                record_id=record_id,
+                record_kind=kind,
+                activity_id=activity_id,
+                action=action,
+            )
+        )
+
+    def _delay(self, attempts: int, retry_after: float | None) -> float:
+        return backoff_delay(
+            attempts,
+            base=self.daemon.retry_base_seconds,
+            cap=self.daemon.retry_cap_seconds,
+            retry_after=retry_after,
+        )
+
+
+def deliver_target(
+    store: Store,
+    connector: Connector,
+    target: TargetSettings,
+    daemon: DaemonSettings,
+    *,
+    regions: Mapping[str, str],
+    stop: threading.Event | None = None,
+    dry_run: bool = False,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    max_batches: int | None = None,
+) -> DeliveryStats:
+    """Deliver everything due for ``target``. Raises AuthError (target must pause) after
+    giving its claims back; a spent daily quota raises :class:`TargetPaused`."""
+    stats = DeliveryStats()
+    held: list[int] = []  # dry run keeps its claims until the end so it sees each delivery once
+    worker = daemon.worker_id
+    try:
+        while not (stop and stop.is_set()):
+            if max_batches is not None and stats.batches >= max_batches:
+                break
+            now = clock()
+            claimed = store.claim(target.name, daemon.batch_size, worker, daemon.lease_seconds, now)
+            if not claimed:
+                break
+            stats.batches += 1
+            stats.claimed += len(claimed)
+            held.extend(c.delivery_id for c in claimed)
+            _deliver_batch(store, connector, target, daemon, regions, claimed, stats, now, dry_run)
+    finally:
+        if dry_run and held:
+            store.release(held, worker=worker, refund_attempt=True)
+    return stats
+
+
+def _deliver_batch(
+    store: Store,
+    connector: Connector,
+    target: TargetSettings,
+    daemon: DaemonSettings,
+    regions: Mapping[str, str],
+    claimed: list[Claimed],
+    stats: DeliveryStats,
+    now: datetime,
+    dry_run: bool,
+) -> None:
+    batch = _Batch(store, connector, target, daemon, regions, now, dry_run)
+    claims = {c.delivery_id: c for c in claimed}
+    ids = list(claims)
+    try:
+        items = [
+            _Item(c, extract_keys(c.message, regions.get(c.message.account, "US"))) for c in claimed
+        ]
+        items = batch.reconcile(items, stats)
+        batch.from_cache(items)
+        batch.from_crm(items)
+        plans = batch.plan(items, stats)
+        if dry_run:
+            stats.planned.extend(plans)
+            return
+        outcomes = connector.apply(plans) if plans else []
+        answered = {o.delivery_id for o in outcomes}
+        missing = [p for p in plans if p.delivery_id not in answered]
+        outcomes = list(outcomes) + [
+            Outcome(p.delivery_id, ok=False, error="connector gave no outcome", retriable=True)
+            for p in missing
+        ]
+        batch.record_outcomes(plans, outcomes, claims, stats)
+    except AuthError as exc:
+        store.release(ids, worker=daemon.worker_id, error=str(exc), refund_attempt=True)
+        raise
+    except RateLimited as exc:
+        if exc.daily:
+            until = now + timedelta(hours=1)
+            store.release(
+                ids,
+                worker=daemon.worker_id,
+                next_attempt_at=until,
+                error=str(exc),
+                refund_attempt=True,
+            )
+            raise TargetPaused(target.name, until, "daily API limit reached") from exc
+        _retry_all(store, ids, daemon, now, exc.retry_after, str(exc), claims)
+        stats.retry += len(ids)
+        raise
+    except RetriableError as exc:
+        _retry_all(store, ids, daemon, now, exc.retry_after, str(exc), claims)
+        stats.retry += len(ids)
+        raise
+    except BaseException as exc:
+        # A bug or an interrupt: give the work back untouched for the next run.
+        store.release(
+            ids, worker=daemon.worker_id, error=f"{type(exc).__name__}: {exc}", refund_attempt=True
+        )
+        raise
+    if not dry_run:
+        store.record(
+            target.name,
+            batch.results,
+            worker=daemon.worker_id,
+            cache_writes=batch.cache_writes,
+            cache_drops=batch.cache_drops,
+            now=now,
+        )
+
+
+def _retry_all(
+    store: Store,
+    ids: list[int],
+    daemon: DaemonSettings,
+    now: datetime,
+    retry_after: float | None,
+    error: str,
+    claims: Mapping[int, Claimed],
+) -> None:
+    attempts = max(c.attempts for c in claims.values())
+    delay = backoff_delay(
+        attempts,
+        base=daemon.retry_base_seconds,
+        cap=daemon.retry_cap_seconds,
+        retry_after=retry_after,
+    )
+    store.release(
+        ids, worker=daemon.worker_id, next_attempt_at=now + timedelta(seconds=delay), error=error
+    )

@@ -1,0 +1,90 @@
+"""Backfill progress: a rich progress bar on a terminal, periodic log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import date
+
+import structlog
+
+from syncd.daemon import CycleReport, Daemon
+from syncd.ingest import IngestStats, backfill_days
+
+__all__ = ["run_backfill"]
+
+log = structlog.get_logger(__name__)
+LOG_EVERY_SECONDS = 10.0
+
+
+def run_backfill(
+    daemon: Daemon, start: date, end: date, *, interactive: bool | None = None
+) -> CycleReport:
+    todo = sum(
+        len(backfill_days(start, end, daemon.store.done_days(name, start, end)))
+        for name in daemon.settings.accounts
+    )
+    total_days = ((end - start).days + 1) * len(daemon.settings.accounts)
+    skipped = total_days - todo
+    if skipped:
+        log.info("backfill resumes", windows_done=skipped, windows_left=todo)
+    interactive = sys.stderr.isatty() if interactive is None else interactive
+    if not interactive:
+        return _with_log_lines(daemon, start, end, todo)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]backfill[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("windows  {task.fields[messages]} msgs  {task.fields[rate]:.0f} msg/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        transient=False,
+    ) as progress:
+        task = progress.add_task(f"{start}..{end}", total=todo, messages=0, rate=0.0)
+        began = time.monotonic()
+        seen = {"messages": 0}
+
+        def on_window(day: date, stats: IngestStats) -> None:
+            seen["messages"] += stats.fetched
+            rate = seen["messages"] / max(time.monotonic() - began, 1e-6)
+            progress.update(
+                task, advance=1, messages=seen["messages"], rate=rate, description=f"{day}"
+            )
+
+        report = daemon.backfill(start, end, on_window=on_window)
+        progress.update(task, description="delivered")
+    return report
+
+
+def _with_log_lines(daemon: Daemon, start: date, end: date, todo: int) -> CycleReport:
+    began = time.monotonic()
+    state = {"windows": 0, "messages": 0, "last": began}
+
+    def on_window(day: date, stats: IngestStats) -> None:
+        state["windows"] += 1
+        state["messages"] += stats.fetched
+        now = time.monotonic()
+        if now - state["last"] >= LOG_EVERY_SECONDS or state["windows"] == todo:
+            state["last"] = now
+            rate = state["messages"] / max(now - began, 1e-6)
+            left = (todo - state["windows"]) * (now - began) / max(state["windows"], 1)
+            log.info(
+                "backfill progress",
+                day=day.isoformat(),
+                windows=f"{int(state['windows'])}/{todo}",
+                messages=int(state["messages"]),
+                rate_per_second=round(rate, 1),
+                eta_seconds=int(left),
+            )
+
+    return daemon.backfill(start, end, on_window=on_window)
