@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-import time
+import threading
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -83,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--messages", type=int, default=200, metavar="N")
     sandbox.add_argument("--callers", type=int, default=None, metavar="K")
     sandbox.add_argument("--seed", type=int, default=7)
+    sandbox.add_argument(
+        "--days", type=int, default=3, help="spread the messages over this many days"
+    )
+    sandbox.add_argument(
+        "--config-out",
+        metavar="PATH",
+        help="write a syncd config pointing at the simulators (then: syncd run --config PATH)",
+    )
+    sandbox.add_argument(
+        "--database-url", default="sqlite:///syncd-sandbox.db", help="for --config-out"
+    )
 
     for name, text in (
         ("migrate", "upgrade the state store's schema"),
@@ -243,8 +256,16 @@ def _print_plans(daemon: object) -> None:
 def _sandbox(args: argparse.Namespace) -> int:
     from syncd.sandbox.world import SANDBOX_EMAIL, SANDBOX_TOKEN, SandboxWorld
 
-    world = SandboxWorld(messages=args.messages, callers=args.callers, seed=args.seed)
+    world = SandboxWorld(
+        messages=args.messages, callers=args.callers, seed=args.seed, days=args.days
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with world:
+        if args.config_out:
+            world.write_config(
+                args.config_out, args.database_url, interval_seconds=5, jitter_seconds=0
+            )
         print("syncd sandbox running (Ctrl-C to stop)")
         for name, url in world.urls().items():
             print(f"  {name:11} {url}")
@@ -254,10 +275,10 @@ def _sandbox(args: argparse.Namespace) -> int:
                 k: v for k, v in emulator.connector_options().items() if not isinstance(v, dict)
             }
             print(f"  {name} target options: {options}")
+        if args.config_out:
+            print(f"  config written to {args.config_out}: syncd run --config {args.config_out}")
         sys.stdout.flush()
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            print("stopped")
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+        print("stopped")
     return EXIT_OK

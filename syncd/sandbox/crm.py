@@ -15,7 +15,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from syncd.sandbox.http import Faults
 
-__all__ = ["EMULATOR_GROUP", "CrmEmulator", "StoredActivity", "StoredContact", "emulator_types", "load_emulator"]
+__all__ = [
+    "EMULATOR_GROUP",
+    "CrmEmulator",
+    "StoredActivity",
+    "StoredContact",
+    "emulator_types",
+    "load_emulator",
+]
 
 EMULATOR_GROUP = "syncd.emulators.v1"
 

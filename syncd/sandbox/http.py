@@ -54,7 +54,9 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def json_response(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+def json_response(
+    payload: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
     hdrs = {"Content-Type": "application/json;charset=UTF-8"}
     if headers:
         hdrs.update(headers)
@@ -142,7 +144,18 @@ class Emulator:
     def not_found(self, request: Request) -> Response:
         return json_response({"error": "not found", "path": request.path}, status=404)
 
+    def admin_state(self) -> dict[str, Any]:
+        """What ``GET /_sandbox/state`` shows: counts, and whatever a subclass adds. Lets a
+        test in another process (the crash test) inspect an emulator without its Python API."""
+        with self.lock:
+            return {
+                "counts": dict(self.counts),
+                "statuses": {str(k): v for k, v in self.statuses.items()},
+            }
+
     def dispatch(self, request: Request) -> Response:
+        if request.method == "GET" and request.path == "/_sandbox/state":
+            return json_response(self.admin_state())  # not counted: it is not the service's API
         for method, pattern, endpoint, handler in self._routes:
             if method != request.method:
                 continue
@@ -164,7 +177,9 @@ class Emulator:
     @property
     def total_requests(self) -> int:
         with self.lock:
-            return sum(v for k, v in self.counts.items() if k != "unrouted") + self.counts["unrouted"]
+            return (
+                sum(v for k, v in self.counts.items() if k != "unrouted") + self.counts["unrouted"]
+            )
 
     def reset_counts(self) -> None:
         with self.lock:
@@ -210,13 +225,15 @@ class Emulator:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle  # noqa: N815
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return None
 
         server = ThreadingHTTPServer((self._host, self._port), _Handler)
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name=f"{self.name}-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, name=f"{self.name}-emulator", daemon=True
+        )
         self._thread.start()
         return self
 

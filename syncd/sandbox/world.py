@@ -6,9 +6,11 @@ Used by ``syncd demo``, ``syncd sandbox``, the benchmark and the end-to-end test
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from syncd.config import Settings, parse_settings
@@ -94,6 +96,11 @@ class SandboxWorld:
                 emulator.seed_company(caller.company)
 
     def settings(self, database_url: str, **daemon: Any) -> Settings:
+        # The sandbox must not pick up an operator's SYNCD_* variables (their database!).
+        return parse_settings(self.settings_doc(database_url, **daemon), environ={})
+
+    def settings_doc(self, database_url: str, **daemon: Any) -> dict[str, Any]:
+        """The config document (as TOML would parse) pointing syncd at this sandbox."""
         if self.berkshire is None:
             raise RuntimeError("start the sandbox first")
         targets = {
@@ -119,8 +126,14 @@ class SandboxWorld:
             },
             "targets": targets,
         }
-        # The sandbox must not pick up an operator's SYNCD_* variables (their database!).
-        return parse_settings(doc, environ={})
+        return doc
+
+    def write_config(self, path: str, database_url: str, **daemon: Any) -> None:
+        """Write a TOML config for ``syncd run --config`` against this sandbox."""
+        from syncd.sandbox.toml import dumps
+
+        Path(path).write_text(dumps(self.settings_doc(database_url, **daemon)), encoding="utf-8")
+        os.chmod(path, 0o600)
 
     def crm_requests(self) -> dict[str, int]:
         return {name: emu.total_requests for name, emu in self.emulators.items()}
