@@ -319,9 +319,13 @@ def _inline_secrets(doc: Mapping[str, Any], prefix: str = "") -> list[str]:
         path = f"{prefix}{key}"
         if isinstance(value, dict):
             found.extend(_inline_secrets(value, f"{path}."))
-        elif isinstance(value, str) and value and any(word in key for word in SECRET_WORDS):
-            if not key.endswith(("_env", "_file")):
-                found.append(path)
+        elif (
+            isinstance(value, str)
+            and value
+            and any(word in key for word in SECRET_WORDS)
+            and not key.endswith(("_env", "_file"))
+        ):
+            found.append(path)
     return found
 
 

@@ -50,7 +50,8 @@ def read_secret(options: Mapping[str, Any], name: str) -> str | None:
         try:
             return Path(file_name).expanduser().read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read secret file: {exc.strerror}", key=f"{name}_file") from exc
+            reason = f"cannot read secret file: {exc.strerror}"
+            raise ConfigError(reason, key=f"{name}_file") from exc
     inline = options.get(name)
     if isinstance(inline, str) and inline:
         return inline

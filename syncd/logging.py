@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "register_secret", "redact_text"]
+__all__ = ["configure_logging", "redact_text", "register_secret"]
 
 _SECRET_KEYS = (
     "token",
