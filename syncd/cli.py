@@ -113,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(replay)
     replay.add_argument("message_id", metavar="MESSAGE_ID")
     replay.add_argument("--target", help="only this target")
+    review = sub.add_parser("review", help="settle a delivery held for review (see `syncd status`)")
+    with_config(review)
+    review.add_argument("delivery_id", type=int, metavar="DELIVERY_ID")
+    choice = review.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--record", metavar="CRM_ID", help="attach the message to this CRM record")
+    choice.add_argument(
+        "--new", action="store_true", help="the caller is someone new: create a record"
+    )
+    review.add_argument("--kind", default="contact", help="kind of --record (contact or lead)")
     retry = sub.add_parser("retry", help="requeue dead deliveries")
     with_config(retry)
     retry.add_argument("--target", help="only this target")
@@ -195,6 +204,14 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 f"queued {count} deliver{'y' if count == 1 else 'ies'} of message "
                 f"{args.message_id}; the next cycle (or `syncd run --once`) delivers it"
             )
+            return EXIT_OK
+        if command == "review":
+            if not store.resolve_review(
+                args.delivery_id, record_id=args.record, record_kind=args.kind
+            ):
+                print(f"syncd: delivery {args.delivery_id} is not held for review", file=sys.stderr)
+                return EXIT_FAILED
+            print(f"delivery {args.delivery_id} queued: the next cycle delivers it")
             return EXIT_OK
         if command == "retry":
             count = store.retry_dead(args.target, include_review=args.review)

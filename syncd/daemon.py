@@ -279,6 +279,8 @@ class Daemon:
             )  # fmt: skip
             report.targets[name] = stats
             self.paused.pop(name, None)
+            for message_id, reason in stats.dead_letters[:20]:  # an alert storm helps nobody
+                self.alerter.dead_letter(name, message_id, reason)
             log.info("target delivered", target=name, **stats.as_dict())
         except AuthError as exc:
             self.paused[name] = (now + AUTH_PAUSE, "authentication failed")

@@ -66,7 +66,7 @@ class DeliveryStats:
     retry: int = 0
     dead: int = 0
     batches: int = 0
-    planned: list[Plan] = field(default_factory=list)  # dry run only
+    dead_letters: list[tuple[str, str]] = field(default_factory=list)  # (message id, reason)
 
     @property
     def failed(self) -> int:
@@ -149,6 +149,16 @@ class _Batch:
         cached = self.store.cache_get(self.target.name, keys)
         to_read: dict[str, list[_Item]] = {}
         for item in items:
+            claimed = item.claimed
+            if claimed.action == "resolved_new":  # an operator said: this is someone new
+                item.decision = Decision("new", matched_by="operator")
+                continue
+            if claimed.record_id and not claimed.record_id.startswith("dry-run:"):
+                # Delivered before (a replay or a changed message) or settled by an operator:
+                # stay on that record if it still exists.
+                item.record = CrmRecord(id=claimed.record_id, kind=claimed.record_kind or "contact")
+                to_read.setdefault(item.record.kind, []).append(item)
+                continue
             entry = self._first_hit(item.keys, cached)
             if entry is None:
                 continue
@@ -282,6 +292,9 @@ class _Batch:
                 )
             else:
                 stats.dead += 1
+                stats.dead_letters.append(
+                    (plan.message.message_id, outcome.error or "unknown error")
+                )
                 log.warning(
                     "delivery dead",
                     target=self.target.name,
@@ -423,9 +436,6 @@ def _deliver_batch(
         batch.from_cache(items)
         batch.from_crm(items)
         plans = batch.plan(items, stats)
-        if dry_run:
-            stats.planned.extend(plans)
-            return
         outcomes = connector.apply(plans) if plans else []
         answered = {o.delivery_id for o in outcomes}
         missing = [p for p in plans if p.delivery_id not in answered]

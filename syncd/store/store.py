@@ -99,6 +99,9 @@ class Claimed:
     version: int
     activity_id: str | None
     record_id: str | None
+    record_kind: str | None = None
+    # "resolved_new" / "resolved_record" when an operator settled a review item.
+    action: str | None = None
 
 
 @dataclass(frozen=True)
@@ -515,6 +518,8 @@ class Store:
                         deliveries.c.attempts,
                         deliveries.c.activity_id,
                         deliveries.c.record_id,
+                        deliveries.c.record_kind,
+                        deliveries.c.action,
                         messages.c.account,
                         messages.c.message_id,
                         messages.c.version,
@@ -534,6 +539,8 @@ class Store:
                         version=r.version,
                         activity_id=r.activity_id,
                         record_id=r.record_id,
+                        record_kind=r.record_kind,
+                        action=r.action,
                     )
                     for r in rows
                 )
@@ -624,9 +631,15 @@ class Store:
                 )
                 done = [r.delivery_id for r in results if r.state == State.DONE]
                 for done_ids in _chunks(done):
+                    # Only the rows the update above just finished: never another worker's.
+                    finished = and_(
+                        deliveries.c.id.in_(done_ids),
+                        deliveries.c.state == State.DONE,
+                        deliveries.c.claimed_by == worker,
+                    )
                     conn.execute(
                         update(deliveries)
-                        .where(deliveries.c.id.in_(done_ids))
+                        .where(finished)
                         .values(delivered_version=deliveries.c.claimed_version)
                     )
                     # The message changed while we were delivering it: go round again.
@@ -637,9 +650,7 @@ class Store:
                     )
                     conn.execute(
                         update(deliveries)
-                        .where(
-                            deliveries.c.id.in_(done_ids), deliveries.c.claimed_version < current
-                        )
+                        .where(finished, deliveries.c.claimed_version < current)
                         .values(state=State.PENDING, attempts=0)
                     )
 
@@ -845,6 +856,27 @@ class Store:
                 )
             )
             return int(result.rowcount)
+
+    def resolve_review(
+        self, delivery_id: int, *, record_id: str | None = None, record_kind: str = "contact"
+    ) -> bool:
+        """Settle a review item: attach it to ``record_id``, or (None) create a new record."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id, deliveries.c.state == State.REVIEW)
+                .values(
+                    state=State.PENDING,
+                    attempts=0,
+                    record_id=record_id,
+                    record_kind=record_kind if record_id else None,
+                    action="resolved_record" if record_id else "resolved_new",
+                    last_error=None,
+                    next_attempt_at=None,
+                    updated_at=_utcnow(),
+                )
+            )
+            return bool(result.rowcount)
 
     def replay(self, message_id: str, target: str | None = None, account: str | None = None) -> int:
         """Queue a message again. A delivered activity is updated in place, not duplicated."""
