@@ -8,6 +8,7 @@ Precedence, lowest first: built-in defaults, the TOML file, environment variable
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import stat
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from syncd.connector import read_secret
@@ -156,7 +158,9 @@ def apply_env_overrides(doc: dict[str, Any], environ: Mapping[str, str]) -> dict
             if not isinstance(child, dict):
                 raise ConfigError("environment override points inside a non-table", key=name)
             node = child
-        node[path[-1]] = _env_value(raw)
+        # A secret stays text even when it looks like a number ("12345").
+        secret = any(word in path[-1] for word in SECRET_WORDS)
+        node[path[-1]] = raw if secret else _env_value(raw)
     return doc
 
 
@@ -194,6 +198,28 @@ def _daemon(table: Mapping[str, Any]) -> DaemonSettings:
     return DaemonSettings(**kw)
 
 
+def _secure_or_loopback(url: str) -> bool:
+    """https anywhere; plain http only when the *host* is loopback (a prefix test would pass
+    ``http://localhost.evil.example`` or ``http://localhost@evil.example``)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if not host:
+        return False
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http":
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _account(name: str, table: Any, targets: Mapping[str, TargetSettings]) -> AccountSettings:
     prefix = f"accounts.{name}"
     table = _expect(table, dict, prefix)
@@ -208,7 +234,7 @@ def _account(name: str, table: Any, targets: Mapping[str, TargetSettings]) -> Ac
         if key not in table:
             raise ConfigError("is required", key=f"{prefix}.{key}")
     base_url = _expect(table["base_url"], str, f"{prefix}.base_url")
-    if not base_url.startswith(("https://", "http://127.", "http://localhost", "http://[::1]")):
+    if not _secure_or_loopback(base_url):
         # Plain HTTP is only for the loopback sandbox: a real endpoint must use TLS.
         raise ConfigError(
             "must be an https:// URL (plain http is allowed on loopback only)",

@@ -29,7 +29,6 @@ from syncd.match.policy import (
     policy_keys,
 )
 from syncd.models import (
-    Action,
     CrmRecord,
     KeyKind,
     MatchKey,
@@ -120,6 +119,8 @@ class _Batch:
         self.results: list[DeliveryResult] = []
         self.cache_writes: list[CacheWrite] = []
         self.cache_drops: list[str] = []
+        # Per delivery: canonical fields the CRM record holds once its plan succeeds.
+        self.known_after: dict[int, dict[str, str]] = {}
 
     # -- steps -----------------------------------------------------------------------------
     def reconcile(self, items: list[_Item], stats: DeliveryStats) -> list[_Item]:
@@ -239,6 +240,11 @@ class _Batch:
                     )
                 )
                 continue
+            known = dict(item.known)
+            if decision.kind == "existing" and self.target.sync_mode != "create_only":
+                # Each offered field is now filled: written, or skipped because it already was.
+                known.update(self._offered(item))
+            self.known_after[claimed.delivery_id] = known
             plans.append(plan)
         return plans
 
@@ -275,7 +281,8 @@ class _Batch:
                     plan.action.value,
                 )
                 if outcome.record_id:
-                    snapshot = dict(plan.fields) if plan.action is not Action.LOG else {}
+                    # A LOG must not wipe what the cache knew: the next call would read again.
+                    snapshot = {**self.known_after.get(plan.delivery_id, {}), **plan.fields}
                     self._cache_plan(plan, outcome.record_id, outcome.record_kind, snapshot)
                 continue
             attempts = claims[plan.delivery_id].attempts
