@@ -263,6 +263,8 @@ class Store:
                         ],
                     )
                 new = len(fresh)
+            if known and targets:
+                self._add_missing_deliveries(conn, [pk for pk, _ in known.values()], targets, now)
             edits = [
                 (known[m.message_id][0], m)
                 for mid, m in unique.items()
@@ -317,6 +319,35 @@ class Store:
             unchanged=unchanged,
             new_ids=tuple(m.message_id for m in fresh),
         )
+
+    def _add_missing_deliveries(
+        self, conn: Connection, pks: list[int], targets: Sequence[str], now: datetime
+    ) -> None:
+        """A target added to an account later gets deliveries for messages already stored
+        (a backfill for it then has work to do)."""
+        have: set[tuple[int, str]] = set()
+        for chunk in _chunks(pks):
+            rows = conn.execute(
+                select(deliveries.c.message_pk, deliveries.c.target).where(
+                    deliveries.c.message_pk.in_(chunk), deliveries.c.target.in_(list(targets))
+                )
+            )
+            have.update((r.message_pk, r.target) for r in rows)
+        missing = [
+            {
+                "message_pk": pk,
+                "target": target,
+                "state": State.PENDING,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for pk in pks
+            for target in targets
+            if (pk, target) not in have
+        ]
+        if missing:
+            conn.execute(insert(deliveries), missing)
 
     def quarantine(
         self,

@@ -65,6 +65,20 @@ def seed(store: Store, n: int, target: str = "crm") -> None:
 # -- ingest -------------------------------------------------------------------------------------
 
 
+def test_a_target_added_later_gets_deliveries_for_stored_messages(store: Store) -> None:
+    batch = [msg("m1"), msg("m2")]
+    store.ingest(ACCOUNT, batch, ["hub"], now=T0)
+    store.ingest(ACCOUNT, batch, ["hub", "sf"], now=T0)
+
+    assert store.counts()["sf"]["pending"] == 2
+    assert store.counts()["hub"]["pending"] == 2
+    assert sorted((r.message_id, r.target) for r in rows(store)) == [
+        ("m1", "hub"),
+        ("m1", "sf"),
+        ("m2", "hub"),
+        ("m2", "sf"),
+    ]
+
 def test_ingest_same_batch_twice_adds_nothing(store: Store) -> None:
     batch = [msg("m1"), msg("m2"), msg("m3")]
     first = store.ingest(ACCOUNT, batch, ["hub", "sf"], now=T0)
