@@ -1,0 +1,284 @@
+"""Reading from HubSpot: candidates for match keys (search) and records by id (batch read).
+
+Search is what HubSpot offers for "who has this phone", but it lags writes by seconds and
+allows ~5 requests a second, so keys are packed (see :mod:`connectors.hubspot.search`) and
+every candidate is checked again here: ``hs_searchable_calculated_phone_number`` holds only
+the national digits, so +44 20 7946 0958 and +1 207-946-0958 meet in one search and are told
+apart by E.164 afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from connectors.hubspot.options import HubSpotOptions
+from connectors.hubspot.records import (
+    COMPANY_PROPERTIES,
+    CONTACT_PROPERTIES,
+    company_record,
+    contact_record,
+)
+from connectors.hubspot.search import RESULT_WINDOW, Group, in_groups, pack, search_body
+from connectors.hubspot.transport import ApiResult, Transport
+from syncd.errors import RetriableError
+from syncd.match.names import normalize_company, normalize_person
+from syncd.match.phones import national_digits
+from syncd.models import CrmRecord, KeyKind, MatchKey
+
+__all__ = ["Reader"]
+
+log = logging.getLogger(__name__)
+
+READ_BATCH = 100
+# HubSpot fills these from ``phone``/``mobilephone``: national digits, no country code.
+_CALCULATED_PHONE_PROPERTIES = (
+    "hs_searchable_calculated_phone_number",
+    "hs_searchable_calculated_mobile_number",
+)
+# Searched with E.164 too, for records HubSpot could not calculate a number for.
+_RAW_PHONE_PROPERTIES = ("phone", "mobilephone")
+
+_OBJECT_TYPES = {"contact": "contacts", "company": "companies"}
+
+
+def _casefold(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def _name_splits(full: str) -> list[tuple[str, str]]:
+    """Every way to cut "mary ann smith" into (first, last): names do not say where."""
+    words = full.split()
+    return [(" ".join(words[:i]), " ".join(words[i:])) for i in range(1, len(words))]
+
+
+def _fail(what: str, result: ApiResult) -> RetriableError:
+    return RetriableError(
+        f"HubSpot {what} refused ({result.status} {result.category}): {result.message}"
+    )
+
+
+class Reader:
+    def __init__(self, transport: Transport, options: HubSpotOptions, region: str) -> None:
+        self._t = transport
+        self._options = options
+        self._region = region
+        self._contact_props = list(
+            dict.fromkeys([*CONTACT_PROPERTIES, *options.contact_fields.values()])
+        )
+
+    # -- records ---------------------------------------------------------------------------
+    def contact(self, obj: Mapping[str, Any]) -> CrmRecord:
+        return contact_record(obj, region=self._region, contact_fields=self._options.contact_fields)
+
+    def company(self, obj: Mapping[str, Any]) -> CrmRecord:
+        return company_record(obj, region=self._region)
+
+    # -- lookup ----------------------------------------------------------------------------
+    def lookup(self, keys: Sequence[MatchKey]) -> dict[MatchKey, list[CrmRecord]]:
+        found: dict[MatchKey, list[CrmRecord]] = {key: [] for key in keys}
+        by_kind: dict[KeyKind, list[MatchKey]] = {}
+        for key in found:
+            by_kind.setdefault(key.kind, []).append(key)
+
+        contact_groups = self._contact_groups(by_kind)
+        if contact_groups:
+            contacts = self.search("contacts", contact_groups, self._contact_props)
+            records = [self.contact(obj) for obj in contacts]
+            for key in found:
+                test = _contact_test(key)
+                found[key].extend(r for r in records if test(r))
+
+        companies = by_kind.get(KeyKind.COMPANY, [])
+        groups = _token_groups("name", companies)
+        if groups:
+            objs = self.search("companies", groups, COMPANY_PROPERTIES)
+            records = [self.company(o) for o in objs]
+            for key in companies:
+                test = _contact_test(key)
+                found[key].extend(r for r in records if test(r))
+        return found
+
+    def _contact_groups(self, by_kind: Mapping[KeyKind, list[MatchKey]]) -> list[Group]:
+        cap = self._options.in_values_cap
+        groups: list[Group] = []
+        phones = [k.value for k in by_kind.get(KeyKind.PHONE, [])]
+        if phones:
+            national = []
+            for e164 in phones:
+                try:
+                    national.append(national_digits(e164))
+                except ValueError:  # not an E.164 key: nothing to ask for
+                    log.debug("skipping a phone key that is not E.164")
+            for prop in _CALCULATED_PHONE_PROPERTIES:
+                groups += in_groups(prop, national, cap)
+            for prop in _RAW_PHONE_PROPERTIES:
+                groups += in_groups(prop, phones, cap)
+        # Values are sent lowercased so the match does not depend on how HubSpot folds case.
+        emails = [k.value.casefold() for k in by_kind.get(KeyKind.EMAIL, [])]
+        groups += in_groups("email", emails, cap)
+        groups += _token_groups("company", by_kind.get(KeyKind.COMPANY, []))
+        names = [_casefold(k.value) for k in by_kind.get(KeyKind.NAME, [])]
+        for start in range(0, len(names), cap):
+            # firstname IN (...) AND lastname IN (...) is a superset of the pairs we want;
+            # the exact pairs are picked out after the search.
+            splits = [s for name in names[start : start + cap] for s in _name_splits(name)]
+            firsts = list(dict.fromkeys(first for first, _ in splits))
+            lasts = list(dict.fromkeys(last for _, last in splits))
+            for first_chunk in range(0, len(firsts), cap):
+                for last_chunk in range(0, len(lasts), cap):
+                    groups.append(
+                        Group(
+                            (
+                                {
+                                    "propertyName": "firstname",
+                                    "operator": "IN",
+                                    "values": firsts[first_chunk : first_chunk + cap],
+                                },
+                                {
+                                    "propertyName": "lastname",
+                                    "operator": "IN",
+                                    "values": lasts[last_chunk : last_chunk + cap],
+                                },
+                            )
+                        )
+                    )
+        return groups
+
+    def search(
+        self, object_type: str, groups: Sequence[Group], properties: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Every record matching any group, each once, following ``paging.next.after``."""
+        seen: dict[str, dict[str, Any]] = {}
+        for request_groups in pack(groups):
+            after: str | None = None
+            fetched = 0
+            while True:
+                body = search_body(request_groups, properties, after)
+                result = self._t.call(
+                    f"{object_type}.search",
+                    self._t.objects_search.do_search,
+                    object_type,
+                    body,
+                    search=True,
+                )
+                if not result.ok:
+                    raise _fail(f"{object_type} search", result)
+                page = result.results()
+                for obj in page:
+                    seen.setdefault(str(obj.get("id")), obj)
+                fetched += len(page)
+                after = _next_after(result.body)
+                if not after or not page:
+                    break
+                if fetched >= RESULT_WINDOW:
+                    log.warning(
+                        "HubSpot %s search matched over %d records; the rest are not read",
+                        object_type,
+                        RESULT_WINDOW,
+                    )
+                    break
+        return list(seen.values())
+
+    # -- read ------------------------------------------------------------------------------
+    def read(self, kind: str, ids: Sequence[str]) -> dict[str, CrmRecord]:
+        object_type = _OBJECT_TYPES.get(kind, kind)
+        props = self._contact_props if object_type == "contacts" else list(COMPANY_PROPERTIES)
+        convert = self.contact if object_type == "contacts" else self.company
+        return {
+            obj_id: convert(obj) for obj_id, obj in self.read_raw(object_type, ids, props).items()
+        }
+
+    def read_raw(
+        self,
+        object_type: str,
+        ids: Iterable[str],
+        properties: Sequence[str],
+        *,
+        id_property: str | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Batch read; keyed by the id asked for (the ``id_property`` value when one is given).
+
+        Absent keys are records that do not exist (HubSpot answers them in a 207's errors, or
+        with a 404 when none exists).
+        """
+        wanted = list(dict.fromkeys(i for i in ids if i))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), READ_BATCH):
+            chunk = wanted[start : start + READ_BATCH]
+            body: dict[str, Any] = {
+                "inputs": [{"id": i} for i in chunk],
+                "properties": list(properties),
+            }
+            if id_property:
+                body["idProperty"] = id_property
+            result = self._t.call(
+                f"{object_type}.batch_read",
+                self._t.objects_batch.read,
+                object_type,
+                body,
+                archived=False,
+            )
+            if result.status == 404:
+                continue
+            if not result.ok:
+                raise _fail(f"{object_type} batch read", result)
+            for obj in result.results():
+                if id_property:
+                    props = obj.get("properties") or {}
+                    key = str(props.get(id_property) or "")
+                else:
+                    key = str(obj.get("id") or "")
+                if key in chunk:
+                    found[key] = obj
+        return found
+
+
+def _token_groups(prop: str, keys: Iterable[MatchKey]) -> list[Group]:
+    """One ``CONTAINS_TOKEN`` group per company key, on its longest word.
+
+    A normalized name ("initech") is not a stored spelling ("Initech, LLC"), so ``IN`` cannot
+    find it; a token can, and the exact comparison afterwards drops "Initech Labs". The word
+    comes from :func:`normalize_company`, so it holds letters and digits only: no ``*``
+    wildcard from caller text reaches the search.
+    """
+    groups: list[Group] = []
+    for word in dict.fromkeys(_longest_word(k.value) for k in keys):
+        if word:
+            groups.append(
+                Group(({"propertyName": prop, "operator": "CONTAINS_TOKEN", "value": word},))
+            )
+    return groups
+
+
+def _longest_word(value: str) -> str:
+    words = normalize_company(value).split()
+    return max(words, key=len) if words else ""
+
+
+def _next_after(body: Any) -> str | None:
+    if not isinstance(body, Mapping):
+        return None
+    paging = body.get("paging")
+    if not isinstance(paging, Mapping):
+        return None
+    nxt = paging.get("next")
+    if not isinstance(nxt, Mapping) or nxt.get("after") in (None, ""):
+        return None
+    return str(nxt["after"])
+
+
+def _contact_test(key: MatchKey) -> Callable[[CrmRecord], bool]:
+    value = key.value
+    if key.kind is KeyKind.PHONE:
+        return lambda r: value in r.phones
+    if key.kind is KeyKind.EMAIL:
+        folded = value.casefold()
+        return lambda r: r.email.casefold() == folded
+    if key.kind is KeyKind.COMPANY:
+        # Keys are normalized by the matcher; normalizing again also defuses a raw value.
+        wanted = normalize_company(value)
+        return lambda r: bool(wanted) and normalize_company(r.company) == wanted
+    person = normalize_person(value, None)  # KeyKind.NAME, folded as the matcher folds it
+    return lambda r: bool(person) and normalize_person(r.first_name, r.last_name) == person

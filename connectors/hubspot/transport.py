@@ -1,0 +1,240 @@
+"""One door to HubSpot: rate limiting, retries, metrics and error translation.
+
+Every request goes through :meth:`Transport.call`, which
+
+* waits on the client-side limiters (the general one, plus the search one for searches),
+* calls the hubspot-api-client method with ``_preload_content=False`` and parses the JSON
+  itself: a 207's ``errors`` and a 4xx's ``category``/``context`` are what the connector
+  decides on, and reading them raw keeps that independent of the generated models,
+* retries 429, 5xx and network failures with capped exponential backoff and jitter, honouring
+  ``Retry-After`` for *every* caller through :meth:`RateLimiter.penalize` (urllib3's
+  ``Retry`` does not retry a POST on a status, and searches and batches are POSTs),
+* reports each attempt to ``context.observe``, and
+* turns what is left into syncd's errors: 401/403 -> AuthError, a DAILY 429 -> RateLimited at
+  once, exhausted retries -> RateLimited / RetriableError. Any other 4xx is *returned* as an
+  :class:`ApiResult`: whether it is one bad record or a bad request only the caller knows.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import urllib3
+from hubspot import HubSpot
+from hubspot.crm.associations.v4.exceptions import ApiException as AssociationsApiException
+from hubspot.crm.objects.exceptions import ApiException as ObjectsApiException
+from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
+
+from connectors.hubspot.options import HubSpotOptions
+from syncd.connector import RequestObserver
+from syncd.errors import AuthError, RateLimited, RetriableError
+from syncd.ratelimit import RateLimiter
+
+__all__ = ["ApiResult", "Transport"]
+
+# Each generated subpackage has its own exception class; they share nothing but ``.status``.
+_API_EXCEPTIONS: tuple[type[Exception], ...] = (
+    ObjectsApiException,
+    AssociationsApiException,
+    PropertiesApiException,
+)
+_SEARCH_POLICIES = frozenset({"SECONDLY", "SEARCH"})
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResult:
+    """A parsed HubSpot answer: 2xx (207 included) or a 4xx the caller must judge."""
+
+    status: int
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def message(self) -> str:
+        if isinstance(self.body, Mapping):
+            return str(self.body.get("message") or f"HTTP {self.status}")
+        return f"HTTP {self.status}"
+
+    @property
+    def category(self) -> str:
+        if isinstance(self.body, Mapping):
+            return str(self.body.get("category") or "")
+        return ""
+
+    def results(self) -> list[dict[str, Any]]:
+        if isinstance(self.body, Mapping) and isinstance(self.body.get("results"), list):
+            return [r for r in self.body["results"] if isinstance(r, dict)]
+        return []
+
+    @property
+    def policy(self) -> str | None:
+        """A 429's ``policyName`` (``TEN_SECONDLY_ROLLING``, ``SECONDLY``, ``DAILY``...)."""
+        if isinstance(self.body, Mapping) and self.body.get("policyName"):
+            return str(self.body["policyName"]).upper()
+        return None
+
+    def errors(self) -> list[dict[str, Any]]:
+        if isinstance(self.body, Mapping) and isinstance(self.body.get("errors"), list):
+            return [e for e in self.body["errors"] if isinstance(e, dict)]
+        return []
+
+
+def _parse_body(raw: bytes | str | None) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return {"message": (raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))[:500]}
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date: HubSpot does not send those; fall back to backoff
+    return max(seconds, 0.0)
+
+
+class Transport:
+    """Owns the hubspot-api-client API objects (each holds its own connection pool)."""
+
+    def __init__(
+        self,
+        options: HubSpotOptions,
+        *,
+        target: str,
+        observe: RequestObserver,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._options = options
+        self._target = target
+        self._observe = observe
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.limiter = RateLimiter(
+            options.rate_limit.calls, options.rate_limit.period, clock=clock, sleep=sleep
+        )
+        self.search_limiter = RateLimiter(
+            options.search_rate_limit.calls,
+            options.search_rate_limit.period,
+            clock=clock,
+            sleep=sleep,
+        )
+        # Connect errors are safe to retry (nothing was sent); anything later is ours to judge.
+        retry = urllib3.Retry(total=None, connect=2, read=0, redirect=0, status=0, other=0)
+        client = HubSpot(access_token=options.access_token, host=options.host, retry=retry)
+        # The discovery properties build a new ApiClient (and pool) per access: keep one each.
+        self.objects_basic = client.crm.objects.basic_api
+        self.objects_batch = client.crm.objects.batch_api
+        self.objects_search = client.crm.objects.search_api
+        self.associations = client.crm.associations.v4.batch_api
+        self.properties = client.crm.properties.core_api
+        self._apis = [
+            self.objects_basic,
+            self.objects_batch,
+            self.objects_search,
+            self.associations,
+            self.properties,
+        ]
+
+    def call(
+        self,
+        endpoint: str,
+        method: Callable[..., Any],
+        *args: Any,
+        search: bool = False,
+        **kwargs: Any,
+    ) -> ApiResult:
+        """Send one request (retrying as described above) and return the parsed answer."""
+        attempt = 0
+        while True:
+            waited = self.limiter.acquire()
+            if search:
+                waited += self.search_limiter.acquire()
+            answer = self._send(method, args, kwargs)
+            self._observe(self._target, endpoint, answer.status, waited)
+            status = answer.status
+            if status in (401, 403):
+                # HubSpot's message names the problem (expired, missing scope), not the token.
+                raise AuthError(
+                    f"HubSpot refused the access token ({status}): {answer.message}".strip(),
+                    where=self._target,
+                )
+            if status != 429 and 0 < status < 500:
+                return answer
+            retry_after = _retry_after(answer.headers)
+            policy = answer.policy
+            if policy == "DAILY":
+                raise RateLimited(
+                    f"HubSpot daily API limit reached ({endpoint})",
+                    retry_after=retry_after,
+                    policy="DAILY",
+                )
+            delay = retry_after if retry_after is not None else self._backoff(attempt)
+            if attempt >= self._options.max_retries:
+                if status == 429:
+                    raise RateLimited(
+                        f"HubSpot rate limit ({policy or 'unknown policy'}) on {endpoint}",
+                        retry_after=delay,
+                        policy=policy,
+                    )
+                what = f"HTTP {status}" if status else "network error"
+                raise RetriableError(f"HubSpot {endpoint}: {what}", retry_after=delay)
+            attempt += 1
+            if status == 429:
+                # Hold back every thread, not just this one: HubSpot counts the account.
+                if search and (policy or "") in _SEARCH_POLICIES:
+                    self.search_limiter.penalize(delay)
+                else:
+                    self.limiter.penalize(delay)
+            else:
+                self._sleep(delay)
+
+    def _send(
+        self, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> ApiResult:
+        """One attempt. Status 0 stands for a network failure (nothing was answered)."""
+        try:
+            response = method(
+                *args, _preload_content=False, _request_timeout=self._options.timeout, **kwargs
+            )
+        except _API_EXCEPTIONS as exc:
+            headers = getattr(exc, "headers", None) or {}
+            return ApiResult(
+                int(getattr(exc, "status", 0) or 0),
+                _parse_body(getattr(exc, "body", None)),
+                {str(k): str(v) for k, v in headers.items()},
+            )
+        except urllib3.exceptions.HTTPError:
+            return ApiResult(0)
+        try:
+            raw = response.data
+        finally:
+            response.release_conn()
+        headers = {str(k): str(v) for k, v in response.headers.items()}
+        return ApiResult(response.status, _parse_body(raw), headers)
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self._options.backoff_cap, 0.5 * (2**attempt))
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    def close(self) -> None:
+        for api in self._apis:
+            pool = getattr(getattr(api.api_client, "rest_client", None), "pool_manager", None)
+            if pool is not None:
+                pool.clear()

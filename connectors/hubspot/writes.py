@@ -1,0 +1,631 @@
+"""Carrying out plans: contacts first (batched), then activities (batched), then tasks.
+
+What makes it safe to repeat after a crash or a timeout:
+
+* new contacts are *upserted* by ``caller_key_property`` (a unique custom property): the same
+  caller sent twice is still one contact;
+* notes/calls/tasks carry the syncd marker in ``marker_property`` (unique), so a second create
+  of the same activity is refused with a conflict, and the conflict is resolved by reading the
+  existing activity by that marker (batch read by ``idProperty`` is immediately consistent).
+
+HubSpot validates a batch as a whole: one bad input (an association to a deleted contact, a
+duplicate marker, an unknown property) can refuse all hundred. :meth:`Writer._isolate` then
+*diagnoses* (which contacts are gone, which markers exist) with two batch reads, resends the
+rest, and only bisects what is still unexplained, so one bad plan fails alone.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from connectors.hubspot.lookup import Reader
+from connectors.hubspot.options import HubSpotOptions
+from connectors.hubspot.records import contact_properties, marker_in_body, marker_paragraph
+from connectors.hubspot.transport import ApiResult, Transport
+from syncd.errors import RetriableError
+from syncd.models import Action, ActivitySpec, Outcome, Plan
+
+__all__ = ["ASSOCIATION_TYPES", "Writer"]
+
+log = logging.getLogger(__name__)
+
+WRITE_BATCH = 100
+# HUBSPOT_DEFINED association type ids, (from, to) -> id.
+ASSOCIATION_TYPES: Mapping[tuple[str, str], int] = {
+    ("notes", "contacts"): 202,
+    ("notes", "companies"): 190,
+    ("calls", "contacts"): 194,
+    ("calls", "companies"): 182,
+    ("tasks", "contacts"): 204,
+    ("tasks", "companies"): 192,
+    ("contacts", "companies"): 1,  # the primary company
+}
+_OBJECT_TYPES = {"contact": "contacts", "company": "companies"}
+_EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
+_BODY_PROPERTY = {"notes": "hs_note_body", "calls": "hs_call_body", "tasks": "hs_task_body"}
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Work:
+    """One plan's progress through the phases; becomes its :class:`Outcome`."""
+
+    plan: Plan
+    record_id: str | None
+    record_kind: str
+    created: bool = False
+    updated: bool = False
+    activity_id: str | None = None
+    task_pending: bool = False
+    error: str | None = None
+    retriable: bool = False
+    retry_after: float | None = None
+    gone: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    @property
+    def marker(self) -> str:
+        return self.plan.activity.marker
+
+    @property
+    def finished(self) -> bool:
+        return self.failed or (self.activity_id is not None and not self.task_pending)
+
+    def fail(
+        self,
+        error: str,
+        *,
+        retriable: bool = False,
+        retry_after: float | None = None,
+        gone: Iterable[str] = (),
+    ) -> None:
+        if self.error is None:
+            self.error, self.retriable, self.retry_after = error, retriable, retry_after
+        self.add_gone(gone)
+
+    def add_gone(self, ids: Iterable[str]) -> None:
+        self.gone.extend(i for i in ids if i and i not in self.gone)
+
+    def outcome(self) -> Outcome:
+        return Outcome(
+            delivery_id=self.plan.delivery_id,
+            ok=self.error is None,
+            record_id=self.record_id,
+            record_kind=self.record_kind,
+            created=self.created,
+            updated=self.updated,
+            activity_id=self.activity_id,
+            error=self.error,
+            retriable=self.retriable,
+            retry_after=self.retry_after,
+            gone=tuple(self.gone),
+        )
+
+
+@dataclass
+class _NewContact:
+    """All CREATE plans of one caller: one contact."""
+
+    key: str
+    members: list[_Work]
+    properties: dict[str, str]
+
+
+@dataclass
+class _Update:
+    object_type: str
+    record_id: str
+    members: list[_Work]
+    properties: dict[str, str]
+
+
+def _chunks(items: Sequence[T], size: int = WRITE_BATCH) -> Iterable[list[T]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _timestamp(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _html(text: str) -> str:
+    """Caller text as HubSpot rich text: escaped, line breaks kept."""
+    return html.escape(text).replace("\r\n", "\n").replace("\n", "<br>")
+
+
+def _error_text(result: ApiResult) -> str:
+    errors = result.errors()
+    if errors:
+        return "; ".join(str(e.get("message") or e.get("category") or "error") for e in errors[:3])
+    return result.message
+
+
+def _context_ids(error: Mapping[str, Any]) -> set[str]:
+    """Ids HubSpot names in an error's ``context`` (e.g. ``{"ids": ["12"]}``)."""
+    found: set[str] = set()
+    context = error.get("context")
+    if isinstance(context, Mapping):
+        for values in context.values():
+            if isinstance(values, list):
+                found.update(str(v) for v in values)
+            elif values is not None:
+                found.add(str(values))
+    return found
+
+
+class Writer:
+    """Carries out batches of plans; each :meth:`apply` keeps its own progress (thread-safe)."""
+
+    def __init__(self, transport: Transport, reader: Reader, options: HubSpotOptions) -> None:
+        self._t, self._reader, self._options = transport, reader, options
+
+    def apply(self, plans: Sequence[Plan]) -> list[Outcome]:
+        return _Run(self._t, self._reader, self._options).apply(plans)
+
+
+class _Run:
+    """One :meth:`Writer.apply` call."""
+
+    def __init__(self, transport: Transport, reader: Reader, options: HubSpotOptions) -> None:
+        self._t = transport
+        self._reader = reader
+        self._options = options
+        self._activity_type = "calls" if options.activity == "call" else "notes"
+        self._wrote = False
+
+    def apply(self, plans: Sequence[Plan]) -> list[Outcome]:
+        works = [_Work(p, p.record_id, p.record_kind or "contact") for p in plans]
+        try:
+            self._create_contacts([w for w in works if w.plan.action is Action.CREATE])
+            self._associate_companies([w for w in works if w.plan.action is Action.CREATE])
+            self._update_records(
+                [w for w in works if w.plan.action is Action.UPDATE and w.plan.fields]
+            )
+            self._log_activities(works)
+        except RetriableError as exc:
+            # Nothing written: the whole call failed and may be retried as a whole (and a
+            # DAILY limit reaches the daemon, which pauses the target). Otherwise keep what was
+            # done, so the ids of contacts created so far are not lost.
+            if not self._wrote:
+                raise
+            for work in works:
+                if not work.finished:
+                    work.fail(f"interrupted: {exc}", retriable=True, retry_after=exc.retry_after)
+        return [w.outcome() for w in works]
+
+    # -- the isolation loop ----------------------------------------------------------------
+    def _isolate(
+        self,
+        items: list[T],
+        send: Callable[[list[T]], ApiResult | None],
+        fail: Callable[[T, ApiResult], None],
+        diagnose: Callable[[list[T]], list[T]] | None = None,
+    ) -> None:
+        """Send ``items``; when HubSpot refuses the request as a whole, diagnose once, resend
+        what is left, and bisect what is still refused until each bad item fails alone."""
+        result = send(items)
+        if result is None:
+            return
+        if diagnose is not None:
+            remaining = diagnose(items)
+            if len(remaining) < len(items):
+                items = remaining
+                result = send(items) if items else None
+                if result is None:
+                    return
+        if len(items) == 1:
+            fail(items[0], result)
+            return
+        middle = len(items) // 2
+        self._isolate(items[:middle], send, fail)
+        self._isolate(items[middle:], send, fail)
+
+    # -- contacts --------------------------------------------------------------------------
+    def _create_contacts(self, works: list[_Work]) -> None:
+        callers: dict[str, _NewContact] = {}
+        for work in works:
+            key = work.plan.caller_key or work.marker
+            entry = callers.setdefault(key, _NewContact(key, [], {}))
+            entry.members.append(work)
+            for prop, value in contact_properties(
+                work.plan.fields, self._options.contact_fields
+            ).items():
+                if value and not entry.properties.get(prop):
+                    entry.properties[prop] = value
+        entries = list(callers.values())
+        for entry in entries:
+            if "email" in entry.properties:
+                entry.properties["email"] = entry.properties["email"].strip().lower()
+            if self._options.caller_key_property:
+                entry.properties[self._options.caller_key_property] = entry.key
+        for chunk in _chunks(entries):
+            self._isolate(chunk, self._send_contacts, self._contact_refused)
+
+    def _send_contacts(self, chunk: list[_NewContact]) -> ApiResult | None:
+        key_prop = self._options.caller_key_property
+        if key_prop:
+            body = {
+                "inputs": [
+                    {"idProperty": key_prop, "id": e.key, "properties": e.properties} for e in chunk
+                ]
+            }
+            result = self._t.call(
+                "contacts.batch_upsert", self._t.objects_batch.upsert, "contacts", body
+            )
+        else:
+            body = {"inputs": [{"properties": e.properties} for e in chunk]}
+            result = self._t.call(
+                "contacts.batch_create", self._t.objects_batch.create, "contacts", body
+            )
+        if not result.ok:
+            return result
+        self._wrote = True
+        results = result.results()
+        matched: dict[int, dict[str, Any]] = {}
+        if key_prop:
+            index = {e.key: i for i, e in enumerate(chunk)}
+            for obj in results:
+                value = str((obj.get("properties") or {}).get(key_prop) or "")
+                if value in index:
+                    matched[index[value]] = obj
+        if not matched and len(results) == len(chunk) and not result.errors():
+            # HubSpot documents no order for batch results; with nothing to key on, an
+            # all-successful batch of equal length is the best we have.
+            matched = dict(enumerate(results))
+        for i, entry in enumerate(chunk):
+            made = matched.get(i)
+            if made is None:
+                for work in entry.members:
+                    work.fail(f"HubSpot did not create the contact: {_error_text(result)}")
+                continue
+            is_new = bool(made.get("new", True))
+            for work in entry.members:
+                work.record_id, work.record_kind = str(made.get("id")), "contact"
+                work.created, work.updated = is_new, not is_new
+        return None
+
+    def _contact_refused(self, entry: _NewContact, result: ApiResult) -> None:
+        existing = _EXISTING_ID.search(result.message) if result.status == 409 else None
+        for work in entry.members:
+            if existing:
+                # Someone already has this email: log on that contact instead of failing.
+                work.record_id, work.record_kind = existing.group(1), "contact"
+            else:
+                work.fail(f"HubSpot refused the new contact ({result.status}): {result.message}")
+
+    def _associate_companies(self, works: list[_Work]) -> None:
+        pairs: dict[tuple[str, str], list[_Work]] = {}
+        for work in works:
+            if not work.failed and work.record_id and work.plan.company_id:
+                pairs.setdefault((work.record_id, work.plan.company_id), []).append(work)
+        type_id = ASSOCIATION_TYPES[("contacts", "companies")]
+        for chunk in _chunks(list(pairs)):
+            body = {
+                "inputs": [
+                    {
+                        "from": {"id": contact},
+                        "to": {"id": company},
+                        "types": [
+                            {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}
+                        ],
+                    }
+                    for contact, company in chunk
+                ]
+            }
+            result = self._t.call(
+                "associations.batch_create",
+                self._t.associations.create,
+                "contacts",
+                "companies",
+                body,
+            )
+            if result.ok and not result.errors():
+                continue
+            # A missing company must not fail the message: report it gone and carry on.
+            companies = {company for _, company in chunk}
+            alive = self._reader.read_raw("companies", companies, ["name"])
+            for contact, company in chunk:
+                if company not in alive:
+                    for work in pairs[(contact, company)]:
+                        work.add_gone([company])
+
+    def _update_records(self, works: list[_Work]) -> None:
+        updates: dict[tuple[str, str], _Update] = {}
+        for work in works:
+            if work.failed:
+                continue
+            if not work.record_id:
+                work.fail("an update plan needs a record id")
+                continue
+            object_type = _OBJECT_TYPES.get(work.record_kind, "contacts")
+            key = (object_type, work.record_id)
+            entry = updates.setdefault(key, _Update(object_type, work.record_id, [], {}))
+            entry.members.append(work)
+            entry.properties.update(self._record_properties(object_type, work.plan.fields))
+        by_type: dict[str, list[_Update]] = {}
+        for entry in updates.values():
+            if not entry.properties:
+                continue  # only blanks: nothing to write, the plan goes on to its activity
+            by_type.setdefault(entry.object_type, []).append(entry)
+        for entries in by_type.values():
+            for chunk in _chunks(entries):
+                self._isolate(chunk, self._send_updates, self._update_refused)
+
+    def _record_properties(self, object_type: str, fields: Mapping[str, str]) -> dict[str, str]:
+        # An empty value never blanks a field in the CRM: it means "nothing to say".
+        fields = {k: v for k, v in fields.items() if v and v.strip()}
+        if object_type == "contacts":
+            props = contact_properties(fields, self._options.contact_fields)
+            if props.get("email"):
+                props["email"] = props["email"].strip().lower()
+            return props
+        return {("name" if k == "company" else k): v for k, v in fields.items()}
+
+    def _send_updates(self, chunk: list[_Update]) -> ApiResult | None:
+        object_type = chunk[0].object_type
+        body = {"inputs": [{"id": e.record_id, "properties": e.properties} for e in chunk]}
+        result = self._t.call(
+            f"{object_type}.batch_update", self._t.objects_batch.update, object_type, body
+        )
+        if not result.ok:
+            return result
+        self._wrote = True
+        updated = {str(obj.get("id")) for obj in result.results()}
+        missing: set[str] = set()
+        for error in result.errors():
+            if error.get("category") == "OBJECT_NOT_FOUND":
+                missing |= _context_ids(error)
+        for entry in chunk:
+            for work in entry.members:
+                if entry.record_id in updated:
+                    work.updated = True
+                elif entry.record_id in missing:
+                    work.fail(
+                        f"{object_type[:-1]} {entry.record_id} no longer exists",
+                        retriable=True,
+                        gone=[entry.record_id],
+                    )
+                else:
+                    work.fail(f"HubSpot did not update {entry.record_id}: {_error_text(result)}")
+        return None
+
+    def _update_refused(self, entry: _Update, result: ApiResult) -> None:
+        gone = [entry.record_id] if result.status == 404 else []
+        for work in entry.members:
+            work.fail(
+                f"HubSpot refused the update of {entry.record_id}"
+                f" ({result.status}): {result.message}",
+                retriable=bool(gone),
+                gone=gone,
+            )
+
+    # -- activities ------------------------------------------------------------------------
+    def _log_activities(self, works: list[_Work]) -> None:
+        ready: list[_Work] = []
+        for work in works:
+            if work.failed:
+                continue
+            if not work.record_id:
+                work.fail("no CRM record to log the activity on")
+                continue
+            ready.append(work)
+        creates = [w for w in ready if not w.plan.activity.existing_id]
+        updates = [w for w in ready if w.plan.activity.existing_id]
+        creates += self._update_activities(updates)
+        self._create_engagements(
+            self._activity_type, creates, self._activity_properties, self._set_activity
+        )
+        if self._options.emergency_task:
+            tasks = [w for w in creates if w.plan.activity.emergency and not w.failed]
+            for work in tasks:
+                work.task_pending = True
+            self._create_engagements("tasks", tasks, self._task_properties, self._set_task)
+
+    def _activity_properties(self, work: _Work) -> dict[str, str]:
+        spec = work.plan.activity
+        body = self._body(spec)
+        if self._activity_type == "calls":
+            props = {
+                "hs_timestamp": _timestamp(spec.occurred_at),
+                "hs_call_title": spec.subject,
+                "hs_call_body": body,
+                "hs_call_direction": "INBOUND",
+                "hs_call_status": "COMPLETED",
+            }
+        else:
+            props = {"hs_timestamp": _timestamp(spec.occurred_at), "hs_note_body": body}
+        if self._options.marker_property:
+            props[self._options.marker_property] = spec.marker
+        props.update(spec.properties)
+        return props
+
+    def _task_properties(self, work: _Work) -> dict[str, str]:
+        spec = work.plan.activity
+        props = {
+            "hs_timestamp": _timestamp(spec.occurred_at),
+            "hs_task_subject": f"Emergency: {spec.subject}"[:255],
+            "hs_task_body": self._body(spec),
+            "hs_task_priority": "HIGH",
+            "hs_task_status": "NOT_STARTED",
+            "hs_task_type": "CALL",
+        }
+        if self._options.task_owner_id:
+            props["hubspot_owner_id"] = self._options.task_owner_id
+        if self._options.marker_property:
+            props[self._options.marker_property] = spec.marker
+        return props
+
+    @staticmethod
+    def _body(spec: ActivitySpec) -> str:
+        # The marker is in the text too: people can trace a note back, and the search
+        # fallback of find_activities (no marker property) has something to find.
+        parts = [f"<p><strong>{_html(spec.subject)}</strong></p>"] if spec.subject else []
+        parts.append(f"<p>{_html(spec.body)}</p>")
+        parts.append(marker_paragraph(spec.marker))
+        return "".join(parts)
+
+    @staticmethod
+    def _set_activity(work: _Work, activity_id: str) -> None:
+        work.activity_id = activity_id
+
+    @staticmethod
+    def _set_task(work: _Work, task_id: str) -> None:
+        work.task_pending = False
+
+    def _update_activities(self, works: list[_Work]) -> list[_Work]:
+        """Rewrite changed activities in place; return those HubSpot no longer has."""
+        if not works:
+            return []
+        object_type = self._activity_type
+        lost: list[_Work] = []
+        by_id: dict[str, list[_Work]] = {}
+        for work in works:
+            by_id.setdefault(str(work.plan.activity.existing_id), []).append(work)
+
+        def send(chunk: list[str]) -> ApiResult | None:
+            body = {
+                "inputs": [
+                    {"id": aid, "properties": self._activity_properties(by_id[aid][-1])}
+                    for aid in chunk
+                ]
+            }
+            result = self._t.call(
+                f"{object_type}.batch_update", self._t.objects_batch.update, object_type, body
+            )
+            if not result.ok:
+                return result
+            self._wrote = True
+            done = {str(obj.get("id")) for obj in result.results()}
+            for aid in chunk:
+                if aid in done:
+                    for work in by_id[aid]:
+                        work.activity_id = aid
+                else:
+                    lost.extend(by_id[aid])
+            return None
+
+        def refused(aid: str, result: ApiResult) -> None:
+            if result.status == 404:
+                lost.extend(by_id[aid])
+                return
+            for work in by_id[aid]:
+                work.fail(
+                    f"HubSpot refused the {object_type[:-1]} update"
+                    f" ({result.status}): {result.message}"
+                )
+
+        for chunk in _chunks(list(by_id)):
+            self._isolate(chunk, send, refused)
+        if lost:
+            log.info("%d %s were deleted in HubSpot; logging them again", len(lost), object_type)
+        return lost
+
+    def _create_engagements(
+        self,
+        object_type: str,
+        works: list[_Work],
+        properties: Callable[[_Work], dict[str, str]],
+        assign: Callable[[_Work, str], None],
+    ) -> None:
+        """Batch-create notes/calls/tasks, each associated to its record in the same request."""
+        marker_prop = self._options.marker_property
+
+        def association(work: _Work) -> dict[str, Any]:
+            target = _OBJECT_TYPES.get(work.record_kind, "contacts")
+            type_id = ASSOCIATION_TYPES[(object_type, target)]
+            return {
+                "to": {"id": work.record_id},
+                "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}],
+            }
+
+        def send(chunk: list[_Work]) -> ApiResult | None:
+            inputs = [
+                {"properties": properties(w), "associations": [association(w)]} for w in chunk
+            ]
+            result = self._t.call(
+                f"{object_type}.batch_create",
+                self._t.objects_batch.create,
+                object_type,
+                {"inputs": inputs},
+            )
+            if not result.ok:
+                return result
+            self._wrote = True
+            unmatched = self._match_created(object_type, chunk, result, assign)
+            if unmatched:
+                for work in diagnose(unmatched):
+                    work.fail(
+                        f"HubSpot did not create the {object_type[:-1]}: {_error_text(result)}"
+                    )
+            return None
+
+        def refused(work: _Work, result: ApiResult) -> None:
+            work.fail(f"HubSpot refused the {object_type[:-1]} ({result.status}): {result.message}")
+
+        def diagnose(chunk: list[_Work]) -> list[_Work]:
+            """Resolve what two immediately consistent reads can explain; return the rest."""
+            remaining = chunk
+            if marker_prop:
+                existing = self._reader.read_raw(
+                    object_type, [w.marker for w in chunk], [marker_prop], id_property=marker_prop
+                )
+                for work in chunk:
+                    if work.marker in existing:
+                        assign(work, str(existing[work.marker].get("id")))
+                remaining = [w for w in chunk if w.marker not in existing]
+            by_kind: dict[str, list[_Work]] = {}
+            for work in remaining:
+                by_kind.setdefault(_OBJECT_TYPES.get(work.record_kind, "contacts"), []).append(work)
+            gone: set[str] = set()
+            for kind, members in by_kind.items():
+                ids = {str(w.record_id) for w in members}
+                alive = self._reader.read_raw(kind, ids, ["hs_object_id"])
+                gone |= ids - set(alive)
+            for work in remaining:
+                if work.record_id in gone:
+                    work.fail(
+                        f"{work.record_kind} {work.record_id} no longer exists",
+                        retriable=True,
+                        gone=[str(work.record_id)],
+                    )
+            return [w for w in remaining if not w.failed]
+
+        for chunk in _chunks(works):
+            self._isolate(chunk, send, refused, diagnose)
+
+    def _match_created(
+        self,
+        object_type: str,
+        chunk: list[_Work],
+        result: ApiResult,
+        assign: Callable[[_Work, str], None],
+    ) -> list[_Work]:
+        """Give each work its created object's id; return the works nothing was created for."""
+        results = result.results()
+        marker_prop = self._options.marker_property
+        body_prop = _BODY_PROPERTY[object_type]
+        left = list(chunk)
+        for obj in results:
+            props = obj.get("properties") or {}
+            marker = str(props.get(marker_prop) or "") if marker_prop else ""
+            body = str(props.get(body_prop) or "")
+            for work in left:
+                if (marker and marker == work.marker) or (
+                    not marker and marker_in_body(work.marker, body)
+                ):
+                    assign(work, str(obj.get("id")))
+                    left.remove(work)
+                    break
+        return left
