@@ -166,6 +166,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         if args.messages < 1:
             parser.error("--messages must be at least 1")
+        # The summary is the demo's output; routine log lines would drown it.
+        configure_logging(level="warning")
         return run_demo(
             messages=args.messages, callers=args.callers, as_json=args.json, seed=args.seed
         )

@@ -199,6 +199,9 @@ class Emulator:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: with Nagle on, the body waits for the
+            # client's delayed ACK (~40 ms a request on Linux), which would swamp every timing.
+            disable_nagle_algorithm = True
 
             def _handle(self) -> None:
                 split = urlsplit(self.path)
@@ -232,7 +235,10 @@ class Emulator:
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, name=f"{self.name}-emulator", daemon=True
+            # A short poll interval: stop() waits for it, and tests start hundreds of servers.
+            target=lambda: server.serve_forever(poll_interval=0.05),
+            name=f"{self.name}-emulator",
+            daemon=True,
         )
         self._thread.start()
         return self

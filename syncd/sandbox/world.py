@@ -85,10 +85,14 @@ class SandboxWorld:
             roll = rng.random()
             if roll < self.known_share:
                 phone = rng.choice(format_variants(caller.e164)) if caller.e164 else ""
+                # Some known records lack an email the caller gives: fill_blanks fills it.
+                email = caller.email or ""
+                if phone and rng.random() < 0.4:
+                    email = ""
                 emulator.seed_contact(
                     first_name=caller.first_name,
                     last_name=caller.last_name,
-                    email=caller.email or "",
+                    email=email,
                     phone=phone,
                     company=caller.company,
                 )
