@@ -1,0 +1,242 @@
+"""A loopback simulator of the Berkshire Receptionists API v2, faithful to its one document.
+
+It answers ``GET /v2/messages`` (optionally by ``from_date``/``to_date`` whole days in the
+account's time zone) and ``GET /v2/messages/<id>``, checks ``X-API-EMAIL``/``X-API-TOKEN`` on
+every request and refuses a bad pair with the documented **404** ``Invalid token``. What the
+document leaves open -- key spelling, envelope, summary versus full list items -- is a knob,
+so the client can be tested against every plausible reading.
+"""
+
+from __future__ import annotations
+
+import copy
+import hmac
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any, Literal
+from urllib.parse import unquote
+from zoneinfo import ZoneInfo
+
+from syncd.sandbox.generate import Caller, make_callers, make_messages
+from syncd.sandbox.http import Emulator, Request, Response, json_response
+from syncd.source.parse import find_message_id, normalize_key, parse_datetime
+
+__all__ = ["BerkshireSimulator", "Envelope", "KeyStyle"]
+
+Envelope = Literal["data", "success", "list"]
+KeyStyle = Literal["spaces", "snake", "camel"]
+
+# What a list item carries when ``summary_only``: enough to show a row, not to match a caller.
+_SUMMARY_KEYS = frozenset({"messageid", "firstname", "lastname", "createdat", "utccreatedat"})
+_DATE_KEYS = (("utccreatedat", True), ("createdat", False), ("rawcreatedat", False))
+
+
+class BerkshireSimulator(Emulator):
+    """In-memory account of messages behind the documented endpoints.
+
+    ``extra_items`` are appended verbatim to every list answer: junk items and duplicates
+    with which to prove the client's tolerance.
+    """
+
+    name = "berkshire"
+
+    def __init__(
+        self,
+        *,
+        email: str = "demo@example.com",
+        token: str = "sandbox-token",  # noqa: S107 - a sandbox credential, not a secret
+        tz: str = "America/New_York",
+        messages: Sequence[Mapping[str, object]] = (),
+        envelope: Envelope = "success",
+        key_style: KeyStyle = "spaces",
+        summary_only: bool = False,
+        extra_items: Sequence[object] = (),
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        super().__init__(host=host, port=port)
+        self.email = email
+        self.token = token
+        self.tz = ZoneInfo(tz)
+        self.envelope: Envelope = envelope
+        self.key_style: KeyStyle = key_style
+        self.summary_only = summary_only
+        self.extra_items: list[object] = list(extra_items)
+        self.callers: list[Caller] = []  # set by generated(), for tests' ground truth
+        self._messages: dict[str, dict[str, object]] = {}
+        self._local_dates: dict[str, date | None] = {}
+        self.add_messages(messages)
+        self.route("GET", r"/v2/messages/?", "list", self._list)
+        self.route("GET", r"/v2/messages/(?P<id>[^/]+)", "detail", self._detail)
+
+    @classmethod
+    def generated(
+        cls,
+        n: int,
+        callers: int,
+        *,
+        days: int = 7,
+        seed: int = 0,
+        end: datetime | None = None,
+        **kw: Any,
+    ) -> BerkshireSimulator:
+        """A simulator holding ``n`` generated messages from ``callers`` callers, spread over
+        the ``days`` before ``end`` (default: now)."""
+        end = end or datetime.now(UTC)
+        people = make_callers(callers, seed=seed)
+        items = make_messages(
+            people,
+            n,
+            start=end - timedelta(days=days),
+            end=end,
+            seed=seed,
+            tz=kw.get("tz", "America/New_York"),
+        )
+        simulator = cls(messages=items, **kw)
+        simulator.callers = people
+        return simulator
+
+    def __enter__(self) -> BerkshireSimulator:
+        self.start()
+        return self
+
+    # -- the account, from Python ------------------------------------------------------------
+    def add_messages(self, items: Sequence[Mapping[str, object]]) -> None:
+        """Store ``items`` (replacing any with the same id). Each needs a message id."""
+        with self.lock:
+            for item in items:
+                message_id = find_message_id(item)
+                if message_id is None:
+                    raise ValueError("a stored message needs a message id; use extra_items")
+                self._messages[message_id] = copy.deepcopy(dict(item))
+                self._local_dates[message_id] = _local_date(item, self.tz)
+
+    def update_message(self, message_id: str, **changes: object) -> None:
+        """Change fields of a stored message, as agents do after the call.
+        ``first_name="Ann"`` updates whichever spelling of ``first name`` the message uses."""
+        with self.lock:
+            message = self._messages[message_id]
+            by_key = {normalize_key(k): k for k in message}
+            for name, value in changes.items():
+                message[by_key.get(normalize_key(name), name.replace("_", " "))] = value
+            self._local_dates[message_id] = _local_date(message, self.tz)
+
+    def reset(self) -> None:
+        """Forget messages and extra items, clear faults and counts; the knobs stay.
+        Lets one running simulator serve many tests."""
+        with self.lock:
+            self._messages.clear()
+            self._local_dates.clear()
+            self.extra_items = []
+            self.faults.clear()
+            self.faults.injected.clear()
+            self.reset_counts()
+
+    @property
+    def messages(self) -> list[dict[str, object]]:
+        """A copy of the stored messages, in the document's spelling."""
+        with self.lock:
+            return copy.deepcopy(list(self._messages.values()))
+
+    def count_between(self, start: date, end: date) -> int:
+        """How many messages fall on local days ``start``..``end`` (inclusive)."""
+        with self.lock:
+            return sum(1 for day in self._local_dates.values() if day and start <= day <= end)
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    def _list(self, request: Request) -> Response:
+        if (refused := self._refuse(request)) is not None:
+            return refused
+        try:
+            start = _parse_day(request.arg("from_date"))
+            end = _parse_day(request.arg("to_date"))
+        except ValueError:
+            return _failure("Invalid date format, expected MM-DD-YYYY", 400)
+        with self.lock:
+            items: list[object] = [
+                self._render(message, summary=self.summary_only)
+                for message_id, message in self._messages.items()
+                if _within(self._local_dates[message_id], start, end)
+            ]
+            items.extend(copy.deepcopy(self.extra_items))
+        return json_response(self._wrap(items))
+
+    def _detail(self, request: Request) -> Response:
+        if (refused := self._refuse(request)) is not None:
+            return refused
+        with self.lock:
+            message = self._messages.get(unquote(request.params["id"]))
+            rendered = None if message is None else self._render(message, summary=False)
+        if rendered is None:
+            return _failure("Message not found", 404)
+        return json_response(self._wrap(rendered))
+
+    def _refuse(self, request: Request) -> Response | None:
+        email = request.header("X-API-EMAIL") or ""
+        token = request.header("X-API-TOKEN") or ""
+        # Both compared in constant time, and both always compared.
+        ok = hmac.compare_digest(email.encode(), self.email.encode())
+        ok &= hmac.compare_digest(token.encode(), self.token.encode())
+        return None if ok else _failure("Invalid token", 404)
+
+    def fault_response(self, fault: str, request: Request) -> Response:
+        status, info = {
+            "429": (429, "Too many requests"),
+            "500": (500, "Internal server error"),
+            "outage": (503, "Service unavailable"),
+        }[fault]
+        headers = {"Retry-After": f"{self.faults.retry_after:g}"} if status == 429 else None
+        return json_response({"success": False, "info": info, "data": {}}, status, headers)
+
+    def _render(self, message: Mapping[str, object], *, summary: bool) -> dict[str, object]:
+        return {
+            _respell(key, self.key_style): copy.deepcopy(value)
+            for key, value in message.items()
+            if not summary or normalize_key(key) in _SUMMARY_KEYS
+        }
+
+    def _wrap(self, payload: object) -> object:
+        if self.envelope == "list":
+            return payload
+        if self.envelope == "data":
+            return {"data": payload}
+        return {"success": True, "data": payload}
+
+
+def _failure(info: str, status: int) -> Response:
+    return json_response({"success": False, "info": info, "data": {}}, status)
+
+
+def _parse_day(value: str | None) -> date | None:
+    if value is None or value == "":
+        return None
+    return datetime.strptime(value, "%m-%d-%Y").date()
+
+
+def _within(day: date | None, start: date | None, end: date | None) -> bool:
+    if start is None and end is None:
+        return True
+    if day is None:
+        return False
+    return (start is None or start <= day) and (end is None or day <= end)
+
+
+def _local_date(item: Mapping[str, object], tz: tzinfo) -> date | None:
+    by_key = {normalize_key(k): v for k, v in item.items()}
+    for key, naive_is_utc in _DATE_KEYS:
+        moment = parse_datetime(by_key.get(key), tz, naive_is_utc=naive_is_utc)
+        if moment is not None:
+            return moment.astimezone(tz).date()
+    return None
+
+
+def _respell(key: str, style: KeyStyle) -> str:
+    """``"caller id"`` as ``caller_id`` or ``callerId``."""
+    words = key.split()
+    if style == "snake":
+        return "_".join(word.lower() for word in words)
+    if style == "camel":
+        return (
+            words[0].lower() + "".join(w[:1].upper() + w[1:] for w in words[1:]) if words else key
+        )
+    return key

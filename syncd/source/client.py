@@ -1,0 +1,335 @@
+"""HTTP client for the Berkshire Receptionists API v2 (read-only).
+
+Failures leave here as syncd's own errors, grouped by what the caller must do:
+
+* :class:`~syncd.errors.AuthError` -- the token was refused. The service says so with a
+  **404** ``{"success": false, "info": "Invalid token"}``; 401/403 mean the same.
+* :class:`~syncd.errors.RetriableError` -- 429, 5xx, timeouts and network errors that
+  outlasted ``max_attempts`` (:class:`~syncd.errors.RateLimited` when the last one was a 429),
+  and :class:`~syncd.source.parse.SourceError` for answers we cannot read.
+* A malformed *item* is never an exception: :meth:`BerkshireClient.fetch_window` returns it
+  as :class:`Quarantined`, and the rest of the window flows on.
+
+The token travels only in the ``X-API-TOKEN`` header; headers are never logged and no
+message built here contains it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, tzinfo
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Literal
+from urllib.parse import quote
+
+import httpx
+import structlog
+
+from syncd._version import __version__
+from syncd.errors import AuthError, MalformedMessage, RateLimited, RetriableError
+from syncd.models import Message
+from syncd.source.parse import (
+    SourceError,
+    clean_text,
+    find_message_id,
+    json_safe,
+    parse_message,
+    unwrap_envelope,
+)
+
+__all__ = ["BerkshireClient", "Quarantined", "WindowResult", "parse_retry_after"]
+
+log = structlog.get_logger(__name__)
+
+FetchDetails = Literal["auto", "always", "never"]
+_WHERE = "berkshire"
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """An item we could not turn into a message, kept with the reason for an operator.
+    ``raw`` is the item made JSON-safe (see :func:`~syncd.source.parse.json_safe`)."""
+
+    raw: object
+    reason: str
+    message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowResult:
+    messages: list[Message] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP-date)."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+class BerkshireClient:
+    """Reads messages from one Berkshire account.
+
+    ``fetch_details`` decides when to ``GET /v2/messages/<id>`` after a list: ``"auto"``
+    for items that look like summaries, ``"always"`` or ``"never"``. ``transport`` and
+    ``sleep`` exist for tests; ``rng`` makes the backoff jitter repeatable.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        email: str,
+        token: str,
+        *,
+        timeout: float = 30.0,
+        max_attempts: int = 6,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 60.0,
+        fetch_details: FetchDetails = "auto",
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        verify: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if fetch_details not in ("auto", "always", "never"):
+            raise ValueError(f"fetch_details must be auto, always or never, not {fetch_details!r}")
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._fetch_details = fetch_details
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers={
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+                "User-Agent": f"syncd/{__version__}",
+                "X-API-EMAIL": email,
+                "X-API-TOKEN": token,
+            },
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            verify=verify,
+            # A redirect would carry our token to wherever it points.
+            follow_redirects=False,
+        )
+
+    # -- raw endpoints ------------------------------------------------------------------------
+    def list_raw(self, start: date, end: date) -> list[object]:
+        """Items of ``GET /v2/messages`` for whole days ``start``..``end`` (inclusive)."""
+        if start > end:
+            raise ValueError(f"start {start} is after end {end}")
+        params = {"from_date": start.strftime("%m-%d-%Y"), "to_date": end.strftime("%m-%d-%Y")}
+        response = self._get("/v2/messages", params)
+        if response.status_code != 200:
+            raise self._unexpected(response)
+        return self._unwrap(response)
+
+    def get_raw(self, message_id: str) -> Mapping[str, object] | None:
+        """The full message ``message_id``, or None when the service does not know it."""
+        if not message_id:
+            raise ValueError("message_id is empty")
+        response = self._get(f"/v2/messages/{quote(message_id, safe='')}", None)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._unexpected(response)
+        items = [item for item in self._unwrap(response) if isinstance(item, Mapping)]
+        for item in items:
+            if find_message_id(item) == message_id:
+                return item
+        return items[0] if items else None
+
+    # -- messages -----------------------------------------------------------------------------
+    def fetch_window(self, account: str, start: date, end: date, tz: tzinfo) -> WindowResult:
+        """Every message of days ``start``..``end`` in the account's time zone ``tz``.
+
+        Malformed items are quarantined, never raised; of duplicate ids the last one wins;
+        summaries are completed by a detail fetch as ``fetch_details`` says.
+        """
+        by_id: dict[str, Message] = {}
+        quarantined: list[Quarantined] = []
+        for item in self.list_raw(start, end):
+            if not isinstance(item, Mapping):
+                reason = f"item is a {type(item).__name__}, not an object"
+                quarantined.append(Quarantined(json_safe(item), reason))
+                continue
+            try:
+                message = parse_message(item, account=account, tz=tz)
+            except MalformedMessage as exc:
+                quarantined.append(Quarantined(json_safe(item), exc.reason, find_message_id(item)))
+                continue
+            by_id.pop(message.message_id, None)  # keep the last copy, in its position
+            by_id[message.message_id] = message
+
+        messages: list[Message] = []
+        for message in by_id.values():
+            if self._fetch_details == "always" or (
+                self._fetch_details == "auto" and message.summary
+            ):
+                detailed = self._detail(account, message, tz, quarantined)
+                if detailed is None:
+                    continue
+                message = detailed
+            messages.append(message)
+        if quarantined:
+            log.warning("source.quarantined", account=account, count=len(quarantined))
+        return WindowResult(messages, quarantined)
+
+    def _detail(
+        self, account: str, summary: Message, tz: tzinfo, quarantined: list[Quarantined]
+    ) -> Message | None:
+        raw = self.get_raw(summary.message_id)
+        if raw is None:
+            # Listed a moment ago, gone now: the summary is all there is; deliver that.
+            log.warning("source.detail_missing", account=account, message_id=summary.message_id)
+            return summary
+        if find_message_id(raw) is None:
+            raw = {"message id": summary.message_id, **raw}
+        try:
+            message = parse_message(raw, account=account, tz=tz)
+        except MalformedMessage as exc:
+            if not summary.summary:  # the list already gave us the whole message
+                log.warning("source.detail_malformed", message_id=summary.message_id)
+                return summary
+            quarantined.append(
+                Quarantined(json_safe(raw), f"detail: {exc.reason}", summary.message_id),
+            )
+            return None
+        return replace(
+            message,
+            summary=False,
+            created_at=message.created_at or summary.created_at,
+        )
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _get(self, path: str, params: Mapping[str, str] | None) -> httpx.Response:
+        """GET with retries; returns any answer that is not transient (auth is raised)."""
+        problem, retry_after, limited = "", None, False
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                response = self._http.get(path, params=params)
+            except httpx.TimeoutException as exc:
+                problem, retry_after, limited = f"timed out ({type(exc).__name__})", None, False
+            except httpx.TransportError as exc:
+                problem, retry_after, limited = f"network error ({type(exc).__name__})", None, False
+            else:
+                status = response.status_code
+                if status not in (408, 429) and not 500 <= status <= 599:
+                    self._raise_for_auth(response)
+                    return response
+                problem = f"HTTP {status}"
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                limited = status == 429
+            if attempt == self._max_attempts:
+                break
+            wait = self._backoff(attempt, retry_after)
+            log.warning(
+                "source.retry",
+                path=path,
+                attempt=attempt,
+                problem=problem,
+                wait=round(wait, 3),
+            )
+            self._sleep(wait)
+        error = RateLimited if limited else RetriableError
+        raise error(
+            f"GET {path} failed after {self._max_attempts} attempts: {problem}",
+            retry_after=retry_after,
+        )
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Retry-After when given, else full jitter under a doubling ceiling; both capped."""
+        if retry_after is not None:
+            return min(retry_after, self._backoff_cap)
+        ceiling = min(self._backoff_cap, self._backoff_base * 2.0 ** min(attempt - 1, 60))
+        return self._rng.uniform(0.0, ceiling)
+
+    def _raise_for_auth(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if status in (401, 403):
+            raise AuthError(f"the API refused our credentials (HTTP {status})", where=_WHERE)
+        if status == 404 and _says_invalid_token(_info(response)):
+            raise AuthError(
+                "the API token was refused (HTTP 404 'Invalid token'): "
+                "check the account's API email and token",
+                where=_WHERE,
+            )
+
+    def _unwrap(self, response: httpx.Response) -> list[object]:
+        try:
+            payload = response.json()
+        except ValueError:
+            raise SourceError(
+                f"GET {response.request.url.path} answered HTTP {response.status_code} "
+                f"with a body that is not JSON ({len(response.content)} bytes)"
+            ) from None
+        try:
+            return unwrap_envelope(payload)
+        except SourceError as exc:
+            if _says_invalid_token(exc.info):
+                raise AuthError(
+                    f"the API token was refused ({exc.info!r}): check the account's API "
+                    "email and token",
+                    where=_WHERE,
+                ) from None
+            raise
+
+    def _unexpected(self, response: httpx.Response) -> SourceError:
+        info = _info(response)
+        detail = f": {info}" if info else ""
+        return SourceError(
+            f"GET {response.request.url.path} answered HTTP {response.status_code}{detail}",
+            info=info,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> BerkshireClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _info(response: httpx.Response) -> str:
+    """The service's ``info`` text of an error answer, if the body is JSON and has one."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(payload, Mapping):
+        return ""
+    value = payload.get("info") or payload.get("message") or payload.get("error")
+    return clean_text(value, limit=200) if isinstance(value, str) else ""
+
+
+def _says_invalid_token(info: str) -> bool:
+    return "token" in info.lower()

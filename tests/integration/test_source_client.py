@@ -1,0 +1,405 @@
+"""BerkshireClient against the real simulator over loopback: ranges, details, auth, retries."""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from structlog.testing import capture_logs
+
+from syncd.errors import AuthError, RateLimited, RetriableError
+from syncd.sandbox.berkshire import BerkshireSimulator, Envelope, KeyStyle
+from syncd.sandbox.http import Request, Response, json_response
+from syncd.source import BerkshireClient, SourceError
+from syncd.source.client import parse_retry_after
+
+NY = ZoneInfo("America/New_York")
+EMAIL, TOKEN = "ops@example.com", "s3cr3t-t0ken-value"
+
+
+def item(message_id: str, utc: str, **extra: object) -> dict[str, object]:
+    return {
+        "message id": message_id,
+        "utc created at": utc,
+        "first name": "Ann",
+        "phone": "212-867-5309",
+        "content": "Call back",
+        **extra,
+    }
+
+
+class Waits(list[float]):
+    """An injected ``sleep`` that records the waits instead of sleeping."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+class Ceiling(random.Random):
+    """Jitter that always picks the top of its range, so backoff is exactly visible."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[BerkshireSimulator]:
+    # One server for the module: starting and stopping one costs about half a second.
+    with BerkshireSimulator(email=EMAIL, token=TOKEN, tz="America/New_York") as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def sim(server: BerkshireSimulator) -> BerkshireSimulator:
+    server.reset()
+    server.summary_only = False
+    server.faults.retry_after = 1.0
+    return server
+
+
+@pytest.fixture(scope="module")
+def generated() -> Iterator[BerkshireSimulator]:
+    end = datetime(2024, 3, 8, 12, tzinfo=UTC)
+    with BerkshireSimulator.generated(60, 12, days=3, seed=7, end=end) as simulator:
+        yield simulator
+
+
+def client(sim: BerkshireSimulator, **kw: Any) -> BerkshireClient:
+    kw.setdefault("sleep", Waits())
+    return BerkshireClient(sim.base_url, kw.pop("email", EMAIL), kw.pop("token", TOKEN), **kw)
+
+
+# -- ranges and spellings ---------------------------------------------------------------------
+
+
+def test_list_filters_whole_days_in_the_account_time_zone(sim: BerkshireSimulator) -> None:
+    sim.add_messages(
+        [
+            item("before", "2024-03-10T04:59:59Z"),  # 23:59:59 EST on 03-09
+            item("first", "2024-03-10T05:00:00Z"),  # 00:00 EST on 03-10
+            item("last", "2024-03-12T03:59:59Z"),  # 23:59:59 EDT on 03-11 (DST began 03-10)
+            item("after", "2024-03-12T04:00:00Z"),  # 00:00 EDT on 03-12
+        ]
+    )
+    with client(sim) as berkshire:
+        result = berkshire.fetch_window("acme", date(2024, 3, 10), date(2024, 3, 11), NY)
+    assert [m.message_id for m in result.messages] == ["first", "last"]
+    assert result.messages[0].created_at == datetime(2024, 3, 10, 5, tzinfo=UTC)
+    assert sim.count_between(date(2024, 3, 10), date(2024, 3, 11)) == 2
+    assert sim.counts["list"] == 1
+
+
+@pytest.mark.parametrize("key_style", ["spaces", "snake", "camel"])
+@pytest.mark.parametrize("envelope", ["success", "data", "list"])
+def test_every_spelling_and_envelope_reads_the_same(
+    generated: BerkshireSimulator, key_style: KeyStyle, envelope: Envelope
+) -> None:
+    sim = generated
+    sim.reset_counts()
+    sim.key_style, sim.envelope = key_style, envelope
+    with client(sim, email="demo@example.com", token="sandbox-token") as berkshire:
+        result = berkshire.fetch_window("acme", date(2024, 3, 1), date(2024, 3, 9), NY)
+    assert result.quarantined == []
+    assert len(result.messages) == 60
+    assert sim.counts["detail"] == 0  # full list items: no detail fetches
+    emails = {m.custom_fields.get("Email") or m.custom_fields.get("email") for m in result.messages}
+    assert emails - {None}  # custom fields survived the re-spelling
+    assert all(m.created_at is not None and not m.summary for m in result.messages)
+    assert sorted(m.message_id for m in result.messages) == sorted(
+        str(m["message id"]) for m in sim.messages
+    )
+
+
+# -- details ----------------------------------------------------------------------------------
+
+
+def test_summaries_are_completed_by_detail_fetches(sim: BerkshireSimulator) -> None:
+    sim.summary_only = True
+    sim.add_messages(
+        [item(f"M{n}", "2024-03-10T15:00:00Z", **{"caller id": f"x{n}"}) for n in range(5)]
+    )
+    with client(sim) as berkshire:
+        result = berkshire.fetch_window("acme", date(2024, 3, 10), date(2024, 3, 10), NY)
+    assert sim.counts["detail"] == 5
+    assert [m.caller_id for m in result.messages] == [f"x{n}" for n in range(5)]
+    assert all(not m.summary and m.content == "Call back" for m in result.messages)
+
+
+@pytest.mark.parametrize(("mode", "details"), [("never", 0), ("always", 3), ("auto", 0)])
+def test_fetch_details_setting(sim: BerkshireSimulator, mode: str, details: int) -> None:
+    sim.add_messages([item(f"M{n}", "2024-03-10T15:00:00Z") for n in range(3)])
+    with client(sim, fetch_details=mode) as berkshire:
+        result = berkshire.fetch_window("acme", date(2024, 3, 10), date(2024, 3, 10), NY)
+    assert len(result.messages) == 3
+    assert sim.counts["detail"] == details
+
+
+def test_summary_only_with_details_off_keeps_summaries(sim: BerkshireSimulator) -> None:
+    sim.summary_only = True
+    sim.add_messages([item("M1", "2024-03-10T15:00:00Z")])
+    with client(sim, fetch_details="never") as berkshire:
+        (message,) = berkshire.fetch_window("a", date(2024, 3, 10), date(2024, 3, 10), NY).messages
+    assert message.summary is True
+    assert message.phone == ""
+    assert sim.counts["detail"] == 0
+
+
+def test_detail_answers_that_lack_or_garble_the_message() -> None:
+    class Flaky(BerkshireSimulator):
+        def _detail(self, request: Request) -> Response:
+            match request.params["id"]:
+                case "gone":
+                    return json_response({"success": False, "info": "Message not found"}, 404)
+                case "garbled":
+                    return json_response({"data": {"message id": {"oops": 1}, "phone": "x"}})
+                case _:  # a detail answer without any id: the listed id is used
+                    return json_response({"data": {"phone": "212-867-5309", "content": "full"}})
+
+    with Flaky(email=EMAIL, token=TOKEN, summary_only=True) as flaky, client(flaky) as berkshire:
+        flaky.add_messages([item(i, "2024-03-10T15:00:00Z") for i in ("gone", "garbled", "ok")])
+        result = berkshire.fetch_window("acme", date(2024, 3, 10), date(2024, 3, 10), NY)
+    assert [(m.message_id, m.summary, m.content) for m in result.messages] == [
+        ("gone", True, ""),  # vanished between list and detail: the summary is kept
+        ("ok", False, "full"),
+    ]
+    assert result.messages[1].created_at == datetime(2024, 3, 10, 15, tzinfo=UTC)  # from the list
+    (garbled,) = result.quarantined
+    assert garbled.message_id == "garbled"
+    assert garbled.reason == "detail: message id is a dict, not a string"
+    assert flaky.counts["detail"] == 3
+
+
+def test_get_raw_quotes_the_id_and_returns_none_when_unknown(sim: BerkshireSimulator) -> None:
+    sim.add_messages([item("A/B 7?x", "2024-03-10T15:00:00Z")])
+    with client(sim) as berkshire:
+        found = berkshire.get_raw("A/B 7?x")
+        missing = berkshire.get_raw("nope")
+    assert found is not None
+    assert found["message id"] == "A/B 7?x"
+    assert missing is None
+    assert sim.counts["detail"] == 2
+
+
+# -- malformed items --------------------------------------------------------------------------
+
+
+def test_a_quarantined_item_does_not_stop_the_rest(sim: BerkshireSimulator) -> None:
+    sim.add_messages(
+        [item("good-1", "2024-03-10T15:00:00Z"), item("good-2", "2024-03-10T16:00:00Z")]
+    )
+    sim.extra_items = [
+        {"first name": "No id\u0000"},  # NUL would break a PostgreSQL insert of the raw item
+        {"message id": {"nested": "dict"}},
+        "just a string",
+        None,
+        item("good-1", "2024-03-10T17:00:00Z", content="edited"),  # duplicate: last one wins
+    ]
+    with client(sim) as berkshire:
+        result = berkshire.fetch_window("acme", date(2024, 3, 10), date(2024, 3, 10), NY)
+    assert [m.message_id for m in result.messages] == ["good-2", "good-1"]
+    assert result.messages[1].content == "edited"
+    reasons = [q.reason for q in result.quarantined]
+    assert reasons == [
+        "missing message id",
+        "message id is a dict, not a string",
+        "item is a str, not an object",
+        "item is a NoneType, not an object",
+    ]
+    assert result.quarantined[0].raw == {"first name": "No id"}
+    assert result.quarantined[1].raw == {"message id": {"nested": "dict"}}
+
+
+# -- authentication ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("email", "token"), [(EMAIL, "wrong-token"), ("other@example.com", TOKEN)])
+def test_refused_credentials_are_an_auth_error_without_the_token(
+    sim: BerkshireSimulator, email: str, token: str
+) -> None:
+    with capture_logs() as logs, client(sim, email=email, token=token) as berkshire:
+        with pytest.raises(AuthError) as caught:
+            berkshire.list_raw(date(2024, 3, 10), date(2024, 3, 10))
+        with pytest.raises(AuthError):
+            berkshire.get_raw("M1")  # a 404 that means "bad token", not "no such message"
+    assert caught.value.where == "berkshire"
+    assert "token was refused" in str(caught.value)
+    assert token not in str(caught.value)
+    assert TOKEN not in str(caught.value)
+    assert token not in repr(logs)
+    assert sim.counts["list"] == 1  # auth failures are not retried
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_401_and_403_are_auth_errors(status: int) -> None:
+    class Forbidding(BerkshireSimulator):
+        def _list(self, request: Request) -> Response:
+            return json_response({"message": "Forbidden"}, status)
+
+    with (
+        Forbidding(email=EMAIL, token=TOKEN) as forbidding,
+        client(forbidding) as berkshire,
+        pytest.raises(AuthError, match=f"HTTP {status}"),
+    ):
+        berkshire.list_raw(date(2024, 3, 10), date(2024, 3, 10))
+    assert forbidding.counts["list"] == 1
+
+
+def test_auth_error_is_not_confused_with_a_missing_message(sim: BerkshireSimulator) -> None:
+    with client(sim) as berkshire:
+        assert berkshire.get_raw("missing") is None
+
+
+# -- retries ----------------------------------------------------------------------------------
+
+
+def test_429_retry_after_is_honoured_then_success(sim: BerkshireSimulator) -> None:
+    sim.add_messages([item("M1", "2024-03-10T15:00:00Z")])
+    sim.faults.rate_limit_ratio = 1.0
+    sim.faults.retry_after = 2.5
+
+    class ClearAfterTwo(Waits):
+        def __call__(self, seconds: float) -> None:
+            super().__call__(seconds)
+            if len(self) == 2:
+                sim.faults.rate_limit_ratio = 0.0
+
+    waits = ClearAfterTwo()
+    with client(sim, sleep=waits) as berkshire:
+        items = berkshire.list_raw(date(2024, 3, 10), date(2024, 3, 10))
+    assert len(items) == 1
+    assert waits == [2.5, 2.5]
+    assert sim.counts["list"] == 3
+    assert sim.faults.injected["429"] == 2
+
+
+def test_retry_after_is_capped_and_rate_limit_surfaces(sim: BerkshireSimulator) -> None:
+    sim.faults.rate_limit_ratio = 1.0
+    sim.faults.retry_after = 3600
+    waits = Waits()
+    berkshire = client(sim, sleep=waits, max_attempts=3, backoff_cap=7.0)
+    with berkshire, pytest.raises(RateLimited) as caught:
+        berkshire.list_raw(date(2024, 3, 10), date(2024, 3, 10))
+    assert waits == [7.0, 7.0]
+    assert caught.value.retry_after == 3600
+    assert sim.counts["list"] == 3
+
+
+def test_retry_after_as_an_http_date() -> None:
+    class DatedSimulator(BerkshireSimulator):
+        def fault_response(self, fault: str, request: Request) -> Response:
+            when = datetime.now(UTC) + timedelta(seconds=30)
+            return json_response(
+                {"success": False}, 429, {"Retry-After": format_datetime(when, usegmt=True)}
+            )
+
+    with DatedSimulator(email=EMAIL, token=TOKEN) as sim:
+        sim.faults.rate_limit_ratio = 1.0
+        waits = Waits()
+        with client(sim, sleep=waits, max_attempts=2) as berkshire, pytest.raises(RateLimited):
+            berkshire.list_raw(date(2024, 3, 10), date(2024, 3, 10))
+    (wait,) = waits
+    assert 20 < wait <= 30
+
+
+def test_5xx_backoff_is_exponential_capped_then_retriable_error(sim: BerkshireSimulator) -> None:
+    sim.faults.error_ratio = 1.0
+    waits = Waits()
+    berkshire = client(
+        sim, sleep=waits, max_attempts=6, backoff_base=0.5, backoff_cap=3.0, rng=Ceiling()
+    )
+    with berkshire, pytest.raises(RetriableError) as caught:
+        berkshire.list_raw(date(2024, 3, 10), date(2024, 3, 10))
+    assert not isinstance(caught.value, RateLimited)
+    assert "failed after 6 attempts: HTTP 500" in str(caught.value)
+    assert waits == [0.5, 1.0, 2.0, 3.0, 3.0]  # doubling, then the cap
+    assert sim.counts["list"] == 6
+
+
+def test_full_jitter_stays_under_the_doubling_ceiling(sim: BerkshireSimulator) -> None:
+    sim.faults.outage(3600)  # 503 to everything
+    waits = Waits()
+    berkshire = client(
+        sim, sleep=waits, max_attempts=8, backoff_base=1.0, backoff_cap=16.0, rng=random.Random(3)
+    )
+    with berkshire, pytest.raises(RetriableError):
+        berkshire.get_raw("M1")
+    ceilings = [min(16.0, 2.0**n) for n in range(7)]
+    assert len(waits) == 7
+    assert all(0 <= wait <= ceiling for wait, ceiling in zip(waits, ceilings, strict=True))
+    assert len(set(waits)) == 7  # jittered, not a fixed schedule
+    assert sim.counts["detail"] == 8
+
+
+def test_slow_answers_time_out_then_retriable_error(sim: BerkshireSimulator) -> None:
+    sim.faults.delay = 1.0
+    berkshire = client(sim, timeout=0.2, max_attempts=2)
+    with berkshire, pytest.raises(RetriableError) as caught:
+        berkshire.list_raw(date(2024, 3, 10), date(2024, 3, 10))
+    assert "timed out" in str(caught.value)
+    assert sim.counts["list"] == 2
+
+
+def test_network_errors_are_retried_then_retriable_error() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    waits = Waits()
+    with (
+        BerkshireClient(
+            f"http://127.0.0.1:{port}", EMAIL, TOKEN, sleep=waits, max_attempts=3
+        ) as berkshire,
+        pytest.raises(RetriableError) as caught,
+    ):
+        berkshire.list_raw(date(2024, 3, 10), date(2024, 3, 10))
+    assert "network error" in str(caught.value)
+    assert len(waits) == 2
+
+
+def test_garbled_answers_are_source_errors() -> None:
+    class Garbled(BerkshireSimulator):
+        def _list(self, request: Request) -> Response:
+            body = b'{"data": [{"message id": "M1"'  # cut short
+            return Response(200, body, {"Content-Type": "application/json"})
+
+    with (
+        Garbled(email=EMAIL, token=TOKEN) as garbled,
+        client(garbled) as berkshire,
+        pytest.raises(SourceError, match="not JSON"),
+    ):
+        berkshire.list_raw(date(2024, 3, 10), date(2024, 3, 10))
+    assert garbled.counts["list"] == 1  # a source fault is not retried in a loop
+
+
+def test_an_unexpected_status_is_a_source_error_with_the_service_info() -> None:
+    class Refusing(BerkshireSimulator):
+        def _list(self, request: Request) -> Response:
+            body = {"success": False, "info": "Invalid date format", "data": {}}
+            return json_response(body, 400)
+
+    with (
+        Refusing(email=EMAIL, token=TOKEN) as refusing,
+        client(refusing) as berkshire,
+        pytest.raises(SourceError, match="HTTP 400: Invalid date format") as caught,
+    ):
+        berkshire.list_raw(date(2024, 3, 10), date(2024, 3, 10))
+    assert caught.value.info == "Invalid date format"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("3", 3.0), ("0.5", 0.5), ("-4", 0.0), ("soon", None), ("", None), (None, None)],
+)
+def test_parse_retry_after(header: str | None, expected: float | None) -> None:
+    assert parse_retry_after(header) == expected
+
+
+def test_parse_retry_after_http_date() -> None:
+    now = datetime(2024, 3, 10, 12, tzinfo=UTC)
+    assert parse_retry_after("Sun, 10 Mar 2024 12:01:00 GMT", now=now) == 60.0
+    assert parse_retry_after("Sun, 10 Mar 2024 11:00:00 GMT", now=now) == 0.0
