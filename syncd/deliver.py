@@ -9,9 +9,11 @@ transaction with the outcomes (see :meth:`syncd.store.Store.record`).
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -66,12 +68,15 @@ class DeliveryStats:
     dead: int = 0
     batches: int = 0
     dead_letters: list[tuple[str, str]] = field(default_factory=list)  # (message id, reason)
+    # How each delivery was decided: email / phone / company_name / cache / operator (an
+    # existing record found that way), new, review.
+    matched: Counter[str] = field(default_factory=Counter)
 
     @property
     def failed(self) -> int:
         return self.retry + self.dead
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "claimed": self.claimed,
             "done": self.done,
@@ -84,6 +89,7 @@ class DeliveryStats:
             "skipped": self.skipped,
             "retry": self.retry,
             "dead": self.dead,
+            "matched_by": dict(sorted(self.matched.items())),
         }
 
 
@@ -201,6 +207,9 @@ class _Batch:
             decision = item.decision
             assert decision is not None
             claimed = item.claimed
+            stats.matched[
+                decision.matched_by if decision.kind == "existing" else decision.kind
+            ] += 1
             if decision.kind == "review":
                 stats.review += 1
                 self.results.append(
