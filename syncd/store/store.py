@@ -877,15 +877,7 @@ class Store:
             query = update(deliveries).where(deliveries.c.state.in_(states))
             if target:
                 query = query.where(deliveries.c.target == target)
-            result = conn.execute(
-                query.values(
-                    state=State.PENDING,
-                    attempts=0,
-                    next_attempt_at=None,
-                    last_error=None,
-                    updated_at=_utcnow(),
-                )
-            )
+            result = conn.execute(query.values(**_requeued()))
             return int(result.rowcount)
 
     def resolve_review(
@@ -897,14 +889,10 @@ class Store:
                 update(deliveries)
                 .where(deliveries.c.id == delivery_id, deliveries.c.state == State.REVIEW)
                 .values(
-                    state=State.PENDING,
-                    attempts=0,
+                    **_requeued(),
                     record_id=record_id,
                     record_kind=record_kind if record_id else None,
                     action="resolved_record" if record_id else "resolved_new",
-                    last_error=None,
-                    next_attempt_at=None,
-                    updated_at=_utcnow(),
                 )
             )
             return bool(result.rowcount)
@@ -920,16 +908,19 @@ class Store:
             )
             if target:
                 query = query.where(deliveries.c.target == target)
-            result = conn.execute(
-                query.values(
-                    state=State.PENDING,
-                    attempts=0,
-                    next_attempt_at=None,
-                    last_error=None,
-                    updated_at=_utcnow(),
-                )
-            )
+            result = conn.execute(query.values(**_requeued()))
             return int(result.rowcount)
+
+
+def _requeued() -> dict[str, Any]:
+    """Column values that put a delivery back in the queue as if new."""
+    return {
+        "state": State.PENDING,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "last_error": None,
+        "updated_at": _utcnow(),
+    }
 
 
 def _aware(value: datetime) -> datetime:
