@@ -24,7 +24,8 @@ def _line(out: TextIO, result: CheckResult) -> None:
     out.write(f"[{mark}] {result.name}{': ' + result.detail if result.detail else ''}\n")
 
 
-def run_check(settings: Settings, out: TextIO = sys.stdout) -> int:
+def run_check(settings: Settings, out: TextIO | None = None) -> int:
+    out = out or sys.stdout  # looked up now: a default bound at import outlives a redirect
     results: list[CheckResult] = [CheckResult("config", True, str(settings.path or "in memory"))]
     results += [CheckResult("config warning", False, w) for w in settings.warnings]
     auth_failed = False
@@ -60,7 +61,12 @@ def run_check(settings: Settings, out: TextIO = sys.stdout) -> int:
             )
             try:
                 for result in connector.check():
-                    results.append(CheckResult(f"{name}: {result.name}", result.ok, result.detail))
+                    auth_failed |= result.auth_failed
+                    results.append(
+                        CheckResult(
+                            f"{name}: {result.name}", result.ok, result.detail, result.auth_failed
+                        )
+                    )
             finally:
                 connector.close()
         except AuthError as exc:

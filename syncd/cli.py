@@ -18,7 +18,7 @@ import structlog
 from syncd import __version__
 from syncd.config import Settings, load_settings
 from syncd.errors import AuthError, ConfigError
-from syncd.logging import configure_logging
+from syncd.logging import configure_logging, redact_text
 
 __all__ = ["main"]
 
@@ -249,6 +249,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, settings: Se
 
             return run_forever(daemon)
         log.info("run finished", **report.as_dict())
+        # The same plain line as a fatal AuthError gets, whatever the log format.
+        for failure in report.auth_failures:
+            print(f"syncd: authentication failed: {redact_text(failure)}", file=sys.stderr)
         if args.dry_run:
             _print_plans(daemon)
         return report.exit_code

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import OperationalError
 
 from syncd.alerts import Alerter
 from syncd.config import AccountSettings, Settings
@@ -143,6 +144,13 @@ class Daemon:
         self.store.migrate()
 
     def close(self) -> None:
+        # Hand the poll leases back: the next `run --once` (another pid, so another holder)
+        # would otherwise skip polling until they expire.
+        for account in self.settings.accounts:
+            try:
+                self.store.release_lease(f"poll:{account}", self.settings.daemon.worker_id)
+            except Exception:  # a database that is gone must not hide why we are closing
+                log.warning("could not release poll lease", account=account)
         for client in self._clients.values():
             client.close()
         for connector in self._connectors.values():
@@ -168,8 +176,9 @@ class Daemon:
             started = self.clock()
             t0 = time.monotonic()
             report = CycleReport(kind=kind, started_at=started)
-            run_id = self.store.start_run(kind, self.settings.daemon.worker_id, started)
+            run_id: int | None = None
             try:
+                run_id = self.store.start_run(kind, self.settings.daemon.worker_id, started)
                 for account in self.settings.accounts.values():
                     if self.stop.is_set():
                         break
@@ -178,15 +187,25 @@ class Daemon:
                     if self.stop.is_set():
                         break
                     self._deliver(name, report)
+            except OperationalError as exc:
+                # Locked or unreachable: a failed cycle, not a crash. Every step commits on
+                # its own, cursors move only after their windows, and claims cut short here
+                # are retaken when their lease runs out: the next cycle picks up the rest.
+                report.errors.append(f"database: {_db_problem(exc)}")
+                log.error("database unavailable; cycle abandoned", error=_db_problem(exc))
             finally:
                 report.seconds = time.monotonic() - t0
                 status = "ok" if report.ok else ("auth_failed" if report.auth_failures else "error")
-                self.store.finish_run(
-                    run_id,
-                    status,
-                    report.as_dict(),
-                    "; ".join(report.errors + report.auth_failures) or None,
-                )
+                if run_id is not None:
+                    try:
+                        self.store.finish_run(
+                            run_id,
+                            status,
+                            report.as_dict(),
+                            "; ".join(report.errors + report.auth_failures) or None,
+                        )
+                    except OperationalError as exc:
+                        log.error("could not record the run", error=_db_problem(exc))
                 self._update_metrics(report)
                 self.last_cycle = report
             return report
@@ -329,6 +348,12 @@ class Daemon:
         if age > limit:
             return False, f"last cycle {int(age)}s ago"
         return True, "ok"
+
+
+def _db_problem(exc: OperationalError) -> str:
+    """The driver's own words ("database is locked"): SQLAlchemy's text carries the statement
+    and its parameters, which hold message data."""
+    return str(exc.orig) if exc.orig is not None else type(exc).__name__
 
 
 def summary_counts(report: CycleReport) -> Mapping[str, int]:

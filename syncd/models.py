@@ -206,3 +206,5 @@ class CheckResult:
     name: str
     ok: bool
     detail: str = ""
+    # The credentials were refused (``syncd check`` exits 3), as opposed to anything else.
+    auth_failed: bool = False

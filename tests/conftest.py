@@ -45,8 +45,8 @@ def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL schema for one test (dropped afterwards)."""
     reason = postgres_skip_reason()
     if reason:
-        if os.environ.get("SYNCD_REQUIRE_POSTGRES"):
-            pytest.fail(f"{reason} (SYNCD_REQUIRE_POSTGRES is set: CI must run these)")
+        if os.environ.get("SYNCD_TEST_REQUIRE_POSTGRES"):
+            pytest.fail(f"{reason} (SYNCD_TEST_REQUIRE_POSTGRES is set: CI must run these)")
         pytest.skip(reason)
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL)

@@ -126,7 +126,8 @@ class HubSpotConnector:
                 "contacts.list", self._transport.objects_basic.get_page, "contacts", limit=1
             )
         except AuthError as exc:
-            return [CheckResult("access token", False, f"refused by {self.options.host}: {exc}")]
+            detail = f"refused by {self.options.host}: {exc}"
+            return [CheckResult("access token", False, detail, auth_failed=True)]
         except SyncdError as exc:
             return [CheckResult("access token", False, f"{self.options.host} unreachable: {exc}")]
         lines.append(_line("access token", result, f"accepted by {self.options.host}"))
