@@ -1,0 +1,333 @@
+"""simple-salesforce behind syncd's error policy: one re-login, bounded retries, typed errors.
+
+Retry rules. A request the org cannot have processed (429, 503, a connection never made) is
+always safe to repeat. Other 5xx and broken connections are ambiguous: repeated here only for
+idempotent calls (reads, PATCH updates and external-id upserts); for a plain create the caller
+gets a :class:`RetriableError` and reconciles first (see ``writes.py``).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import quote_plus
+
+import requests
+import structlog
+import urllib3.exceptions
+from simple_salesforce.api import Salesforce
+from simple_salesforce.exceptions import (
+    SalesforceError,
+    SalesforceExpiredSession,
+    SalesforceMalformedRequest,
+    SalesforceRefusedRequest,
+    SalesforceResourceNotFound,
+)
+
+from connectors.salesforce.auth import login
+from connectors.salesforce.errors import parse_errors, summary
+from connectors.salesforce.options import SalesforceOptions
+from connectors.salesforce.transport import SalesforceSession
+from syncd.connector import RequestObserver
+from syncd.errors import AuthError, ConfigError, RateLimited, RetriableError
+from syncd.logging import register_secret
+from syncd.ratelimit import RateLimiter
+
+__all__ = ["COMPOSITE_QUERIES", "SalesforceClient"]
+
+T = TypeVar("T")
+log = structlog.get_logger("syncd.connectors.salesforce")
+
+_BACKOFF_CAP = 20.0
+COMPOSITE_QUERIES = 5  # queries and sObject Collections a composite request may hold
+_SAFE_STATUSES = frozenset({429, 503})
+
+
+def _retry_after(response: requests.Response | None) -> float | None:
+    if response is None:
+        return None
+    try:
+        value = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def _query_more(next_url: str, sf: Salesforce) -> Any:
+    return sf.query_more(next_url, identifier_is_url=True)
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request cannot have reached the org (refused, connect timeout)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+class SalesforceClient:
+    """One org, one session. Thread-safe: the session is swapped under a lock."""
+
+    def __init__(
+        self,
+        options: SalesforceOptions,
+        *,
+        target: str,
+        observe: RequestObserver,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.options = options
+        self.target = target
+        self.api_usage: tuple[int, int] | None = None
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._sf: Salesforce | None = None
+        self._usage_alerted = False
+        limiter = RateLimiter(max(1, round(options.requests_per_second)), 1.0)
+        self.session = SalesforceSession(
+            timeout=options.timeout,
+            limiter=limiter,
+            observe=lambda endpoint, status, waited: observe(target, endpoint, status, waited),
+            on_usage=self._usage,
+        )
+        for secret in options.secrets():
+            register_secret(secret)
+
+    # -- session ---------------------------------------------------------------------------
+    def _connect(self) -> Salesforce:
+        session_id, instance = login(self.options, self.session, where=self.target)
+        register_secret(session_id)
+        log.info("salesforce.login", target=self.target, auth=self.options.auth, instance=instance)
+        return Salesforce(
+            session_id=session_id,
+            instance=instance,
+            version=self.options.api_version,
+            session=self.session,
+        )
+
+    def connect(self) -> str:
+        """Log in now if not yet logged in; the instance host. For ``check``."""
+        return str(self._current().sf_instance)
+
+    def _current(self) -> Salesforce:
+        with self._lock:
+            if self._sf is None:
+                self._sf = self._connect()
+            return self._sf
+
+    def _relogin(self, stale: Salesforce) -> None:
+        with self._lock:
+            if self._sf is stale or self._sf is None:  # another thread may have done it
+                self._sf = None
+                self._sf = self._connect()
+
+    def _usage(self, used: int, limit: int) -> None:
+        self.api_usage = (used, limit)
+        log.debug("salesforce.api_usage", target=self.target, used=used, limit=limit)
+        high = limit > 0 and used >= self.options.daily_limit_alert_ratio * limit
+        if high and not self._usage_alerted:
+            log.warning(
+                "salesforce.api_usage_high",
+                target=self.target,
+                used=used,
+                limit=limit,
+                ratio=round(used / limit, 3),
+            )
+        self._usage_alerted = high
+
+    # -- the policy --------------------------------------------------------------------------
+    def call(self, what: str, fn: Callable[[Salesforce], T], *, idempotent: bool = True) -> T:
+        """Run ``fn`` against the org under the retry and re-login policy."""
+        relogged = False
+        attempt = 0
+        while True:
+            sf: Salesforce | None = None
+            retry_after: float | None = None
+            try:
+                sf = self._current()
+                return fn(sf)
+            except SalesforceExpiredSession as exc:
+                if relogged or self.options.auth == "session" or sf is None:
+                    when = "after re-login" if relogged else "(a given session cannot be renewed)"
+                    raise AuthError(
+                        f"session refused {when}: {summary(exc.content)}", where=self.target
+                    ) from exc
+                relogged = True
+                log.info("salesforce.session_expired", target=self.target, what=what)
+                self._relogin(sf)
+                continue
+            except SalesforceRefusedRequest as exc:
+                raise self._refused(exc, what) from exc
+            except SalesforceError as exc:
+                if exc.status != 429 and exc.status < 500:
+                    raise  # 400/404/300: the caller decides what a malformed request means
+                response = self.session.last_response
+                retry_after = _retry_after(response)
+                if exc.status == 429 and self.session.limiter is not None:
+                    self.session.limiter.penalize(retry_after or self.options.backoff)
+                problem = f"HTTP {exc.status}: {summary(exc.content)}"
+                safe = idempotent or exc.status in _SAFE_STATUSES
+                error: RetriableError = (
+                    RateLimited(f"{what}: {problem}", retry_after=retry_after)
+                    if exc.status == 429
+                    else RetriableError(f"{what}: {problem}", retry_after=retry_after)
+                )
+            except requests.RequestException as exc:
+                problem = type(exc).__name__
+                safe = idempotent or _never_sent(exc)
+                error = RetriableError(f"{what}: {problem}")
+            except RetriableError as exc:  # from login: logins are safe to repeat
+                problem, safe, error = str(exc), True, exc
+            attempt += 1
+            delay = self._delay(attempt, retry_after)
+            if not safe or attempt > self.options.retries or delay is None:
+                raise error
+            log.info(
+                "salesforce.retry",
+                target=self.target,
+                what=what,
+                attempt=attempt,
+                delay=round(delay, 3),
+                problem=problem,
+            )
+            self._sleep(delay)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float | None:
+        """Capped exponential backoff with jitter; None when the org asked for a long pause."""
+        if retry_after is not None and retry_after > _BACKOFF_CAP:
+            return None
+        ceiling = min(_BACKOFF_CAP, self.options.backoff * 2.0 ** (attempt - 1))
+        delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+        return max(delay, retry_after or 0.0)
+
+    def backoff(self, attempt: int) -> None:
+        """Sleep as the retry policy would before ``attempt`` (for callers that reconcile)."""
+        self._sleep(self._delay(attempt, None) or 0.0)
+
+    def _refused(self, exc: SalesforceRefusedRequest, what: str) -> Exception:
+        errors = parse_errors(exc.content)
+        for error in errors:
+            if error.code != "REQUEST_LIMIT_EXCEEDED":
+                continue
+            if "concurrent" in error.message.lower():
+                # Too many long-running requests at once: seconds, not hours.
+                return RateLimited(f"{what}: {error}", retry_after=5.0, policy="CONCURRENT")
+            log.error(
+                "salesforce.daily_limit_exceeded",
+                target=self.target,
+                api_usage=self.api_usage,
+                message=error.message,
+            )
+            return RateLimited(f"{what}: {error}", policy="DAILY")
+        detail = "; ".join(str(e) for e in errors) or "HTTP 403"
+        return AuthError(f"{what} refused: {detail}", where=self.target)
+
+    # -- conveniences ----------------------------------------------------------------------
+    def query_all(self, soql: str) -> list[dict[str, Any]]:
+        result = self._read("query", lambda sf: sf.query_all(soql))
+        return list(result.get("records") or [])
+
+    def search(self, sosl: str) -> list[dict[str, Any]]:
+        result = self._read("search", lambda sf: sf.search(sosl))
+        if isinstance(result, Mapping):
+            return list(result.get("searchRecords") or [])
+        return list(result or [])
+
+    def data_path(self, rest: str) -> str:
+        """A subrequest URL: ``/services/data/v59.0/<rest>``."""
+        return f"/services/data/v{self.options.api_version}/{rest}"
+
+    def composite(
+        self, subrequests: Sequence[Mapping[str, Any]], *, idempotent: bool
+    ) -> dict[str, dict[str, Any]]:
+        """One ``POST composite`` (one API call): the answers by ``referenceId``."""
+        body = {"allOrNone": False, "compositeRequest": list(subrequests)}
+        result = self.call(
+            "composite",
+            lambda sf: sf.restful("composite", method="POST", json=body),
+            idempotent=idempotent,
+        )
+        answers = (result or {}).get("compositeResponse") or []
+        return {str(a.get("referenceId")): a for a in answers}
+
+    def query_many(self, statements: Sequence[str]) -> list[list[dict[str, Any]]]:
+        """The rows of each SOQL statement, in order: up to five per composite request."""
+        if len(statements) <= 1:
+            return [self.query_all(q) for q in statements]
+        out: list[list[dict[str, Any]]] = []
+        for start in range(0, len(statements), COMPOSITE_QUERIES):
+            group = statements[start : start + COMPOSITE_QUERIES]
+            subrequests = [
+                {
+                    "method": "GET",
+                    "url": self.data_path("query/?q=" + quote_plus(soql)),
+                    "referenceId": f"q{n}",
+                }
+                for n, soql in enumerate(group)
+            ]
+            try:
+                answers = self.composite(subrequests, idempotent=True)
+            except (SalesforceMalformedRequest, SalesforceResourceNotFound) as exc:
+                raise self._refused_query("query", exc.content) from exc
+            out += [self._rows(answers.get(f"q{n}") or {}) for n in range(len(group))]
+        return out
+
+    def _rows(self, answer: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The records a query subrequest answered, following ``nextRecordsUrl``."""
+        status = int(answer.get("httpStatusCode") or 0)
+        body: dict[str, Any] = answer.get("body") or {}
+        if status >= 500 or status == 0:
+            raise RetriableError(f"query in a composite request: HTTP {status}: {summary(body)}")
+        if status >= 300:
+            raise self._refused_query("query", body)
+        rows = list(body.get("records") or [])
+        while not body.get("done", True) and body.get("nextRecordsUrl"):
+            body = self.call("query", partial(_query_more, str(body["nextRecordsUrl"]))) or {}
+            rows += body.get("records") or []
+        return rows
+
+    def _refused_query(self, what: str, content: Any) -> ConfigError:
+        """Caller text is escaped, so a refused query means a name in our configuration (a
+        ``contact_fields`` field, ``marker_field``...) that the org does not have."""
+        return ConfigError(
+            f"{self.target}: Salesforce refused a {what} ({summary(content)});"
+            " check the field names in this target's options"
+        )
+
+    def _read(self, what: str, fn: Callable[[Salesforce], Any]) -> Any:
+        try:
+            return self.call(what, fn)
+        except (SalesforceMalformedRequest, SalesforceResourceNotFound) as exc:
+            raise self._refused_query(what, exc.content) from exc
+
+    def collections(
+        self,
+        method: str,
+        path: str,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        idempotent: bool,
+    ) -> list[dict[str, Any]]:
+        """An sObject Collections request (allOrNone false): one result per record, in order."""
+        body = {"allOrNone": False, "records": list(records)}
+        result = self.call(
+            f"{method} {path}",
+            lambda sf: sf.restful(path, method=method, json=body),
+            idempotent=idempotent,
+        )
+        return list(result or [])
+
+    def restful(self, path: str) -> Any:
+        return self.call(path or "resources", lambda sf: sf.restful(path))
+
+    def limits(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("limits", lambda sf: sf.limits())
+        return result
+
+    def close(self) -> None:
+        self.session.close()

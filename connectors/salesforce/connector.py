@@ -1,0 +1,130 @@
+"""The Salesforce connector: :class:`syncd.connector.Connector` over simple-salesforce."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from simple_salesforce.exceptions import SalesforceError
+
+from connectors.salesforce.client import SalesforceClient
+from connectors.salesforce.lookup import Lookup
+from connectors.salesforce.options import SalesforceOptions, parse_options
+from connectors.salesforce.writes import Writer
+from syncd.connector import TargetContext
+from syncd.errors import AuthError, SyncdError
+from syncd.models import ActivityRef, CheckResult, CrmRecord, MatchKey, Outcome, Plan
+
+__all__ = ["SalesforceConnector", "create"]
+
+
+class SalesforceConnector:
+    """One Salesforce org as a syncd target. Logs in lazily, on the first request."""
+
+    def __init__(
+        self,
+        context: TargetContext,
+        options: SalesforceOptions,
+        *,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.name = context.name
+        self.options = options
+        extra = {} if sleep is None else {"sleep": sleep}
+        self.client = SalesforceClient(
+            options, target=context.name, observe=context.observe, **extra
+        )
+        self._lookup = Lookup(self.client, options, context.default_region)
+        self._writer = Writer(self.client, options, self._lookup)
+
+    @property
+    def api_usage(self) -> tuple[int, int] | None:
+        """The latest ``Sforce-Limit-Info`` reading: (requests used today, daily maximum)."""
+        return self.client.api_usage
+
+    def lookup(self, keys: Sequence[MatchKey]) -> Mapping[MatchKey, Sequence[CrmRecord]]:
+        return self._lookup.lookup(keys)
+
+    def read(self, kind: str, ids: Sequence[str]) -> Mapping[str, CrmRecord]:
+        return self._lookup.read(kind, ids)
+
+    def apply(self, plans: Sequence[Plan]) -> Sequence[Outcome]:
+        return self._writer.apply(plans)
+
+    def find_activities(self, markers: Sequence[str]) -> Mapping[str, ActivityRef]:
+        return self._lookup.find_activities(markers)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- check -----------------------------------------------------------------------------
+    def check(self) -> Sequence[CheckResult]:
+        """Login, API version, the fields we rely on, today's API usage. Never raises."""
+        login = self._step("login", lambda: f"{self.options.auth} login to {self.client.connect()}")
+        if not login.ok:
+            return [login]
+        results = [login]
+        version = self.options.api_version
+        results.append(self._step(f"API v{version}", lambda: self._version(version)))
+        needed = {self.options.caller_key_field} | set(self.options.contact_fields.values())
+        record_type = self.options.record_type
+        results.append(
+            self._step(f"{record_type} fields", lambda: self._fields(record_type, needed - {""}))
+        )
+        if self.options.marker_field:
+            marker = {self.options.marker_field}
+            results.append(self._step("Task fields", lambda: self._fields("Task", marker)))
+        results.append(self._step("API limits", self._limits))
+        return results
+
+    def _step(self, name: str, run: Callable[[], str]) -> CheckResult:
+        try:
+            return CheckResult(name, True, run())
+        except AuthError as exc:
+            return CheckResult(name, False, str(exc), auth_failed=True)
+        except (SyncdError, SalesforceError, CheckFailed) as exc:
+            return CheckResult(name, False, str(exc))
+
+    def _version(self, version: str) -> str:
+        try:
+            self.client.restful("")
+        except SalesforceError as exc:
+            raise CheckFailed(
+                f"API version {version} is not available (HTTP {exc.status})"
+            ) from exc
+        return f"API version {version} available"
+
+    def _fields(self, sobject: str, needed: set[str]) -> str:
+        describe: Any = self.client.restful(f"sobjects/{sobject}/describe")
+        fields = {f.get("name"): f for f in (describe or {}).get("fields", [])}
+        missing = sorted(n for n in needed if n not in fields)
+        if missing:
+            raise CheckFailed(f"{sobject} lacks field(s): {', '.join(missing)}")
+        key_field = self.options.caller_key_field
+        if (
+            sobject == self.options.record_type
+            and key_field
+            and not fields[key_field].get("externalId")
+        ):
+            raise CheckFailed(f"{sobject}.{key_field} is not an External ID field")
+        return f"{sobject}: {', '.join(sorted(needed)) or 'standard fields'} present"
+
+    def _limits(self) -> str:
+        daily = (self.client.limits() or {}).get("DailyApiRequests") or {}
+        limit, remaining = int(daily.get("Max", 0)), int(daily.get("Remaining", 0))
+        used = limit - remaining
+        if limit and remaining <= 0:
+            raise CheckFailed(f"daily API requests exhausted ({used}/{limit})")
+        high = limit and used >= self.options.daily_limit_alert_ratio * limit
+        return f"{used}/{limit} daily API requests used" + (
+            " (above the alert ratio)" if high else ""
+        )
+
+
+class CheckFailed(Exception):
+    """A check step found something wrong; the message is the CheckResult detail."""
+
+
+def create(context: TargetContext) -> SalesforceConnector:
+    """The ``syncd.connectors.v1`` factory. Validates options; makes no request."""
+    return SalesforceConnector(context, parse_options(context))

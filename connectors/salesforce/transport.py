@@ -1,0 +1,118 @@
+"""The ``requests.Session`` every Salesforce call goes through.
+
+simple-salesforce accepts a session and sends *everything* through it (logins included), which
+makes it the one place to: reach a loopback emulator over plain HTTP (the library always
+builds ``https://`` URLs), pace requests, apply the timeout, read ``Sforce-Limit-Info`` and
+report each request to the observer.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from connectors.salesforce.options import LOOPBACK_HOSTS
+from syncd.ratelimit import RateLimiter
+
+__all__ = ["SalesforceSession", "classify", "plain_http_for_loopback"]
+
+_API_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+_DATA_PATH = re.compile(r"/services/data/v[\d.]+/(?P<rest>.*)")
+
+# (endpoint, status, seconds waited for the rate limiter)
+Observer = Callable[[str, int, float], None]
+UsageListener = Callable[[int, int], None]
+
+
+def plain_http_for_loopback(url: str) -> str:
+    """``https://127.0.0.1:8000/x`` -> ``http://127.0.0.1:8000/x``; any other URL unchanged.
+
+    Only loopback hosts are rewritten, so a real org is always reached over verified TLS.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname in LOOPBACK_HOSTS:
+        return urlunsplit(parts._replace(scheme="http"))
+    return url
+
+
+def classify(method: str, url: str) -> str:
+    """A short endpoint name for metrics: ``query``, ``search``, ``collections.upsert``..."""
+    path = urlsplit(url).path
+    if "/services/Soap/u/" in path or path.endswith("/services/oauth2/token"):
+        return "login"
+    match = _DATA_PATH.fullmatch(path)
+    if match is None:
+        return "versions" if path.rstrip("/").endswith("/services/data") else "other"
+    rest = match.group("rest").strip("/")
+    head = rest.split("/", 1)[0]
+    if head in ("query", "queryAll", "search", "limits"):
+        return head
+    if rest == "":
+        return "resources"
+    if rest.startswith("composite/sobjects"):
+        if rest.count("/") >= 3:
+            return "collections.upsert"
+        return {"POST": "collections.create", "PATCH": "collections.update"}.get(
+            method.upper(), "collections.read"
+        )
+    if rest.startswith("sobjects"):
+        if rest.endswith("/describe") or rest == "sobjects":
+            return "describe"
+        verb = {"POST": "create", "PATCH": "update", "DELETE": "delete"}.get(method.upper(), "get")
+        return f"sobject.{verb}"
+    return head
+
+
+class SalesforceSession(requests.Session):
+    """Loopback-aware, paced, observed. ``last_response`` is per thread (for Retry-After)."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        limiter: RateLimiter | None = None,
+        observe: Observer | None = None,
+        on_usage: UsageListener | None = None,
+    ) -> None:
+        super().__init__()
+        self.timeout = timeout
+        self.limiter = limiter
+        self._observe = observe
+        self._on_usage = on_usage
+        self._local = threading.local()
+
+    @property
+    def last_response(self) -> requests.Response | None:
+        response: requests.Response | None = getattr(self._local, "response", None)
+        return response
+
+    def request(
+        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        method_s = method.decode() if isinstance(method, bytes) else method
+        url_s = plain_http_for_loopback(url.decode() if isinstance(url, bytes) else url)
+        kwargs.setdefault("timeout", self.timeout)
+        kwargs.pop("verify", None)  # verification is not negotiable: the session default holds
+        endpoint = classify(method_s, url_s)
+        waited = self.limiter.acquire() if self.limiter is not None else 0.0
+        self._local.response = None
+        try:
+            response = super().request(method_s, url_s, *args, **kwargs)
+        except requests.RequestException:
+            self._report(endpoint, 0, waited)
+            raise
+        self._local.response = response
+        self._report(endpoint, response.status_code, waited)
+        usage = _API_USAGE.search(response.headers.get("Sforce-Limit-Info", ""))
+        if usage is not None and self._on_usage is not None:
+            self._on_usage(int(usage.group(1)), int(usage.group(2)))
+        return response
+
+    def _report(self, endpoint: str, status: int, waited: float) -> None:
+        if self._observe is not None:
+            self._observe(endpoint, status, waited)

@@ -1,0 +1,1908 @@
+"""A Salesforce org on loopback, for the real simple-salesforce client.
+
+It answers what syncd's connector sends: SOAP and OAuth logins, SOQL and SOSL (subsets, parsed
+by a small tokenizer, never ``eval``), sObject CRUD and describe, sObject Collections (create,
+update, external-id upsert, at most 200 records), composite requests (subrequests with
+``@{ref}`` references, one API call), ``limits``. It behaves like an org where it
+matters to a sync: Salesforce-shaped error bodies, ``Sforce-Limit-Info`` on every answer,
+sessions that expire, a daily request limit, phones reformatted on save like a US-locale org,
+a search index that lags writes by ``search_lag`` seconds (SOQL sees writes at once), and an
+optional duplicate rule on Contact phones.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import secrets
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from syncd.sandbox.crm import StoredActivity, StoredContact
+from syncd.sandbox.http import Emulator, Request, Response, json_response
+
+__all__ = [
+    "SalesforceEmulator",
+    "SoqlQuery",
+    "SoslQuery",
+    "SyntaxProblem",
+    "Term",
+    "parse_soql",
+    "parse_sosl",
+]
+
+ORG_ID = "00D000000000001AAA"
+USER_ID = "005000000000001AAA"
+API_VERSIONS = tuple(f"{v}.0" for v in range(31, 63))
+WRITE_ENDPOINTS = frozenset(
+    {
+        "collections.create",
+        "collections.update",
+        "collections.upsert",
+        "sobject.create",
+        "sobject.update",
+        "sobject.delete",
+    }
+)
+_MAX_COLLECTION = 200
+_DATA = r"/services/data/v(?P<ver>\d+\.\d)"
+
+
+# ==========================================================================================
+# Schema
+# ==========================================================================================
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    type: str = "string"  # id, string, phone, email, reference, date, textarea, picklist
+    length: int = 255
+    required: bool = False
+    createable: bool = True
+    updateable: bool = True
+    external_id: bool = False
+    reference_to: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "length": self.length,
+            "nillable": not self.required and self.type != "id",
+            "createable": self.createable,
+            "updateable": self.updateable,
+            "externalId": self.external_id,
+            "idLookup": self.external_id or self.type == "id",
+            "referenceTo": list(self.reference_to),
+            "relationshipName": self.name[:-2] if self.type == "reference" else None,
+        }
+
+
+def _id() -> _Field:
+    return _Field("Id", "id", 18, createable=False, updateable=False)
+
+
+def _computed_name() -> _Field:
+    return _Field("Name", "string", 121, createable=False, updateable=False)
+
+
+_PREFIXES = {"Account": "001", "Contact": "003", "Lead": "00Q", "Task": "00T"}
+
+
+def _default_schema() -> dict[str, dict[str, _Field]]:
+    fields = {
+        "Account": [
+            _id(),
+            _Field("Name", required=True),
+            _Field("Phone", "phone", 40),
+            _Field("Website"),
+            _Field("Description", "textarea", 32_000),
+        ],
+        "Contact": [
+            _id(),
+            _Field("FirstName", length=40),
+            _Field("LastName", length=80, required=True),
+            _computed_name(),
+            _Field("Email", "email", 80),
+            _Field("Phone", "phone", 40),
+            _Field("MobilePhone", "phone", 40),
+            _Field("AccountId", "reference", 18, reference_to=("Account",)),
+            _Field("Title", length=128),
+            _Field("Description", "textarea", 32_000),
+            _Field("Syncd_Key__c", external_id=True),
+        ],
+        "Lead": [
+            _id(),
+            _Field("FirstName", length=40),
+            _Field("LastName", length=80, required=True),
+            _computed_name(),
+            _Field("Company", required=True),
+            _Field("Email", "email", 80),
+            _Field("Phone", "phone", 40),
+            _Field("MobilePhone", "phone", 40),
+            _Field("Status", "picklist", 40),
+            _Field("Description", "textarea", 32_000),
+            _Field("Syncd_Key__c", external_id=True),
+        ],
+        "Task": [
+            _id(),
+            _Field("Subject"),
+            _Field("Description", "textarea", 32_000),
+            _Field("Status", "picklist", 40),
+            _Field("Priority", "picklist", 40),
+            _Field("WhoId", "reference", 18, reference_to=("Contact", "Lead")),
+            _Field("WhatId", "reference", 18, reference_to=("Account",)),
+            _Field("ActivityDate", "date", 10),
+            _Field("TaskSubtype", "picklist", 40, updateable=False),
+            _Field("CallType", "picklist", 40),
+            _Field("Syncd_Marker__c", external_id=True),
+        ],
+    }
+    return {sobject: {f.name: f for f in flist} for sobject, flist in fields.items()}
+
+
+# ==========================================================================================
+# Query languages: a shared lexer, SOQL, SOSL
+# ==========================================================================================
+
+
+class SyntaxProblem(ValueError):
+    """A query the org would refuse; ``code`` is Salesforce's errorCode."""
+
+    def __init__(self, message: str, code: str = "MALFORMED_QUERY") -> None:
+        self.code = code
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class _Str:
+    """A string literal: its text, and the regex it means after ``LIKE``."""
+
+    text: str
+    like: str
+
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: str  # word, str, num, op, punct
+    value: Any
+    raw: str
+
+
+_LEX = re.compile(
+    r"(?P<ws>\s+)"
+    r"|(?P<str>'(?:[^'\\]|\\.)*')"
+    r"|(?P<num>-?\d+(?:\.\d+)?(?![\w-]))"
+    r"|(?P<date>\d{4}-\d{2}-\d{2})"
+    r"|(?P<word>[A-Za-z_][A-Za-z0-9_.]*)"
+    r"|(?P<op>!=|<>|<=|>=|=|<|>)"
+    r"|(?P<punct>[(),])",
+    re.DOTALL,
+)
+_SOQL_ESCAPES = {
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "b": "\b",
+    "f": "\f",
+    '"': '"',
+    "'": "'",
+    "\\": "\\",
+}
+
+
+def _decode(raw: str) -> _Str:
+    body = raw[1:-1]
+    text: list[str] = []
+    like: list[str] = []
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch != "\\":
+            text.append(ch)
+            like.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+            i += 1
+            continue
+        nxt = body[i + 1] if i + 1 < len(body) else ""
+        if nxt in _SOQL_ESCAPES:
+            value = _SOQL_ESCAPES[nxt]
+            i += 2
+        elif nxt in ("%", "_"):
+            value = nxt
+            i += 2
+        elif nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", body[i + 2 : i + 6]):
+            value = chr(int(body[i + 2 : i + 6], 16))
+            i += 6
+        else:
+            raise SyntaxProblem(
+                f"Invalid string literal {raw}. Illegal character sequence '\\{nxt}'"
+            )
+        text.append(value)
+        like.append(re.escape(value))
+    return _Str("".join(text), "".join(like))
+
+
+def _lex(text: str) -> list[_Tok]:
+    tokens: list[_Tok] = []
+    pos = 0
+    while pos < len(text):
+        match = _LEX.match(text, pos)
+        if match is None:
+            if text[pos] == "'":
+                raise SyntaxProblem("unterminated string literal")
+            raise SyntaxProblem(f"unexpected character {text[pos]!r} at {pos}")
+        pos = match.end()
+        kind = match.lastgroup or ""
+        raw = match.group(0)
+        if kind == "ws":
+            continue
+        if kind == "str":
+            tokens.append(_Tok("str", _decode(raw), raw))
+        elif kind == "num":
+            tokens.append(_Tok("num", float(raw), raw))
+        elif kind == "date":
+            tokens.append(_Tok("str", _Str(raw, re.escape(raw)), raw))
+        else:
+            tokens.append(_Tok(kind, raw, raw))
+    return tokens
+
+
+# -- conditions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Cmp:
+    field: str
+    op: str  # = != < > <= >= IN NOTIN LIKE
+    value: Any  # _Str | float | bool | None | list of those
+
+
+@dataclass(frozen=True)
+class _Bool:
+    op: str  # AND OR NOT
+    parts: tuple[Any, ...]
+
+
+class _Parser:
+    def __init__(self, tokens: Sequence[_Tok]) -> None:
+        self.tokens = list(tokens)
+        self.pos = 0
+
+    def peek(self, offset: int = 0) -> _Tok | None:
+        index = self.pos + offset
+        return self.tokens[index] if index < len(self.tokens) else None
+
+    def keyword(self, *words: str) -> bool:
+        """Consume the keywords if they come next (case-insensitive)."""
+        for offset, word in enumerate(words):
+            tok = self.peek(offset)
+            if tok is None or tok.kind != "word" or str(tok.value).upper() != word:
+                return False
+        self.pos += len(words)
+        return True
+
+    def expect_keyword(self, word: str) -> None:
+        if not self.keyword(word):
+            raise SyntaxProblem(f"expecting {word}, found {self._found()}")
+
+    def punct(self, char: str) -> bool:
+        tok = self.peek()
+        if tok is not None and tok.kind == "punct" and tok.value == char:
+            self.pos += 1
+            return True
+        return False
+
+    def expect_punct(self, char: str) -> None:
+        if not self.punct(char):
+            raise SyntaxProblem(f"expecting '{char}', found {self._found()}")
+
+    def name(self) -> str:
+        tok = self.peek()
+        if tok is None or tok.kind != "word":
+            raise SyntaxProblem(f"expecting a name, found {self._found()}")
+        self.pos += 1
+        return str(tok.value)
+
+    def integer(self) -> int:
+        tok = self.peek()
+        if tok is None or tok.kind != "num" or not float(tok.value).is_integer():
+            raise SyntaxProblem(f"expecting a number, found {self._found()}")
+        self.pos += 1
+        return int(tok.value)
+
+    def _found(self) -> str:
+        tok = self.peek()
+        return "end of query" if tok is None else f"'{tok.raw}'"
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.tokens)
+
+    # condition := and (OR and)* ; and := unary (AND unary)* ; unary := NOT unary | (cond) | cmp
+    def condition(self) -> Any:
+        parts = [self._and()]
+        while self.keyword("OR"):
+            parts.append(self._and())
+        return parts[0] if len(parts) == 1 else _Bool("OR", tuple(parts))
+
+    def _and(self) -> Any:
+        parts = [self._unary()]
+        while self.keyword("AND"):
+            parts.append(self._unary())
+        return parts[0] if len(parts) == 1 else _Bool("AND", tuple(parts))
+
+    def _unary(self) -> Any:
+        if self.keyword("NOT"):
+            return _Bool("NOT", (self._unary(),))
+        if self.punct("("):
+            inner = self.condition()
+            self.expect_punct(")")
+            return inner
+        return self._comparison()
+
+    def _comparison(self) -> _Cmp:
+        name = self.name()
+        if self.keyword("NOT", "IN"):
+            return _Cmp(name, "NOTIN", self._list())
+        if self.keyword("IN"):
+            return _Cmp(name, "IN", self._list())
+        if self.keyword("LIKE"):
+            value = self._value()
+            if not isinstance(value, _Str):
+                raise SyntaxProblem("LIKE needs a string")
+            return _Cmp(name, "LIKE", value)
+        tok = self.peek()
+        if tok is None or tok.kind != "op":
+            raise SyntaxProblem(f"expecting an operator, found {self._found()}")
+        self.pos += 1
+        op = "!=" if tok.value == "<>" else str(tok.value)
+        return _Cmp(name, op, self._value())
+
+    def _list(self) -> list[Any]:
+        self.expect_punct("(")
+        values = [self._value()]
+        while self.punct(","):
+            values.append(self._value())
+        self.expect_punct(")")
+        return values
+
+    def _value(self) -> Any:
+        tok = self.peek()
+        if tok is None:
+            raise SyntaxProblem("expecting a value, found end of query")
+        self.pos += 1
+        if tok.kind in ("str", "num"):
+            return tok.value
+        if tok.kind == "word" and str(tok.value).lower() in ("null", "true", "false"):
+            return {"null": None, "true": True, "false": False}[str(tok.value).lower()]
+        raise SyntaxProblem(f"unexpected token: '{tok.raw}'")
+
+    def field_list(self) -> list[str]:
+        fields = [self.name()]
+        while self.punct(","):
+            fields.append(self.name())
+        return fields
+
+
+@dataclass(frozen=True)
+class SoqlQuery:
+    fields: tuple[str, ...]
+    sobject: str
+    where: Any = None
+    order_by: tuple[str, bool] | None = None  # (field, descending)
+    limit: int | None = None
+
+
+def parse_soql(text: str) -> SoqlQuery:
+    """``SELECT f, Rel.f FROM Obj [WHERE ...] [ORDER BY f [ASC|DESC]] [LIMIT n]``."""
+    parser = _Parser(_lex(text))
+    parser.expect_keyword("SELECT")
+    fields = parser.field_list()
+    parser.expect_keyword("FROM")
+    sobject = parser.name()
+    where = parser.condition() if parser.keyword("WHERE") else None
+    order = None
+    if parser.keyword("ORDER", "BY"):
+        order_field = parser.name()
+        descending = parser.keyword("DESC")
+        if not descending:
+            parser.keyword("ASC")
+        order = (order_field, descending)
+    limit = parser.integer() if parser.keyword("LIMIT") else None
+    if not parser.at_end():
+        raise SyntaxProblem(f"unexpected token: {parser._found()}")
+    return SoqlQuery(tuple(fields), sobject, where, order, limit)
+
+
+# -- SOSL -------------------------------------------------------------------------------------
+
+_SOSL_RESERVED = frozenset("?&|!{}[]()^~*:\\\"'+-")
+
+
+@dataclass(frozen=True)
+class Term:
+    text: str
+    phrase: bool = False
+    wildcard: bool = False  # a trailing unescaped "*"
+
+
+@dataclass(frozen=True)
+class _Search:
+    op: str  # OR AND ANDNOT
+    parts: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class _Returning:
+    sobject: str
+    fields: tuple[str, ...] = ("Id",)
+    where: Any = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class SoslQuery:
+    search: Any  # Term | _Search
+    group: str = "ALL"
+    returning: tuple[_Returning, ...] = ()
+    limit: int | None = None
+
+    def terms(self) -> list[Term]:
+        """Every search term, in order (for tests: how many groups did a query end up with)."""
+        out: list[Term] = []
+
+        def walk(node: Any) -> None:
+            if isinstance(node, Term):
+                out.append(node)
+            else:
+                for part in node.parts:
+                    walk(part)
+
+        walk(self.search)
+        return out
+
+
+def _find_clause(text: str) -> tuple[str, str]:
+    """Split ``FIND {...} rest`` at the first unescaped closing brace."""
+    match = re.match(r"\s*FIND\s*\{", text, re.IGNORECASE)
+    if match is None:
+        raise SyntaxProblem("expecting FIND {", "MALFORMED_SEARCH")
+    i = match.end()
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == "}":
+            return text[match.end() : i], text[i + 1 :]
+        i += 1
+    raise SyntaxProblem("missing '}' after the search query", "MALFORMED_SEARCH")
+
+
+def _search_tokens(text: str) -> Iterator[tuple[str, Any]]:
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+        elif ch in "()":
+            yield ch, ch
+            i += 1
+        elif ch == '"':
+            chars: list[str] = []
+            i += 1
+            while True:
+                if i >= len(text):
+                    raise SyntaxProblem("unterminated phrase", "MALFORMED_SEARCH")
+                c = text[i]
+                if c == "\\" and i + 1 < len(text):
+                    chars.append(text[i + 1])
+                    i += 2
+                elif c == '"':
+                    i += 1
+                    break
+                elif c in _SOSL_RESERVED and c not in "*?":
+                    raise SyntaxProblem(f"unescaped {c!r} in phrase", "MALFORMED_SEARCH")
+                else:
+                    chars.append(c)
+                    i += 1
+            yield "term", Term("".join(chars), phrase=True)
+        else:
+            chars, raw, wildcard = [], [], False
+            while i < len(text) and not text[i].isspace() and text[i] not in '()"':
+                c = text[i]
+                if c == "\\" and i + 1 < len(text):
+                    chars.append(text[i + 1])
+                    raw.append(c + text[i + 1])
+                    i += 2
+                    continue
+                if c in _SOSL_RESERVED and c not in "*?":
+                    raise SyntaxProblem(f"unescaped {c!r} in search term", "MALFORMED_SEARCH")
+                wildcard = c == "*"
+                if c != "*":
+                    chars.append(c)
+                raw.append(c)
+                i += 1
+            word = "".join(raw)
+            if word.upper() in ("OR", "AND", "NOT"):
+                yield "op", word.upper()
+            else:
+                yield "term", Term("".join(chars), wildcard=wildcard)
+
+
+def _parse_search(text: str) -> Any:
+    tokens = list(_search_tokens(text))
+    pos = 0
+
+    def peek() -> tuple[str, Any] | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def parse_or() -> Any:
+        nonlocal pos
+        parts = [parse_and()]
+        while peek() == ("op", "OR"):
+            pos += 1
+            parts.append(parse_and())
+        return parts[0] if len(parts) == 1 else _Search("OR", tuple(parts))
+
+    def parse_and() -> Any:
+        nonlocal pos
+        node = parse_unary()
+        while True:
+            tok = peek()
+            if tok == ("op", "AND"):
+                pos += 1
+                if peek() == ("op", "NOT"):
+                    pos += 1
+                    node = _Search("ANDNOT", (node, parse_unary()))
+                else:
+                    node = _Search("AND", (node, parse_unary()))
+            elif tok is not None and tok[0] in ("term", "("):
+                node = _Search("AND", (node, parse_unary()))  # juxtaposed words: all must match
+            else:
+                return node
+
+    def parse_unary() -> Any:
+        nonlocal pos
+        tok = peek()
+        if tok is None:
+            raise SyntaxProblem("search term expected", "MALFORMED_SEARCH")
+        pos += 1
+        if tok[0] == "(":
+            inner = parse_or()
+            if peek() != (")", ")"):
+                raise SyntaxProblem("missing ')'", "MALFORMED_SEARCH")
+            pos += 1
+            return inner
+        if tok[0] != "term":
+            raise SyntaxProblem(f"unexpected {tok[1]!r}", "MALFORMED_SEARCH")
+        return tok[1]
+
+    node = parse_or()
+    if pos != len(tokens):
+        raise SyntaxProblem("unexpected text after the search", "MALFORMED_SEARCH")
+    return node
+
+
+def parse_sosl(text: str) -> SoslQuery:
+    """``FIND {search} [IN <group> FIELDS] [RETURNING Obj(fields [WHERE ...] [LIMIT n]), ...]
+    [LIMIT n]``; the search is quoted phrases or words joined by OR / AND / AND NOT."""
+    search_text, rest = _find_clause(text)
+    search = _parse_search(search_text)
+    parser = _Parser(_lex(rest))
+    group = "ALL"
+    if parser.keyword("IN"):
+        group = parser.name().upper()
+        if group not in ("ALL", "NAME", "EMAIL", "PHONE", "SIDEBAR"):
+            raise SyntaxProblem(f"unknown search group {group}", "MALFORMED_SEARCH")
+        parser.expect_keyword("FIELDS")
+    returning: list[_Returning] = []
+    if parser.keyword("RETURNING"):
+        while True:
+            sobject = parser.name()
+            if parser.punct("("):
+                fields = parser.field_list()
+                where = parser.condition() if parser.keyword("WHERE") else None
+                limit = parser.integer() if parser.keyword("LIMIT") else None
+                parser.expect_punct(")")
+                returning.append(_Returning(sobject, tuple(fields), where, limit))
+            else:
+                returning.append(_Returning(sobject))
+            if not parser.punct(","):
+                break
+    limit = parser.integer() if parser.keyword("LIMIT") else None
+    if not parser.at_end():
+        raise SyntaxProblem(f"unexpected token: {parser._found()}", "MALFORMED_SEARCH")
+    return SoslQuery(search, group, tuple(returning), limit)
+
+
+# ==========================================================================================
+# Records
+# ==========================================================================================
+
+
+@dataclass
+class _Record:
+    sobject: str
+    id: str
+    fields: dict[str, Any]
+    # (monotonic time written, field values then): what the lagging search index sees.
+    versions: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    deleted: bool = False
+
+
+def _digits(value: str) -> str:
+    return re.sub(r"\D", "", value)
+
+
+_EXTENSION = re.compile(r"\s*(?:x|ext\.?|extension)\s*\d+\s*$", re.IGNORECASE)
+_PHONE_SHAPE = re.compile(r"\+?[\d\s().\-]+")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def us_format(value: str) -> str:
+    """What a US-locale org stores for a typed NANP number: ``(800) 555-1212``."""
+    text = value.strip()
+    if not _PHONE_SHAPE.fullmatch(text):
+        return value
+    digits = _digits(text)
+    if text.startswith("+") and not digits.startswith("1"):
+        return value
+    if len(digits) == 11 and digits.startswith("1"):
+        digits = digits[1:]
+    if len(digits) != 10:
+        return value
+    return f"({digits[:3]}) {digits[3:6]}-{digits[6:]}"
+
+
+def _phone_key(value: str) -> str:
+    digits = _digits(_EXTENSION.sub("", value))
+    return digits[1:] if len(digits) == 11 and digits.startswith("1") else digits
+
+
+def _words(value: str) -> list[str]:
+    """Search tokens, case and accents folded: search finds "Zoë" for "zoe" (SOQL does not)."""
+    folded = unicodedata.normalize("NFKD", value.casefold())
+    return re.findall(r"\w+", "".join(ch for ch in folded if not unicodedata.combining(ch)))
+
+
+def _error(code: str, message: str, fields: Sequence[str] = ()) -> dict[str, Any]:
+    return {"statusCode": code, "message": message, "fields": list(fields)}
+
+
+def _rest_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per-record errors (``statusCode``) as a whole-request body (``errorCode``)."""
+    out = []
+    for e in errors:
+        item = {"message": e["message"], "errorCode": e["statusCode"], "fields": e["fields"]}
+        if "duplicateResult" in e:
+            item["duplicateResult"] = e["duplicateResult"]
+        out.append(item)
+    return out
+
+
+# ==========================================================================================
+# The emulator
+# ==========================================================================================
+
+
+class SalesforceEmulator(Emulator):
+    name = "salesforce"
+
+    def __init__(
+        self,
+        *,
+        username: str = "sandbox@example.com",
+        password: str = "sandbox-password",  # noqa: S107 - public sandbox credentials
+        security_token: str = "sandbox-security-token",  # noqa: S107
+        consumer_key: str = "sandbox-key",
+        consumer_secret: str = "sandbox-secret",  # noqa: S107
+        search_lag: float = 0.0,
+        duplicate_rule: bool = False,
+        session_ttl: float | None = None,
+        daily_limit: int = 1_000_000,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        super().__init__(host, port)
+        self.username = username
+        self.password = password
+        self.security_token = security_token
+        self.consumer_key = consumer_key
+        self.consumer_secret = consumer_secret
+        self.search_lag = search_lag
+        self.duplicate_rule = duplicate_rule
+        # Real orgs include the matched records in a DUPLICATES_DETECTED error; some API
+        # paths do not. False exercises a client's fallback.
+        self.duplicate_details = True
+        self.session_ttl = session_ttl
+        self.daily_limit = daily_limit
+        self.api_used = 0
+        self.schema = _default_schema()
+        self.write_counts: Counter[str] = Counter()
+        self._records: dict[str, _Record] = {}
+        self._by_prefix15: dict[str, str] = {}
+        self._sequence = 0
+        self._sessions: dict[str, float] = {}
+        # Data API routes, unguarded: what a composite request's subrequests dispatch to.
+        self._inner_routes: list[
+            tuple[str, re.Pattern[str], str, Callable[[Request], Response]]
+        ] = []
+        # Operations carried out inside composite requests, by endpoint (``counts`` has the
+        # HTTP requests, each composite once).
+        self.composite_counts: Counter[str] = Counter()
+        self._routes_setup()
+
+    # -- CrmEmulator API ---------------------------------------------------------------------
+    def start(self) -> SalesforceEmulator:
+        super().start()
+        return self
+
+    def __enter__(self) -> SalesforceEmulator:
+        return self.start()
+
+    def connector_options(self) -> dict[str, Any]:
+        return {
+            "auth": "password",
+            "username": self.username,
+            "password": self.password,
+            "security_token": self.security_token,
+            "instance_url": self.base_url,
+            "backoff": 0.05,
+        }
+
+    def seed_company(self, name: str) -> str:
+        return self._seed("Account", {"Name": name})
+
+    def seed_contact(
+        self,
+        *,
+        first_name: str = "",
+        last_name: str = "",
+        email: str = "",
+        phone: str = "",
+        company: str = "",
+        company_id: str | None = None,
+    ) -> str:
+        """A Contact stored exactly as given (an import, not a typed entry: no reformatting),
+        visible to search at once. ``company`` without ``company_id`` seeds the Account."""
+        if company and company_id is None:
+            company_id = self.seed_company(company)
+        values: dict[str, Any] = {"LastName": last_name or "Unknown"}
+        for name, value in (("FirstName", first_name), ("Email", email), ("Phone", phone)):
+            if value:
+                values[name] = value
+        if company_id:
+            values["AccountId"] = company_id
+        return self._seed("Contact", values)
+
+    def seed_lead(self, **values: Any) -> str:
+        values.setdefault("LastName", "Unknown")
+        values.setdefault("Company", "Unknown")
+        return self._seed("Lead", values)
+
+    def delete_record(self, record_id: str) -> None:
+        with self.lock:
+            record = self._find(record_id)
+            if record is not None:
+                record.deleted = True
+
+    def contacts(self) -> list[StoredContact]:
+        with self.lock:
+            out = []
+            for record in self._live("Contact", "Lead"):
+                f = record.fields
+                if record.sobject == "Contact":
+                    account = self._find(str(f.get("AccountId") or ""))
+                    company = str(account.fields.get("Name") or "") if account else ""
+                    company_id = f.get("AccountId")
+                else:
+                    company, company_id = str(f.get("Company") or ""), None
+                out.append(
+                    StoredContact(
+                        id=record.id,
+                        kind=record.sobject.lower(),
+                        first_name=str(f.get("FirstName") or ""),
+                        last_name=str(f.get("LastName") or ""),
+                        email=str(f.get("Email") or ""),
+                        phone=str(f.get("Phone") or ""),
+                        company=company,
+                        company_id=company_id,
+                    )
+                )
+            return out
+
+    def activities(self) -> list[StoredActivity]:
+        with self.lock:
+            out = []
+            for record in self._live("Task"):
+                f = record.fields
+                subject = str(f.get("Subject") or "")
+                marker = _marker(subject) or next(
+                    (
+                        str(v)
+                        for k, v in f.items()
+                        if k.endswith("__c") and isinstance(v, str) and v.startswith("syncd:")
+                    ),
+                    None,
+                )
+                out.append(
+                    StoredActivity(
+                        id=record.id,
+                        record_id=f.get("WhoId"),
+                        marker=marker,
+                        subject=subject,
+                        body=str(f.get("Description") or ""),
+                        high_priority=f.get("Priority") == "High",
+                    )
+                )
+            return out
+
+    def write_requests(self) -> int:
+        with self.lock:
+            return sum(self.write_counts.values())
+
+    def reset_counts(self) -> None:
+        super().reset_counts()
+        with self.lock:
+            self.write_counts.clear()
+            self.composite_counts.clear()
+
+    def operations(self) -> Counter[str]:
+        """Operations by endpoint, whether sent alone or inside a composite request."""
+        with self.lock:
+            alone = Counter({k: v for k, v in self.counts.items() if k != "composite"})
+            return alone + self.composite_counts
+
+    # -- test helpers -------------------------------------------------------------------------
+    def record(self, record_id: str) -> dict[str, Any] | None:
+        """The stored fields of a record (deleted or not), for assertions."""
+        with self.lock:
+            found = self._find(record_id, include_deleted=True)
+            return None if found is None else {"Id": found.id, **found.fields}
+
+    def records(self, sobject: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [{"Id": r.id, **r.fields} for r in self._live(sobject)]
+
+    def issue_session(self) -> str:
+        """A valid session id, as an admin or another tool would hand one to syncd."""
+        return self._new_session()
+
+    def expire_sessions(self) -> None:
+        """Invalidate every session now, as an admin's "log out all users" would."""
+        with self.lock:
+            self._sessions.clear()
+
+    def add_field(self, sobject: str, name: str, *, external_id: bool = False) -> None:
+        with self.lock:
+            self.schema[sobject][name] = _Field(name, external_id=external_id)
+
+    # -- storage ----------------------------------------------------------------------------
+    def _new_id(self, sobject: str) -> str:
+        self._sequence += 1
+        return f"{_PREFIXES[sobject]}000{self._sequence:09d}AAA"
+
+    def _seed(self, sobject: str, values: Mapping[str, Any]) -> str:
+        with self.lock:
+            record = _Record(sobject, self._new_id(sobject), dict(values))
+            record.versions.append((float("-inf"), dict(values)))
+            self._store(record)
+            return record.id
+
+    def _store(self, record: _Record) -> None:
+        self._records[record.id] = record
+        self._by_prefix15[record.id[:15]] = record.id
+
+    def _find(self, record_id: str, *, include_deleted: bool = False) -> _Record | None:
+        full = record_id if len(record_id) == 18 else self._by_prefix15.get(record_id[:15], "")
+        record = self._records.get(full) if len(record_id) in (15, 18) else None
+        if record is None or (record.deleted and not include_deleted):
+            return None
+        return record
+
+    def _live(self, *sobjects: str) -> Iterator[_Record]:
+        return (r for r in self._records.values() if r.sobject in sobjects and not r.deleted)
+
+    # -- routing ----------------------------------------------------------------------------
+    def _routes_setup(self) -> None:
+        self.route("POST", r"/services/Soap/u/(?P<ver>[\d.]+)(?:/.*)?", "login", self._soap_login)
+        self.route("POST", r"/services/oauth2/token", "login", self._oauth_token)
+        self.route("GET", r"/services/data/?", "versions", self._versions)
+        api = self._api_route
+        api("GET", r"/?", "resources", self._resources)
+        api("GET", r"/limits/?", "limits", self._limits)
+        api("GET", r"/query/?", "query", self._query)
+        api("GET", r"/search/?", "search", self._search)
+        api("GET", r"/sobjects/?", "describe", self._describe_global)
+        sobject = r"/sobjects/(?P<type>\w+)"
+        api("GET", sobject + r"/describe/?", "describe", self._describe)
+        api("POST", sobject + r"/?", "sobject.create", self._sobject_create)
+        api("GET", sobject + r"/(?P<id>\w+)/?", "sobject.get", self._sobject_get)
+        api("PATCH", sobject + r"/(?P<id>\w+)/?", "sobject.update", self._sobject_update)
+        api("DELETE", sobject + r"/(?P<id>\w+)/?", "sobject.delete", self._sobject_delete)
+        collections = r"/composite/sobjects"
+        api("POST", collections + r"/?", "collections.create", self._coll_create)
+        api("PATCH", collections + r"/?", "collections.update", self._coll_update)
+        upsert = collections + r"/(?P<type>\w+)/(?P<field>\w+)/?"
+        api("PATCH", upsert, "collections.upsert", self._coll_upsert)
+        api("POST", r"/composite/?", "composite", self._composite)
+
+    def _api_route(
+        self, method: str, pattern: str, endpoint: str, handler: Callable[[Request], Response]
+    ) -> None:
+        """A data API route: guarded over HTTP, and reachable from a composite request."""
+        self.route(method, _DATA + pattern, endpoint, self._api(handler))
+        self._inner_routes.append((method, re.compile(_DATA + pattern), endpoint, handler))
+
+    def _limit_header(self) -> dict[str, str]:
+        return {"Sforce-Limit-Info": f"api-usage={self.api_used}/{self.daily_limit}"}
+
+    def _answer(self, payload: Any, status: int = 200) -> Response:
+        with self.lock:
+            headers = self._limit_header()
+        return json_response(payload, status=status, headers=headers)
+
+    def _api(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+        """Session check, daily limit, API version, then the handler."""
+
+        def guarded(request: Request) -> Response:
+            token = (request.header("Authorization") or "").removeprefix("Bearer ").strip()
+            with self.lock:
+                issued = self._sessions.get(token)
+                expired = self.session_ttl is not None and issued is not None
+                if expired and time.monotonic() - (issued or 0.0) >= (self.session_ttl or 0.0):
+                    issued = None
+                if issued is None:
+                    return self._answer(
+                        [
+                            {
+                                "message": "Session expired or invalid",
+                                "errorCode": "INVALID_SESSION_ID",
+                            }
+                        ],
+                        401,
+                    )
+                self.api_used += 1
+                over = self.api_used > self.daily_limit
+            if over:
+                return self._answer(
+                    [
+                        {
+                            "message": "TotalRequests Limit exceeded.",
+                            "errorCode": "REQUEST_LIMIT_EXCEEDED",
+                        }
+                    ],
+                    403,
+                )
+            return self._run(handler, request)
+
+        return guarded
+
+    def _run(self, handler: Callable[[Request], Response], request: Request) -> Response:
+        if request.params.get("ver") not in API_VERSIONS:
+            return self._not_found()
+        try:
+            return handler(request)
+        except SyntaxProblem as exc:
+            return self._answer([{"message": str(exc), "errorCode": exc.code}], 400)
+        except (ValueError, TypeError, AttributeError) as exc:
+            return self._answer([{"message": str(exc), "errorCode": "JSON_PARSER_ERROR"}], 400)
+
+    def fault_response(self, fault: str, request: Request) -> Response:
+        status = {"outage": 503, "429": 429, "500": 500}[fault]
+        headers = {"Retry-After": f"{self.faults.retry_after:g}"} if status in (429, 503) else {}
+        with self.lock:
+            headers.update(self._limit_header())
+        if "/services/Soap/" in request.path or "/oauth2/" in request.path:
+            # Login endpoints fail like the edge does: a bare text page, not a SOAP/OAuth body.
+            return Response(
+                status, b"Service Unavailable", {**headers, "Content-Type": "text/plain"}
+            )
+        code, message = {
+            503: ("SERVER_UNAVAILABLE", "Server temporarily unavailable"),
+            429: ("REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."),
+            500: ("UNKNOWN_EXCEPTION", "An unexpected error occurred. Please include this ErrorId"),
+        }[status]
+        return json_response(
+            [{"message": message, "errorCode": code}], status=status, headers=headers
+        )
+
+    # -- logins -----------------------------------------------------------------------------
+    def _new_session(self) -> str:
+        token = f"{ORG_ID[:15]}!{secrets.token_urlsafe(24)}"
+        with self.lock:
+            self._sessions[token] = time.monotonic()
+        return token
+
+    def _soap_login(self, request: Request) -> Response:
+        body = request.body.decode("utf-8", "replace")
+
+        def element(name: str) -> str:
+            match = re.search(rf"<(?:[\w-]+:)?{name}>(.*?)</(?:[\w-]+:)?{name}>", body, re.DOTALL)
+            return html.unescape(match.group(1)) if match else ""
+
+        username, password = element("username"), element("password")
+        if username != self.username or password != self.password + self.security_token:
+            fault = (
+                '<?xml version="1.0" encoding="UTF-8"?>'
+                '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'
+                ' xmlns:sf="urn:fault.partner.soap.sforce.com"'
+                ' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>'
+                "<soapenv:Fault><faultcode>sf:INVALID_LOGIN</faultcode>"
+                "<faultstring>INVALID_LOGIN: Invalid username, password, security token; or user"
+                ' locked out.</faultstring><detail><sf:LoginFault xsi:type="sf:LoginFault">'
+                "<sf:exceptionCode>INVALID_LOGIN</sf:exceptionCode><sf:exceptionMessage>Invalid"
+                " username, password, security token; or user locked out.</sf:exceptionMessage>"
+                "</sf:LoginFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"
+            )
+            return Response(500, fault.encode(), {"Content-Type": "text/xml;charset=UTF-8"})
+        version = request.params.get("ver", "59.0")
+        server = f"{self.base_url}/services/Soap/u/{version}/{ORG_ID[:15]}"
+        answer = (
+            '<?xml version="1.0" encoding="UTF-8"?>'
+            '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'
+            ' xmlns="urn:partner.soap.sforce.com"><soapenv:Body><loginResponse><result>'
+            f"<metadataServerUrl>{self.base_url}/services/Soap/m/{version}/{ORG_ID[:15]}"
+            "</metadataServerUrl><passwordExpired>false</passwordExpired><sandbox>true</sandbox>"
+            f"<serverUrl>{server}</serverUrl><sessionId>{self._new_session()}</sessionId>"
+            f"<userId>{USER_ID}</userId><userInfo><organizationId>{ORG_ID}</organizationId>"
+            f"<userName>{html.escape(self.username)}</userName></userInfo>"
+            "</result></loginResponse></soapenv:Body></soapenv:Envelope>"
+        )
+        return Response(200, answer.encode(), {"Content-Type": "text/xml;charset=UTF-8"})
+
+    def _oauth_token(self, request: Request) -> Response:
+        form = {k: v[0] for k, v in parse_qs(request.body.decode("utf-8", "replace")).items()}
+        grant = form.get("grant_type", "")
+        client = (form.get("client_id"), form.get("client_secret"))
+        basic = (request.header("Authorization") or "").removeprefix("Basic ").strip()
+        if basic:
+            try:
+                key, _, secret = base64.b64decode(basic).decode().partition(":")
+                client = (key, secret)
+            except ValueError:
+                client = (None, None)
+        good_client = client == (self.consumer_key, self.consumer_secret)
+        if grant == "client_credentials":
+            ok, error = good_client, "invalid_client"
+        elif grant == "password":
+            password_ok = form.get("password") in (
+                self.password,
+                self.password + self.security_token,
+            )
+            ok, error = (
+                good_client and form.get("username") == self.username and password_ok,
+                "invalid_grant",
+            )
+        elif grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            ok, error = self._jwt_ok(form.get("assertion", "")), "invalid_grant"
+        else:
+            return json_response(
+                {
+                    "error": "unsupported_grant_type",
+                    "error_description": "grant type not supported",
+                },
+                400,
+            )
+        if not ok:
+            description = (
+                "invalid client credentials"
+                if error == "invalid_client"
+                else "authentication failure"
+            )
+            return json_response({"error": error, "error_description": description}, 400)
+        return json_response(
+            {
+                "access_token": self._new_session(),
+                "instance_url": self.base_url,
+                "id": f"{self.base_url}/id/{ORG_ID}/{USER_ID}",
+                "token_type": "Bearer",
+                "issued_at": str(int(time.time() * 1000)),
+                "signature": base64.b64encode(secrets.token_bytes(32)).decode(),
+            }
+        )
+
+    def _jwt_ok(self, assertion: str) -> bool:
+        """Claims only: the emulator holds no certificate, so the signature is not verified."""
+        parts = assertion.split(".")
+        if len(parts) != 3 or not parts[2]:
+            return False
+        try:
+            header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except ValueError:
+            return False
+        return (
+            header.get("alg") == "RS256"
+            and claims.get("iss") == self.consumer_key
+            and claims.get("sub") == self.username
+            and str(claims.get("aud", "")).startswith("https://")
+            and float(claims.get("exp", 0)) > time.time()
+        )
+
+    # -- small resources --------------------------------------------------------------------
+    def _versions(self, request: Request) -> Response:
+        return self._answer(
+            [{"label": f"v{v}", "url": f"/services/data/v{v}", "version": v} for v in API_VERSIONS]
+        )
+
+    def _resources(self, request: Request) -> Response:
+        base = f"/services/data/v{request.params['ver']}"
+        names = ("sobjects", "query", "queryAll", "search", "limits", "composite")
+        return self._answer({name: f"{base}/{name}" for name in names})
+
+    def _limits(self, request: Request) -> Response:
+        with self.lock:
+            remaining = max(0, self.daily_limit - self.api_used)
+        return self._answer({"DailyApiRequests": {"Max": self.daily_limit, "Remaining": remaining}})
+
+    def _describe_global(self, request: Request) -> Response:
+        return self._answer({"sobjects": [{"name": n, "queryable": True} for n in self.schema]})
+
+    def _describe(self, request: Request) -> Response:
+        sobject = request.params["type"]
+        fields = self.schema.get(sobject)
+        if fields is None:
+            return self._not_found()
+        return self._answer({"name": sobject, "fields": [f.describe() for f in fields.values()]})
+
+    def _not_found(self) -> Response:
+        return self._answer(
+            [{"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}], 404
+        )
+
+    # -- composite --------------------------------------------------------------------------
+    def _composite(self, request: Request) -> Response:
+        """``POST composite``: up to 25 subrequests, at most 5 of them queries or sObject
+        Collections, run in order; ``@{ref.path}`` in a url or body reads an earlier answer.
+        One API call, whatever it contains."""
+        body = request.json()
+        subrequests = body.get("compositeRequest") if isinstance(body, dict) else None
+        if not isinstance(subrequests, list) or not subrequests:
+            return self._answer(
+                [{"message": "compositeRequest is required", "errorCode": "INVALID_FIELD"}], 400
+            )
+        heavy = sum(1 for sub in subrequests if _HEAVY.search(str((sub or {}).get("url", ""))))
+        if len(subrequests) > _MAX_SUBREQUESTS or heavy > _MAX_HEAVY_SUBREQUESTS:
+            message = (
+                f"A composite request may hold {_MAX_SUBREQUESTS} subrequests, of which"
+                f" {_MAX_HEAVY_SUBREQUESTS} queries or sObject Collections"
+            )
+            return self._answer([{"message": message, "errorCode": "LIMIT_EXCEEDED"}], 400)
+        all_or_none = bool(body.get("allOrNone"))
+        answers: dict[str, Any] = {}
+        out: list[dict[str, Any]] = []
+        with self.lock:
+            saved = self._snapshot()
+            for sub in subrequests:
+                reference = str(sub.get("referenceId") or "")
+                try:
+                    url = _resolve(str(sub.get("url") or ""), answers)
+                    payload = _resolve(sub.get("body"), answers)
+                except _Unresolved as exc:
+                    out.append(
+                        _subanswer(
+                            reference,
+                            400,
+                            [{"message": str(exc), "errorCode": "PROCESSING_HALTED"}],
+                        )
+                    )
+                    continue
+                response = self._dispatch_inner(
+                    str(sub.get("method") or "GET"), url, payload, request
+                )
+                answer = json.loads(response.body) if response.body else None
+                if 200 <= response.status < 300:
+                    answers[reference] = answer
+                out.append(_subanswer(reference, response.status, answer))
+            if all_or_none and any(a["httpStatusCode"] >= 300 for a in out):
+                self._rollback(*saved)
+                halted = [
+                    {
+                        "message": "The transaction was rolled back since another operation"
+                        " in the same transaction failed.",
+                        "errorCode": "PROCESSING_HALTED",
+                    }
+                ]
+                out = [
+                    a if a["httpStatusCode"] >= 300 else _subanswer(a["referenceId"], 400, halted)
+                    for a in out
+                ]
+        return self._answer({"compositeResponse": out})
+
+    def _dispatch_inner(self, method: str, url: str, payload: Any, outer: Request) -> Response:
+        parts = urlsplit(url)
+        for route_method, pattern, endpoint, handler in self._inner_routes:
+            match = pattern.fullmatch(parts.path)
+            if route_method != method.upper() or match is None or endpoint == "composite":
+                continue
+            self.composite_counts[endpoint] += 1
+            inner = Request(
+                method=method.upper(),
+                path=parts.path,
+                query=parse_qs(parts.query, keep_blank_values=True),
+                headers=outer.headers,
+                body=b"" if payload is None else json.dumps(payload).encode(),
+                params={k: v for k, v in match.groupdict().items() if v is not None},
+            )
+            return self._run(handler, inner)
+        return self._not_found()
+
+    def _snapshot(self) -> tuple[dict[str, tuple[bool, dict[str, Any], list[Any]]], int]:
+        records = {
+            rid: (r.deleted, dict(r.fields), list(r.versions)) for rid, r in self._records.items()
+        }
+        return records, self._sequence
+
+    # -- reading ----------------------------------------------------------------------------
+    def _check_type(self, sobject: str) -> dict[str, _Field]:
+        fields = self.schema.get(sobject)
+        if fields is None:
+            raise SyntaxProblem(f"sObject type '{sobject}' is not supported.", "INVALID_TYPE")
+        return fields
+
+    def _check_path(self, sobject: str, path: str) -> None:
+        fields = self._check_type(sobject)
+        head, _, rest = path.partition(".")
+        if not rest:
+            if head not in fields:
+                raise SyntaxProblem(
+                    f"No such column '{head}' on entity '{sobject}'.", "INVALID_FIELD"
+                )
+            return
+        reference = fields.get(head + "Id")
+        if reference is None or reference.type != "reference":
+            raise SyntaxProblem(f"Didn't understand relationship '{head}'", "INVALID_FIELD")
+        if not any(rest in self.schema[target] for target in reference.reference_to):
+            raise SyntaxProblem(
+                f"No such column '{rest}' on the {head} relationship", "INVALID_FIELD"
+            )
+
+    def _check_condition(self, sobject: str, node: Any) -> None:
+        if isinstance(node, _Cmp):
+            self._check_path(sobject, node.field)
+        elif isinstance(node, _Bool):
+            for part in node.parts:
+                self._check_condition(sobject, part)
+
+    def _value(self, record: _Record, path: str, fields: Mapping[str, Any] | None = None) -> Any:
+        values = record.fields if fields is None else fields
+        head, _, rest = path.partition(".")
+        if rest:
+            target = self._find(str(values.get(head + "Id") or ""))
+            return None if target is None else self._value(target, rest)
+        if head == "Id":
+            return record.id
+        if head == "Name" and record.sobject in ("Contact", "Lead"):
+            name = " ".join(str(values.get(k) or "") for k in ("FirstName", "LastName")).strip()
+            return name or None
+        return values.get(head)
+
+    def _matches(self, record: _Record, node: Any, fields: Mapping[str, Any] | None = None) -> bool:
+        if node is None:
+            return True
+        if isinstance(node, _Bool):
+            results = (self._matches(record, part, fields) for part in node.parts)
+            if node.op == "AND":
+                return all(results)
+            if node.op == "OR":
+                return any(results)
+            return not next(results)
+        value = self._value(record, node.field, fields)
+        id_like = node.field == "Id" or node.field.endswith("Id")
+        if node.op in ("IN", "NOTIN"):
+            hit = any(_equal(value, v, id_like) for v in node.value)
+            return hit if node.op == "IN" else not hit
+        if node.op == "LIKE":
+            pattern = re.compile(node.value.like, re.IGNORECASE | re.DOTALL)
+            return value is not None and pattern.fullmatch(str(value)) is not None
+        if node.op == "=":
+            return _equal(value, node.value, id_like)
+        if node.op == "!=":
+            return not _equal(value, node.value, id_like)
+        return _ordered(value, node.op, node.value)
+
+    def _row(
+        self, record: _Record, paths: Sequence[str], version: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        ver = API_VERSIONS[-1]
+        row: dict[str, Any] = {
+            "attributes": {
+                "type": record.sobject,
+                "url": f"/services/data/v{ver}/sobjects/{record.sobject}/{record.id}",
+            }
+        }
+        values = record.fields if version is None else version
+        for path in paths:
+            head, _, rest = path.partition(".")
+            if not rest:
+                row[head] = self._value(record, head, values)
+                continue
+            target = self._find(str(values.get(head + "Id") or ""))
+            if target is None:
+                row[head] = None
+                continue
+            nested = row.get(head) or {
+                "attributes": {
+                    "type": target.sobject,
+                    "url": f"/services/data/v{ver}/sobjects/{target.sobject}/{target.id}",
+                }
+            }
+            nested[rest] = self._value(target, rest)
+            row[head] = nested
+        return row
+
+    def _query(self, request: Request) -> Response:
+        query = parse_soql(request.arg("q") or "")
+        for path in query.fields:
+            self._check_path(query.sobject, path)
+        self._check_condition(query.sobject, query.where)
+        with self.lock:
+            records = [r for r in self._live(query.sobject) if self._matches(r, query.where)]
+            if query.order_by is not None:
+                key_field, descending = query.order_by
+                records.sort(key=lambda r: str(self._value(r, key_field) or ""), reverse=descending)
+            if query.limit is not None:
+                records = records[: query.limit]
+            rows = [self._row(r, query.fields) for r in records]
+        return self._answer({"totalSize": len(rows), "done": True, "records": rows})
+
+    def _search(self, request: Request) -> Response:
+        query = parse_sosl(request.arg("q") or "")
+        specs = query.returning or tuple(_Returning(s) for s in ("Account", "Contact", "Lead"))
+        for spec in specs:
+            for path in spec.fields:
+                self._check_path(spec.sobject, path)
+            self._check_condition(spec.sobject, spec.where)
+        horizon = time.monotonic() - self.search_lag
+        rows: list[dict[str, Any]] = []
+        with self.lock:
+            for spec in specs:
+                found = []
+                for record in self._live(spec.sobject):
+                    indexed = _indexed_version(record, horizon)
+                    if indexed is None:
+                        continue
+                    if _search_hit(
+                        query.search, record.sobject, indexed, query.group
+                    ) and self._matches(record, spec.where, indexed):
+                        found.append(self._row(record, spec.fields, indexed))
+                rows += found[: spec.limit] if spec.limit is not None else found
+        limit = min(query.limit or 2000, 2000)
+        return self._answer({"searchRecords": rows[:limit]})
+
+    # -- writing ----------------------------------------------------------------------------
+    def _write(
+        self, sobject: str, values: Mapping[str, Any], existing: _Record | None = None
+    ) -> tuple[_Record | None, list[dict[str, Any]]]:
+        """Validate and store one record (caller holds the lock): (record, errors)."""
+        schema = self.schema.get(sobject)
+        if schema is None:
+            return None, [_error("INVALID_TYPE", f"sObject type '{sobject}' is not supported.")]
+        clean: dict[str, Any] = {}
+        not_writable = []
+        for name, value in values.items():
+            if name in ("attributes", "Id", "id"):
+                continue
+            spec = schema.get(name)
+            if spec is None:
+                return None, [
+                    _error(
+                        "INVALID_FIELD",
+                        f"No such column '{name}' on sobject of type {sobject}",
+                        [name],
+                    )
+                ]
+            if not (spec.updateable if existing else spec.createable):
+                not_writable.append(name)
+                continue
+            if value is not None and not isinstance(value, str | int | float | bool):
+                return None, [
+                    _error("JSON_PARSER_ERROR", f"Cannot deserialize value of {name}", [name])
+                ]
+            text = "" if value is None else str(value)
+            if len(text) > spec.length:
+                return None, [
+                    _error(
+                        "STRING_TOO_LONG",
+                        f"{name}: data value too large: {text[:40]}... (max length={spec.length})",
+                        [name],
+                    )
+                ]
+            if spec.type == "email" and text and not _EMAIL.fullmatch(text):
+                return None, [
+                    _error(
+                        "INVALID_EMAIL_ADDRESS", f"{name}: invalid email address: {text}", [name]
+                    )
+                ]
+            if spec.type == "date" and text:
+                try:
+                    date.fromisoformat(text)
+                except ValueError:
+                    return None, [
+                        _error(
+                            "INVALID_TYPE_ON_FIELD_IN_RECORD",
+                            f"{name}: value not of required type: {text}",
+                            [name],
+                        )
+                    ]
+            if spec.type == "phone" and text:
+                text = us_format(text)
+            if spec.type == "reference" and text:
+                problem = self._reference_problem(spec, text)
+                if problem is not None:
+                    return None, [problem]
+            clean[name] = text if value is not None else None
+        if not_writable:
+            return None, [
+                _error(
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    f"Unable to create/update fields: {', '.join(not_writable)}. Please check the"
+                    " security settings of this field and verify that it is read/write for your"
+                    " profile or permission set.",
+                    not_writable,
+                )
+            ]
+        merged = {**(existing.fields if existing else {}), **clean}
+        missing = [f.name for f in schema.values() if f.required and not merged.get(f.name)]
+        if missing:
+            return None, [
+                _error(
+                    "REQUIRED_FIELD_MISSING",
+                    f"Required fields are missing: [{', '.join(missing)}]",
+                    missing,
+                )
+            ]
+        if existing is None and sobject == "Contact" and self.duplicate_rule:
+            duplicate = self._duplicate_of(merged)
+            if duplicate is not None:
+                return None, [self._duplicate_error(duplicate)]
+        record = existing or _Record(sobject, self._new_id(sobject), {})
+        record.fields = merged
+        record.versions.append((time.monotonic(), dict(merged)))
+        del record.versions[:-5]
+        self._store(record)
+        return record, []
+
+    def _reference_problem(self, spec: _Field, value: str) -> dict[str, Any] | None:
+        target = self._find(value, include_deleted=True)
+        if target is None or target.sobject not in spec.reference_to:
+            return _error("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [spec.name])
+        if target.deleted:
+            return _error("ENTITY_IS_DELETED", "entity is deleted", [spec.name])
+        return None
+
+    def _duplicate_of(self, values: Mapping[str, Any]) -> _Record | None:
+        keys = {_phone_key(str(values.get(f) or "")) for f in ("Phone", "MobilePhone")}
+        keys = {k for k in keys if len(k) >= 7}
+        if not keys:
+            return None
+        for record in self._live("Contact"):
+            theirs = {_phone_key(str(record.fields.get(f) or "")) for f in ("Phone", "MobilePhone")}
+            if keys & theirs:
+                return record
+        return None
+
+    def _duplicate_error(self, match: _Record) -> dict[str, Any]:
+        message = "Use one of these records?"
+        error = _error("DUPLICATES_DETECTED", message)
+        if self.duplicate_details:
+            ver = API_VERSIONS[-1]
+            error["duplicateResult"] = {
+                "allowSave": False,
+                "duplicateRule": "Standard_Contact_Duplicate_Rule",
+                "duplicateRuleEntityType": "Contact",
+                "errorMessage": message,
+                "matchResults": [
+                    {
+                        "entityType": "Contact",
+                        "errors": [],
+                        "matchEngine": "ExactMatchEngine",
+                        "matchRecords": [
+                            {
+                                "additionalInformation": [],
+                                "fieldDiffs": [],
+                                "matchConfidence": 100.0,
+                                "record": {
+                                    "attributes": {
+                                        "type": "Contact",
+                                        "url": f"/services/data/v{ver}/sobjects/Contact/{match.id}",
+                                    },
+                                    "Id": match.id,
+                                },
+                            }
+                        ],
+                        "rule": "Syncd_Phone_Match_Rule",
+                        "size": 1,
+                        "success": True,
+                    }
+                ],
+            }
+        return error
+
+    def _counted_write(self, endpoint: str) -> None:
+        with self.lock:
+            self.write_counts[endpoint] += 1
+
+    def _sobject_create(self, request: Request) -> Response:
+        self._counted_write("sobject.create")
+        with self.lock:
+            record, errors = self._write(request.params["type"], request.json() or {})
+        if record is None:
+            return self._answer(_rest_errors(errors), 400)
+        return self._answer({"id": record.id, "success": True, "errors": []}, 201)
+
+    def _sobject_get(self, request: Request) -> Response:
+        with self.lock:
+            record = self._find(request.params["id"])
+            if record is None or record.sobject != request.params["type"]:
+                return self._not_found()
+            row = self._row(record, list(self.schema[record.sobject]))
+        return self._answer(row)
+
+    def _sobject_update(self, request: Request) -> Response:
+        self._counted_write("sobject.update")
+        with self.lock:
+            found = self._find(request.params["id"], include_deleted=True)
+            if found is None or found.sobject != request.params["type"]:
+                return self._not_found()
+            if found.deleted:
+                return self._answer(
+                    [
+                        {
+                            "message": "entity is deleted",
+                            "errorCode": "ENTITY_IS_DELETED",
+                            "fields": [],
+                        }
+                    ],
+                    404,
+                )
+            record, errors = self._write(found.sobject, request.json() or {}, found)
+        if record is None:
+            return self._answer(_rest_errors(errors), 400)
+        return Response(204, b"", self._limit_header())
+
+    def _sobject_delete(self, request: Request) -> Response:
+        self._counted_write("sobject.delete")
+        with self.lock:
+            record = self._find(request.params["id"])
+            if record is None or record.sobject != request.params["type"]:
+                return self._not_found()
+            record.deleted = True
+        return Response(204, b"", self._limit_header())
+
+    def _collection_body(self, request: Request) -> tuple[list[Any], bool] | Response:
+        body = request.json()
+        records = body.get("records") if isinstance(body, dict) else None
+        if not isinstance(records, list):
+            return self._answer(
+                [{"message": "records is required", "errorCode": "INVALID_FIELD"}], 400
+            )
+        if len(records) > _MAX_COLLECTION:
+            return self._answer(
+                [
+                    {
+                        "message": "record limit reached. cannot submit more than 200 records"
+                        " into this call",
+                        "errorCode": "EXCEEDED_ID_LIMIT",
+                    }
+                ],
+                400,
+            )
+        return records, bool(body.get("allOrNone"))
+
+    def _collection(
+        self,
+        request: Request,
+        endpoint: str,
+        one: Callable[[Any, set[str]], dict[str, Any]],
+    ) -> Response:
+        parsed = self._collection_body(request)
+        if isinstance(parsed, Response):
+            return parsed
+        records, all_or_none = parsed
+        self._counted_write(endpoint)
+        with self.lock:
+            saved = {
+                rid: (r.deleted, dict(r.fields), list(r.versions))
+                for rid, r in self._records.items()
+            }
+            count = self._sequence
+            seen: set[str] = set()
+            results = [one(item, seen) for item in records]
+            if all_or_none and not all(r["success"] for r in results):
+                self._rollback(saved, count)
+                results = [
+                    r
+                    if not r["success"]
+                    else {
+                        "id": None,
+                        "success": False,
+                        "errors": [
+                            _error(
+                                "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                                "Record rolled back because not all records were valid and the"
+                                " request was using AllOrNone header",
+                            )
+                        ],
+                    }
+                    for r in results
+                ]
+        return self._answer(results)
+
+    def _rollback(
+        self, saved: Mapping[str, tuple[bool, dict[str, Any], list[Any]]], count: int
+    ) -> None:
+        for rid in [rid for rid in self._records if rid not in saved]:
+            del self._records[rid]
+            self._by_prefix15.pop(rid[:15], None)
+        for rid, (deleted, fields, versions) in saved.items():
+            record = self._records[rid]
+            record.deleted, record.fields, record.versions = deleted, fields, versions
+        self._sequence = count
+
+    def _coll_create(self, request: Request) -> Response:
+        def one(item: Any, seen: set[str]) -> dict[str, Any]:
+            sobject = str(((item or {}).get("attributes") or {}).get("type") or "")
+            if not sobject:
+                return _failed([_error("INVALID_TYPE", "Must send a concrete entity type.")])
+            if item.get("id") or item.get("Id"):
+                return _failed(
+                    [_error("INVALID_FIELD", "cannot specify Id in an insert call", ["Id"])]
+                )
+            record, errors = self._write(sobject, item)
+            return (
+                _failed(errors)
+                if record is None
+                else {"id": record.id, "success": True, "errors": []}
+            )
+
+        return self._collection(request, "collections.create", one)
+
+    def _coll_update(self, request: Request) -> Response:
+        def one(item: Any, seen: set[str]) -> dict[str, Any]:
+            record_id = str((item or {}).get("id") or (item or {}).get("Id") or "")
+            if record_id in seen:
+                return _failed(
+                    [_error("DUPLICATE_VALUE", f"Duplicate id in list: {record_id}", [])]
+                )
+            seen.add(record_id)
+            target = self._find(record_id, include_deleted=True)
+            if target is None:
+                return _failed([_error("MALFORMED_ID", f"invalid record id: {record_id}", ["Id"])])
+            if target.deleted:
+                return _failed([_error("ENTITY_IS_DELETED", "entity is deleted", [])])
+            sobject = str((item.get("attributes") or {}).get("type") or target.sobject)
+            if sobject != target.sobject:
+                return _failed([_error("INVALID_TYPE", f"id {record_id} is not a {sobject}")])
+            record, errors = self._write(sobject, item, target)
+            return (
+                _failed(errors)
+                if record is None
+                else {"id": record.id, "success": True, "errors": []}
+            )
+
+        return self._collection(request, "collections.update", one)
+
+    def _coll_upsert(self, request: Request) -> Response:
+        sobject, key_field = request.params["type"], request.params["field"]
+        spec = self.schema.get(sobject, {}).get(key_field)
+        if spec is None or not spec.external_id:
+            return self._answer(
+                [
+                    {
+                        "message": "Provided external ID field does not exist or is not"
+                        f" accessible: {key_field}",
+                        "errorCode": "NOT_FOUND",
+                    }
+                ],
+                404,
+            )
+
+        def one(item: Any, seen: set[str]) -> dict[str, Any]:
+            declared = ((item or {}).get("attributes") or {}).get("type")
+            if declared != sobject:
+                return _failed([_error("INVALID_TYPE", f"records must be of type {sobject}")])
+            key = str(item.get(key_field) or "")
+            if not key:
+                return _failed(
+                    [_error("MISSING_ARGUMENT", f"{key_field} not specified", [key_field])]
+                )
+            if key in seen:
+                return _failed(
+                    [
+                        _error(
+                            "DUPLICATE_EXTERNAL_ID",
+                            f"Duplicate external id specified: {key}",
+                            [key_field],
+                        )
+                    ]
+                )
+            seen.add(key)
+            matches = [r for r in self._live(sobject) if r.fields.get(key_field) == key]
+            if len(matches) > 1:
+                return _failed(
+                    [
+                        _error(
+                            "DUPLICATE_EXTERNAL_ID",
+                            f"{key_field}: more than one record found for external id field: {key}",
+                            [key_field],
+                        )
+                    ]
+                )
+            existing = matches[0] if matches else None
+            record, errors = self._write(sobject, item, existing)
+            if record is None:
+                return _failed(errors)
+            return {"id": record.id, "success": True, "errors": [], "created": existing is None}
+
+        return self._collection(request, "collections.upsert", one)
+
+
+# ==========================================================================================
+# Helpers for matching
+# ==========================================================================================
+
+
+_MAX_SUBREQUESTS = 25
+_MAX_HEAVY_SUBREQUESTS = 5
+_HEAVY = re.compile(r"/(?:query|queryAll)/?(?:\?|$)|/composite/sobjects")
+_REF = re.compile(r"@\{([A-Za-z0-9_]+)((?:\.[A-Za-z0-9_]+|\[\d+\])*)\}")
+_REF_STEP = re.compile(r"\.([A-Za-z0-9_]+)|\[(\d+)\]")
+
+
+class _Unresolved(Exception):
+    """A composite reference to an answer that failed or lacks the field."""
+
+
+def _reference(match: re.Match[str], answers: Mapping[str, Any]) -> Any:
+    name, path = match.group(1), match.group(2)
+    if name not in answers:
+        raise _Unresolved(
+            f"Invalid reference specified. Provided referenceId ('{name}') was undefined or null"
+        )
+    value = answers[name]
+    for field_name, index in _REF_STEP.findall(path):
+        try:
+            value = value[int(index)] if index else value[field_name]
+        except (KeyError, IndexError, TypeError):
+            value = None
+        if value is None:
+            raise _Unresolved(f"Invalid reference specified. No value for {name}{path} found.")
+    return value
+
+
+def _resolve(value: Any, answers: Mapping[str, Any]) -> Any:
+    if isinstance(value, str):
+        whole = _REF.fullmatch(value)
+        if whole is not None:
+            return _reference(whole, answers)
+        return _REF.sub(lambda m: str(_reference(m, answers)), value)
+    if isinstance(value, dict):
+        return {k: _resolve(v, answers) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, answers) for v in value]
+    return value
+
+
+def _subanswer(reference: str, status: int, body: Any) -> dict[str, Any]:
+    return {"body": body, "httpHeaders": {}, "httpStatusCode": status, "referenceId": reference}
+
+
+def _failed(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"id": None, "success": False, "errors": errors}
+
+
+def _marker(subject: str) -> str | None:
+    start = subject.rfind(" [syncd:")
+    if start < 0 or not subject.endswith("]"):
+        return None
+    return subject[start + 2 : -1]
+
+
+def _equal(value: Any, literal: Any, id_like: bool) -> bool:
+    if literal is None:
+        return value is None or value == ""
+    if isinstance(literal, bool):
+        return value is literal
+    if isinstance(literal, float):
+        try:
+            return value is not None and float(value) == literal
+        except (TypeError, ValueError):
+            return False
+    if value is None:
+        return False
+    text = literal.text if isinstance(literal, _Str) else str(literal)
+    if id_like and len(text) in (15, 18) and len(str(value)) in (15, 18):
+        return str(value)[:15] == text[:15]
+    return str(value).casefold() == text.casefold()
+
+
+def _ordered(value: Any, op: str, literal: Any) -> bool:
+    if value is None or literal is None:
+        return False
+    left: Any
+    right: Any
+    if isinstance(literal, float):
+        try:
+            left, right = float(value), literal
+        except (TypeError, ValueError):
+            return False
+    else:
+        left = str(value).casefold()
+        right = (literal.text if isinstance(literal, _Str) else str(literal)).casefold()
+    return bool(
+        {"<": left < right, ">": left > right, "<=": left <= right, ">=": left >= right}[op]
+    )
+
+
+def _indexed_version(record: _Record, horizon: float) -> dict[str, Any] | None:
+    """The record as the search index knows it: its newest version written before horizon."""
+    for written, values in record.versions[::-1]:
+        if written <= horizon:
+            return values
+    return None
+
+
+_GROUP_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "NAME": {
+        "Account": ("Name",),
+        "Contact": ("FirstName", "LastName"),
+        "Lead": ("FirstName", "LastName", "Company"),
+    },
+    "EMAIL": {"Contact": ("Email",), "Lead": ("Email",)},
+    "PHONE": {
+        "Account": ("Phone",),
+        "Contact": ("Phone", "MobilePhone"),
+        "Lead": ("Phone", "MobilePhone"),
+    },
+}
+
+
+def _search_hit(node: Any, sobject: str, values: Mapping[str, Any], group: str) -> bool:
+    if isinstance(node, _Search):
+        if node.op == "OR":
+            return any(_search_hit(p, sobject, values, group) for p in node.parts)
+        if node.op == "AND":
+            return all(_search_hit(p, sobject, values, group) for p in node.parts)
+        first, second = node.parts
+        return _search_hit(first, sobject, values, group) and not _search_hit(
+            second, sobject, values, group
+        )
+    term: Term = node
+    phone_fields = _GROUP_FIELDS["PHONE"].get(sobject, ())
+    if group in ("PHONE", "ALL"):
+        digits = _phone_key(term.text)
+        if len(digits) >= 7 and not re.search(r"[^\d\s().+\-]", term.text):
+            for name in phone_fields:
+                theirs = _phone_key(str(values.get(name) or ""))
+                if theirs and (
+                    theirs == digits or (len(digits) < len(theirs) and theirs.endswith(digits))
+                ):
+                    return True
+        if group == "PHONE":
+            return False
+    if group in ("NAME", "EMAIL"):
+        names = _GROUP_FIELDS[group].get(sobject, ())
+    else:
+        names = tuple(k for k, v in values.items() if isinstance(v, str))
+    wanted = _words(term.text)
+    if not wanted:
+        return False
+    for name in names:
+        have = _words(str(values.get(name) or ""))
+        for start in range(len(have) - len(wanted) + 1):
+            window = have[start : start + len(wanted)]
+            if window[:-1] == wanted[:-1] and (
+                window[-1] == wanted[-1] or (term.wildcard and window[-1].startswith(wanted[-1]))
+            ):
+                return True
+    return False
