@@ -26,18 +26,18 @@ def _postgres_reason() -> str | None:
             conn.execute(text("SELECT 1"))
         engine.dispose()
     except Exception as exc:
-        return f"PostgreSQL not reachable at {make_url(POSTGRES_URL).render_as_string(hide_password=True)}: {type(exc).__name__}"
+        where = make_url(POSTGRES_URL).render_as_string(hide_password=True)
+        return f"PostgreSQL not reachable at {where}: {type(exc).__name__}"
     return None
 
 
-_PG_REASON: str | None | bool = False
+_PG_REASON: list[str | None] = []  # memo: asked once per session
 
 
 def postgres_skip_reason() -> str | None:
-    global _PG_REASON
-    if _PG_REASON is False:
-        _PG_REASON = _postgres_reason()
-    return _PG_REASON  # type: ignore[return-value]
+    if not _PG_REASON:
+        _PG_REASON.append(_postgres_reason())
+    return _PG_REASON[0]
 
 
 @pytest.fixture

@@ -79,6 +79,7 @@ def test_a_target_added_later_gets_deliveries_for_stored_messages(store: Store) 
         ("m2", "sf"),
     ]
 
+
 def test_ingest_same_batch_twice_adds_nothing(store: Store) -> None:
     batch = [msg("m1"), msg("m2"), msg("m3")]
     first = store.ingest(ACCOUNT, batch, ["hub", "sf"], now=T0)
