@@ -9,7 +9,7 @@ to this Protocol gets a new group (``v2``) so old plugins fail loudly instead of
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -22,6 +22,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "Connector",
     "ConnectorFactory",
+    "PlanProgress",
     "RequestObserver",
     "TargetContext",
     "available",
@@ -124,3 +125,62 @@ def load_factory(type_name: str) -> ConnectorFactory:
         return factory
     known = ", ".join(sorted(available())) or "none"
     raise ConfigError(f"unknown connector type {type_name!r} (installed: {known})", key="type")
+
+
+@dataclass
+class PlanProgress:
+    """What has happened to one plan so far, while a connector works through a batch.
+
+    Connectors fill it in step by step (contact written, activity logged, or the first
+    failure, which wins) and turn it into the :class:`Outcome` the daemon records.
+    """
+
+    plan: Plan
+    record_id: str | None = None
+    record_kind: str = "contact"
+    created: bool = False
+    updated: bool = False
+    activity_id: str | None = None
+    error: str | None = None
+    retriable: bool = False
+    retry_after: float | None = None
+    gone: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    @property
+    def marker(self) -> str:
+        return self.plan.activity.marker
+
+    def fail(
+        self,
+        error: str,
+        *,
+        retriable: bool = False,
+        retry_after: float | None = None,
+        gone: Iterable[str] = (),
+    ) -> None:
+        """Record a failure; the first one is the cause, later ones only add gone ids."""
+        if self.error is None:
+            self.error, self.retriable, self.retry_after = error, retriable, retry_after
+        self.add_gone(gone)
+
+    def add_gone(self, ids: Iterable[str]) -> None:
+        self.gone.extend(i for i in ids if i and i not in self.gone)
+
+    def outcome(self) -> Outcome:
+        return Outcome(
+            delivery_id=self.plan.delivery_id,
+            ok=self.error is None,
+            record_id=self.record_id,
+            record_kind=self.record_kind,
+            created=self.created,
+            updated=self.updated,
+            activity_id=self.activity_id,
+            error=self.error,
+            retriable=self.retriable,
+            retry_after=self.retry_after,
+            gone=tuple(self.gone),
+        )

@@ -20,7 +20,7 @@ import html
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from connectors.hubspot.lookup import Reader
 from connectors.hubspot.options import HubSpotOptions
 from connectors.hubspot.records import contact_properties, marker_in_body, marker_paragraph
 from connectors.hubspot.transport import ApiResult, Transport
+from syncd.connector import PlanProgress
 from syncd.errors import RetriableError
 from syncd.models import Action, ActivitySpec, Outcome, Plan
 
@@ -54,62 +55,14 @@ T = TypeVar("T")
 
 
 @dataclass
-class _Work:
+class _Work(PlanProgress):
     """One plan's progress through the phases; becomes its :class:`Outcome`."""
 
-    plan: Plan
-    record_id: str | None
-    record_kind: str
-    created: bool = False
-    updated: bool = False
-    activity_id: str | None = None
     task_pending: bool = False
-    error: str | None = None
-    retriable: bool = False
-    retry_after: float | None = None
-    gone: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> bool:
-        return self.error is not None
-
-    @property
-    def marker(self) -> str:
-        return self.plan.activity.marker
 
     @property
     def finished(self) -> bool:
         return self.failed or (self.activity_id is not None and not self.task_pending)
-
-    def fail(
-        self,
-        error: str,
-        *,
-        retriable: bool = False,
-        retry_after: float | None = None,
-        gone: Iterable[str] = (),
-    ) -> None:
-        if self.error is None:
-            self.error, self.retriable, self.retry_after = error, retriable, retry_after
-        self.add_gone(gone)
-
-    def add_gone(self, ids: Iterable[str]) -> None:
-        self.gone.extend(i for i in ids if i and i not in self.gone)
-
-    def outcome(self) -> Outcome:
-        return Outcome(
-            delivery_id=self.plan.delivery_id,
-            ok=self.error is None,
-            record_id=self.record_id,
-            record_kind=self.record_kind,
-            created=self.created,
-            updated=self.updated,
-            activity_id=self.activity_id,
-            error=self.error,
-            retriable=self.retriable,
-            retry_after=self.retry_after,
-            gone=tuple(self.gone),
-        )
 
 
 @dataclass

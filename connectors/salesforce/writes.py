@@ -20,6 +20,7 @@ from connectors.salesforce.client import COMPOSITE_QUERIES, SalesforceClient
 from connectors.salesforce.errors import GONE_CODES, SfError, parse_errors, summary
 from connectors.salesforce.lookup import Lookup, written_phone
 from connectors.salesforce.options import SalesforceOptions
+from syncd.connector import PlanProgress
 from syncd.errors import RateLimited, RetriableError
 from syncd.match.phones import normalize_phone
 from syncd.models import Action, ActivitySpec, KeyKind, Outcome, Plan
@@ -80,40 +81,7 @@ def task_subject(activity: ActivitySpec, *, marker_in_subject: bool) -> str:
     return subject[: max(0, _MAX_LENGTH["Subject"] - len(suffix))] + suffix
 
 
-@dataclass
-class _State:
-    """What happened to one plan so far."""
-
-    plan: Plan
-    record_id: str | None = None
-    record_kind: str = "contact"
-    created: bool = False
-    updated: bool = False
-    activity_id: str | None = None
-    error: str | None = None
-    retriable: bool = False
-    gone: tuple[str, ...] = ()
-
-    @property
-    def failed(self) -> bool:
-        return self.error is not None
-
-    def fail(self, error: str, *, retriable: bool = False, gone: tuple[str, ...] = ()) -> None:
-        self.error, self.retriable, self.gone = error, retriable, gone
-
-    def outcome(self) -> Outcome:
-        return Outcome(
-            delivery_id=self.plan.delivery_id,
-            ok=not self.failed,
-            record_id=self.record_id,
-            record_kind=self.record_kind,
-            created=self.created,
-            updated=self.updated,
-            activity_id=self.activity_id,
-            error=self.error,
-            retriable=self.retriable,
-            gone=self.gone,
-        )
+_State = PlanProgress
 
 
 @dataclass
