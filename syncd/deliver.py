@@ -412,6 +412,7 @@ def deliver_target(
     stats = DeliveryStats()
     held: list[int] = []  # dry run keeps its claims until the end so it sees each delivery once
     worker = daemon.worker_id
+    creating = _NewCallerLease(store, target.name, worker, daemon.lease_seconds, clock, stop)
     try:
         while not (stop and stop.is_set()):
             if max_batches is not None and stats.batches >= max_batches:
@@ -423,7 +424,13 @@ def deliver_target(
             stats.batches += 1
             stats.claimed += len(claimed)
             held.extend(c.delivery_id for c in claimed)
-            _deliver_batch(store, connector, target, daemon, regions, claimed, stats, now, dry_run)
+            try:
+                _deliver_batch(
+                    store, connector, target, daemon, regions, claimed, stats, now, dry_run,
+                    creating,
+                )  # fmt: skip
+            finally:
+                creating.release()
     finally:
         if dry_run and held:
             store.release(held, worker=worker, refund_attempt=True)
@@ -440,6 +447,7 @@ def _deliver_batch(
     stats: DeliveryStats,
     now: datetime,
     dry_run: bool,
+    creating: _NewCallerLease | None = None,
 ) -> None:
     batch = _Batch(store, connector, target, daemon, regions, now, dry_run)
     claims = {c.delivery_id: c for c in claimed}
@@ -451,6 +459,9 @@ def _deliver_batch(
         items = batch.reconcile(items, stats)
         batch.from_cache(items)
         batch.from_crm(items)
+        if creating is not None and not dry_run and _has_new(items):
+            creating.acquire()
+            _recheck_new(batch, items)
         plans = batch.plan(items, stats)
         outcomes = connector.apply(plans) if plans else []
         answered = {o.delivery_id for o in outcomes}
@@ -474,12 +485,10 @@ def _deliver_batch(
                 refund_attempt=True,
             )
             raise TargetPaused(target.name, until, "daily API limit reached") from exc
-        _retry_all(store, ids, daemon, now, exc.retry_after, str(exc), claims)
-        stats.retry += len(ids)
+        _retry_all(store, target.name, ids, daemon, now, exc.retry_after, str(exc), claims, stats)
         raise
     except RetriableError as exc:
-        _retry_all(store, ids, daemon, now, exc.retry_after, str(exc), claims)
-        stats.retry += len(ids)
+        _retry_all(store, target.name, ids, daemon, now, exc.retry_after, str(exc), claims, stats)
         raise
     except BaseException as exc:
         # A bug or an interrupt: give the work back untouched for the next run.
@@ -498,16 +507,84 @@ def _deliver_batch(
         )
 
 
+class _NewCallerLease:
+    """Replicas create new callers on a target one batch at a time.
+
+    Two replicas can each hold a message from the same new caller, spelt differently (one
+    with an email, one with only the phone): each looks the caller up, finds nobody, and
+    creates them under a different caller key -- two contacts. A batch that would create
+    holds this lease until its outcomes, match cache included, are recorded; the next holder
+    asks the cache again first. Alone, a replica takes it at once.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        target: str,
+        worker: str,
+        ttl: float,
+        clock: Callable[[], datetime],
+        stop: threading.Event | None,
+    ) -> None:
+        self.store, self.name, self.worker, self.ttl = store, f"new:{target}", worker, ttl
+        self.clock, self.stop = clock, stop or threading.Event()
+        self.held = False
+
+    def acquire(self) -> None:
+        while not self.store.acquire_lease(self.name, self.worker, self.ttl, self.clock()):
+            if self.stop.wait(0.05):
+                return  # shutting down: finish this batch rather than wait
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.store.release_lease(self.name, self.worker)
+
+
+def _has_new(items: Sequence[_Item]) -> bool:
+    return any(i.decision is not None and i.decision.kind == "new" for i in items)
+
+
+def _recheck_new(batch: _Batch, items: Sequence[_Item]) -> None:
+    """Callers looked up as new may have been created by another replica meanwhile: its
+    match cache is recorded by now, so ask the cache again (no CRM request unless a hit
+    needs reading)."""
+    new = [i for i in items if i.decision is not None and i.decision.kind == "new"]
+    decided = [i.decision for i in new]
+    for item in new:
+        item.decision = None
+    batch.from_cache(new)
+    for item, decision in zip(new, decided, strict=True):
+        if item.decision is None:
+            item.decision = decision
+
+
 def _retry_all(
     store: Store,
+    target: str,
     ids: list[int],
     daemon: DaemonSettings,
     now: datetime,
     retry_after: float | None,
     error: str,
     claims: Mapping[int, Claimed],
+    stats: DeliveryStats,
 ) -> None:
-    attempts = max(c.attempts for c in claims.values())
+    """The whole batch failed: retry each delivery after a back-off, unless it has had its
+    ``max_attempts`` -- then it is dead, as after per-record failures, for an operator to see
+    and requeue (``syncd retry``) instead of being retried unseen for ever."""
+    spent = [i for i in ids if claims[i].attempts >= daemon.max_attempts]
+    ids = [i for i in ids if claims[i].attempts < daemon.max_attempts]
+    if spent:
+        dead = [DeliveryResult(i, State.DEAD, error=error[:2000]) for i in spent]
+        store.record(target, dead, worker=daemon.worker_id, now=now)
+        stats.dead += len(spent)
+        log.warning("deliveries dead", target=target, count=len(spent), error=error)
+    stats.retry += len(ids)
+    if not ids:
+        return
+    attempts = max(claims[i].attempts for i in ids)
     delay = backoff_delay(
         attempts,
         base=daemon.retry_base_seconds,

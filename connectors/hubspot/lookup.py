@@ -24,7 +24,7 @@ from connectors.hubspot.search import RESULT_WINDOW, Group, in_groups, pack, sea
 from connectors.hubspot.transport import ApiResult, Transport
 from syncd.errors import RetriableError
 from syncd.match.names import normalize_company, normalize_person
-from syncd.match.phones import national_digits
+from syncd.match.phones import format_variants, national_digits, same_number
 from syncd.models import CrmRecord, KeyKind, MatchKey
 
 __all__ = ["Reader"]
@@ -108,9 +108,16 @@ class Reader:
             national = []
             for e164 in phones:
                 try:
-                    national.append(national_digits(e164))
+                    digits = national_digits(e164)
                 except ValueError:  # not an E.164 key: nothing to ask for
                     log.debug("skipping a phone key that is not E.164")
+                    continue
+                national.append(digits)
+                # With its trunk prefix ("0899787175"): what HubSpot holds for a foreign
+                # number stored the way it is dialled at home, without the country code.
+                national += [
+                    v for v in format_variants(e164) if v.isdigit() and v not in (digits, e164[1:])
+                ]
             for prop in _CALCULATED_PHONE_PROPERTIES:
                 groups += in_groups(prop, national, cap)
             for prop in _RAW_PHONE_PROPERTIES:
@@ -272,7 +279,11 @@ def _next_after(body: Any) -> str | None:
 def _contact_test(key: MatchKey) -> Callable[[CrmRecord], bool]:
     value = key.value
     if key.kind is KeyKind.PHONE:
-        return lambda r: value in r.phones
+        # A foreign number stored without its country code is unreadable in the portal's
+        # region, but reads as the caller's in the caller's own.
+        return lambda r: (
+            value in r.phones or (not r.phones and same_number(r.fields.get("phone", ""), value))
+        )
     if key.kind is KeyKind.EMAIL:
         folded = value.casefold()
         return lambda r: r.email.casefold() == folded

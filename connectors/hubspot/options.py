@@ -7,11 +7,13 @@ crash recovery off.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from syncd.connector import TargetContext
 from syncd.errors import ConfigError
@@ -76,6 +78,24 @@ class HubSpotOptions:
     backoff_cap: float = 30.0
 
 
+def _secure_or_loopback(url: str) -> bool:
+    """https anywhere; http only when the *host* is loopback (not a prefix match, which
+    ``http://localhost.evil.example`` would pass)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if not host or parts.scheme not in ("https", "http"):
+        return False
+    if parts.scheme == "https" or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_options(context: TargetContext) -> HubSpotOptions:
     """Validate ``context.options``; raise :class:`ConfigError` naming the offending key."""
     opts = context.options
@@ -102,8 +122,9 @@ def parse_options(context: TargetContext) -> HubSpotOptions:
         )
 
     host = _string(opts, "host", DEFAULT_HOST, key)
-    if not host.startswith(("https://", "http://")):
-        raise ConfigError("must be an http(s) URL", key=key("host"))
+    if not _secure_or_loopback(host):
+        # The access token travels in every request: plain http only to a loopback emulator.
+        raise ConfigError("must be an https:// URL (plain http on loopback only)", key=key("host"))
     activity = _string(opts, "activity", "note", key)
     if activity not in ("note", "call"):
         raise ConfigError(f"must be 'note' or 'call', not {activity!r}", key=key("activity"))

@@ -31,7 +31,7 @@ from connectors.salesforce.soql import (
     sosl_or,
 )
 from syncd.match.names import normalize_company, normalize_person
-from syncd.match.phones import format_variants, national_digits, normalize_phone
+from syncd.match.phones import format_variants, national_digits, normalize_phone, same_number
 from syncd.models import ActivityRef, CrmRecord, KeyKind, MatchKey
 
 __all__ = [
@@ -272,6 +272,10 @@ class Lookup:
                 for e164 in record.phones:
                     if e164 in by_phone:
                         found[by_phone[e164]].append(record)
+                if not record.phones:  # a phone, if any, unreadable here: maybe foreign
+                    for key in by_phone.values():
+                        if _matches(key, record):
+                            found[key].append(record)
             for key in companies:
                 if _matches(key, record):
                     found[key].append(record)
@@ -411,7 +415,11 @@ def _company_where(field: str, keys: Sequence[MatchKey]) -> str:
 
 def _matches(key: MatchKey, record: CrmRecord) -> bool:
     if key.kind is KeyKind.PHONE:
-        return key.value in record.phones
+        if key.value in record.phones:
+            return True
+        # A foreign number stored without its country code is unreadable in the org's
+        # region, but reads as the caller's in the caller's own.
+        return not record.phones and same_number(record.fields.get("phone", ""), key.value)
     if key.kind is KeyKind.EMAIL:
         return record.email.casefold() == key.value.casefold()
     if key.kind is KeyKind.NAME:

@@ -35,6 +35,7 @@ __all__ = [
     "mask_phones_in",
     "national_digits",
     "normalize_phone",
+    "same_number",
 ]
 
 # Compared after NFKC + casefold with spaces, dots, dashes and slashes removed.
@@ -140,6 +141,26 @@ def _parse_e164(e164: str) -> PhoneNumber:
         return phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException as exc:
         raise ValueError(f"not an E.164 number: {e164!r}") from exc
+
+
+def same_number(text: str, e164: str, region: str = "US") -> bool:
+    """True when ``text``, as a CRM stores it, is the number ``e164``.
+
+    Read in ``region`` (the CRM's) first, then in the number's own country: a foreign caller
+    is often stored as people write the number at home, without the country code ("089
+    9787175" for +49 89 9787175), which ``region`` alone cannot read.
+    """
+    key = normalize_phone(text, region)
+    if key is not None and key.e164 == e164:
+        return True
+    try:
+        home = phonenumbers.region_code_for_number(_parse_e164(e164))
+    except ValueError:
+        return False
+    if not home or home == region:
+        return False
+    key = normalize_phone(text, home)
+    return key is not None and key.e164 == e164
 
 
 def national_digits(e164: str) -> str:

@@ -469,11 +469,15 @@ class Store:
                 dialect_insert = (
                     postgresql.insert if self.dialect == "postgresql" else sqlite.insert
                 )
-                result = conn.execute(
-                    dialect_insert(leases).on_conflict_do_nothing(index_elements=["name"]),
+                # Two takers can both find no row; the insert decides. RETURNING says who won
+                # (rowcount is -1 here on PostgreSQL whether the row went in or not).
+                won = conn.execute(
+                    dialect_insert(leases)
+                    .on_conflict_do_nothing(index_elements=["name"])
+                    .returning(leases.c.name),
                     {"name": name, "holder": holder, "expires_at": expires},
-                )
-                return bool(result.rowcount)
+                ).first()
+                return won is not None
             if row.holder != holder and row.expires_at > now:
                 return False
             conn.execute(
@@ -618,7 +622,9 @@ class Store:
                         ["target", "key_kind", "key_value"],
                         ["record_id", "record_kind", "snapshot", "updated_at"],
                     ),
-                    list(rows.values()),
+                    # In key order: two replicas upserting the same keys lock them in the
+                    # same order, instead of each waiting on the other (a deadlock).
+                    [rows[key] for key in sorted(rows)],
                 )
             if results:
                 mine = and_(
