@@ -9,6 +9,7 @@ narrowed down.
 from __future__ import annotations
 
 import unicodedata
+from functools import lru_cache
 
 from rapidfuzz import fuzz
 
@@ -70,6 +71,12 @@ def _fold(text: str) -> list[str]:
     return "".join(chars).split()
 
 
+# Connectors compare every candidate record with every key of a batch: the same few thousand
+# names are folded over and over, so the (pure) normalizers remember their answers.
+_MEMO = 1 << 16
+
+
+@lru_cache(maxsize=_MEMO)
 def normalize_company(name: str | None) -> str:
     """The company's name folded for matching: "The Acme Co." -> "acme"; "" if there is none."""
     words = _fold(name or "")
@@ -81,6 +88,7 @@ def normalize_company(name: str | None) -> str:
     return " ".join(words)
 
 
+@lru_cache(maxsize=_MEMO)
 def normalize_person(first: str | None, last: str | None) -> str:
     """The person's "first last", folded; reads "Last, First" typed into the first-name field."""
     first, last = (first or "").strip(), (last or "").strip()
@@ -112,7 +120,28 @@ def same_company(a: str, b: str, threshold: float = 90.0) -> bool:
     return bool(left and right) and similarity(left, right) >= threshold
 
 
+def _first_names_agree(left: str, right: str) -> bool:
+    """Given names may differ by a typo or an initial, not by their first letter.
+
+    A whole-name ratio alone joins "Mei Wisniewski" to "Wei Wisniewski" (about 93): two
+    people, one letter apart, which the crash soak showed at the same company.
+    """
+    a, b = left.split()[0], right.split()[0]
+    if a == b:
+        return True
+    if a[0] != b[0]:
+        return False
+    if len(a) == 1 or len(b) == 1:  # "J Smith" vs "John Smith"
+        return True
+    return similarity(a, b) >= 80.0
+
+
 def same_person(a: str, b: str, threshold: float = 88.0) -> bool:
-    """Full names ("John Smith", "Smith, John", "Dr. John Smith") compared after folding."""
+    """Full names ("John Smith", "Smith, John", "Dr. John Smith") compared after folding;
+    when both have a given name and a surname, the given names must also agree."""
     left, right = normalize_person(a, None), normalize_person(b, None)
-    return bool(left and right) and similarity(left, right) >= threshold
+    if not (left and right) or similarity(left, right) < threshold:
+        return False
+    if len(left.split()) > 1 and len(right.split()) > 1:
+        return _first_names_agree(left, right)
+    return True

@@ -220,6 +220,8 @@ def test_same_company(a: str, b: str, same: bool) -> None:
         pytest.param("John Smith", "Jane Smith", False, id="different-first"),
         pytest.param("John Smith", "John Smithson", False, id="different-last"),
         pytest.param("John Smith", "John", False, id="first-only"),
+        pytest.param("Mei Wiśniewski", "Wei Wiśniewski", False, id="first-letter-differs"),
+        pytest.param("Jon Smith", "Joan Smith", True, id="same-initial-typo"),
     ],
 )
 def test_same_person(a: str, b: str, same: bool) -> None:
