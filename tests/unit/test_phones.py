@@ -17,6 +17,7 @@ from syncd.match.phones import (
     mask_phones_in,
     national_digits,
     normalize_phone,
+    same_number,
 )
 
 US_SF = "+14155551212"
@@ -338,3 +339,20 @@ def test_mask_reveals_at_most_two_digits(drawn: tuple[phonenumbers.PhoneNumber, 
     # Even spelled nationally, where the (US) reading may guess another country code.
     national_masked = COUNTRY_CODE.sub("", mask_phones_in(f"call {national} back"))
     assert len(DIGITS.findall(national_masked)) <= 2
+
+
+@pytest.mark.parametrize(
+    ("stored", "e164", "region", "same"),
+    [
+        pytest.param("(415) 555-1212", "+14155551212", "US", True, id="us-as-stored-by-a-us-org"),
+        pytest.param("089 9787175", "+49899787175", "US", True, id="german-number-written-at-home"),
+        pytest.param("+49 89 9787175", "+49899787175", "US", True, id="german-with-country-code"),
+        pytest.param("020 7946 0958", "+442079460958", "US", True, id="uk-written-at-home"),
+        pytest.param("(415) 555-1213", "+14155551212", "US", False, id="one-digit-off"),
+        pytest.param("089 9787175", "+14155551212", "US", False, id="different-country"),
+        pytest.param("Unknown", "+14155551212", "US", False, id="junk"),
+        pytest.param("415-555-1212", "not-e164", "US", False, id="bad-key"),
+    ],
+)
+def test_same_number(stored: str, e164: str, region: str, same: bool) -> None:
+    assert same_number(stored, e164, region) is same
