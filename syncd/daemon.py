@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -97,6 +98,9 @@ class Daemon:
         self._connectors: dict[str, Connector] = {}
         self.paused: dict[str, tuple[datetime, str]] = {}
         self.last_cycle: CycleReport | None = None
+        # Seconds spent waiting on each CRM's rate limits (backfill progress shows them).
+        self.crm_waited: defaultdict[str, float] = defaultdict(float)
+        self.on_batch: Callable[[str, DeliveryStats], None] | None = None
         self._lock = threading.Lock()  # one cycle at a time, whatever calls it
         for account in settings.accounts.values():
             register_secret(account.token)
@@ -131,7 +135,7 @@ class Daemon:
                 name=name,
                 options=target.options,
                 default_region=self.region_of_target(name),
-                observe=self.metrics.observe_request,
+                observe=self._observe,
             )
             connector = load_factory(target.type)(context)
             if self.dry_run:
@@ -139,6 +143,10 @@ class Daemon:
                 connector = wrap(TargetContext(name=name, options={"inner": connector}))
             self._connectors[name] = connector
         return self._connectors[name]
+
+    def _observe(self, target: str, endpoint: str, status: int, waited: float) -> None:
+        self.crm_waited[target] += waited
+        self.metrics.observe_request(target, endpoint, status, waited)
 
     def migrate(self) -> None:
         self.store.migrate()
@@ -295,6 +303,7 @@ class Daemon:
             stats = deliver_target(
                 self.store, self.connector(name), target, self.settings.daemon,
                 regions=regions, stop=self.stop, dry_run=self.dry_run, clock=self.clock,
+                on_batch=self.on_batch,
             )  # fmt: skip
             report.targets[name] = stats
             self.paused.pop(name, None)

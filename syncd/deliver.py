@@ -406,6 +406,7 @@ def deliver_target(
     dry_run: bool = False,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     max_batches: int | None = None,
+    on_batch: Callable[[str, DeliveryStats], None] | None = None,
 ) -> DeliveryStats:
     """Deliver everything due for ``target``. Raises AuthError (target must pause) after
     giving its claims back; a spent daily quota raises :class:`TargetPaused`."""
@@ -431,6 +432,8 @@ def deliver_target(
                 )  # fmt: skip
             finally:
                 creating.release()
+            if on_batch is not None:
+                on_batch(target.name, stats)
     finally:
         if dry_run and held:
             store.release(held, worker=worker, refund_attempt=True)

@@ -80,6 +80,17 @@ def redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutabl
     return event
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is *now*, so a rich progress bar that redirects
+    stderr prints log lines above itself instead of through it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(
     *,
     level: str = "info",
@@ -108,7 +119,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     # Libraries (urllib3, httpx, alembic) log through stdlib logging: keep them quiet and redacted.

@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 import time
 from datetime import date
+from typing import Any
 
 import structlog
 
 from syncd.daemon import CycleReport, Daemon
+from syncd.deliver import DeliveryStats
 from syncd.ingest import IngestStats, backfill_days
 
 __all__ = ["run_backfill"]
@@ -41,16 +43,21 @@ def run_backfill(
     )
 
     with Progress(
-        TextColumn("[bold]backfill[/bold] {task.description}"),
+        TextColumn("[bold]{task.description:>22}[/bold]"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("windows  {task.fields[messages]} msgs  {task.fields[rate]:.0f} msg/s"),
+        TextColumn("{task.fields[kind]}"),
+        TextColumn("{task.fields[messages]} msgs {task.fields[rate]:.0f}/s", style="dim"),
+        # Time spent held back by the CRM's rate limits: waiting, not working.
+        TextColumn("CRM wait {task.fields[waited]:.1f}s", style="yellow"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
         transient=False,
     ) as progress:
-        task = progress.add_task(f"{start}..{end}", total=todo, messages=0, rate=0.0)
+        task = progress.add_task(
+            f"{start}..{end}", total=todo, messages=0, rate=0.0, waited=0.0, kind="windows"
+        )
         began = time.monotonic()
         seen = {"messages": 0}
 
@@ -61,8 +68,24 @@ def run_backfill(
                 task, advance=1, messages=seen["messages"], rate=rate, description=f"{day}"
             )
 
+        deliveries: dict[str, Any] = {}
+
+        def on_batch(target: str, stats: DeliveryStats) -> None:
+            if target not in deliveries:
+                due = daemon.store.counts().get(target, {})
+                total = stats.claimed + due.get("pending", 0) + due.get("retry", 0)
+                deliveries[target] = progress.add_task(
+                    target, total=total, messages=0, rate=0.0, waited=0.0, kind="deliveries"
+                )
+            progress.update(
+                deliveries[target],
+                completed=stats.claimed,
+                waited=daemon.crm_waited.get(target, 0.0),
+            )
+
+        daemon.on_batch = on_batch
         report = daemon.backfill(start, end, on_window=on_window)
-        progress.update(task, description="delivered")
+        progress.update(task, description="fetched")
     return report
 
 
@@ -87,4 +110,18 @@ def _with_log_lines(daemon: Daemon, start: date, end: date, todo: int) -> CycleR
                 eta_seconds=int(left),
             )
 
+    last_batch_log = {"at": began}
+
+    def on_batch(target: str, stats: DeliveryStats) -> None:
+        now = time.monotonic()
+        if now - last_batch_log["at"] >= LOG_EVERY_SECONDS:
+            last_batch_log["at"] = now
+            log.info(
+                "delivery progress",
+                target=target,
+                delivered=stats.claimed,
+                crm_wait_seconds=round(daemon.crm_waited.get(target, 0.0), 1),
+            )
+
+    daemon.on_batch = on_batch
     return daemon.backfill(start, end, on_window=on_window)
