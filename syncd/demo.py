@@ -86,6 +86,10 @@ def run_demo(
             before = world.crm_requests()
             first = daemon.run_cycle()
             mid = world.crm_requests()
+            # Server-side counts by endpoint for the first cycle (the repoll makes none).
+            by_endpoint = {
+                name: dict(sorted(e.counts.items())) for name, e in world.emulators.items()
+            }
             writes_mid = world.crm_writes()
             second = daemon.run_cycle()
             after = world.crm_requests()
@@ -93,6 +97,8 @@ def run_demo(
         finally:
             daemon.close()
         summary = _counts(first, _delta(mid, before))
+        for name, counts in by_endpoint.items():
+            summary["targets"][name]["requests_by_endpoint"] = counts
         summary["repoll"] = _counts(second, _delta(after, mid))
         summary["repoll"]["crm_writes"] = repoll_writes
         summary["seconds"] = round(time.monotonic() - started, 3)
