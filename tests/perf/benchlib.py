@@ -1,0 +1,603 @@
+"""The benchmark as a library: ``bench.py`` is its command line and
+``tests/integration/test_request_budget.py`` its CI check, so both measure the same thing.
+
+One run, against one CRM type:
+
+1. a sandbox: the Berkshire simulator holding the messages and one CRM emulator in which a
+   quarter of the callers already exist. :class:`ChildSandbox` runs it in a child process, so
+   the bench process's peak RSS is syncd's alone; :class:`LocalSandbox` runs it in-process;
+2. a backfill of every day holding messages into a fresh state store, then delivery (timed);
+3. the same backfill again, through a new :class:`Daemon` as a second ``syncd run --backfill``
+   would: it must cost no CRM request;
+4. steady state: one new message from a caller syncd already delivered, one poll; then one from
+   a caller nobody has seen;
+5. the naive baseline: a sample of the same messages, each through ``connector.lookup`` with
+   one key and ``connector.apply`` with one plan, against a fresh copy of the CRM.
+
+Every request figure is counted by the emulator, server-side, and read over HTTP from
+``GET <emulator>/_sandbox/state``.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import resource
+import tempfile
+import time
+import traceback
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from syncd.config import Settings, parse_settings
+from syncd.connector import Connector, TargetContext, load_factory
+from syncd.daemon import CycleReport, Daemon
+from syncd.match.keys import extract_keys
+from syncd.match.policy import decide, plan_for, policy_keys
+from syncd.models import Message
+from syncd.sandbox.generate import Caller, callers_of, make_callers, make_messages
+from syncd.sandbox.world import SandboxWorld
+from syncd.source.client import BerkshireClient
+
+__all__ = [
+    "PROFILES",
+    "BenchSpec",
+    "ChildSandbox",
+    "CrmProfile",
+    "LocalSandbox",
+    "Sandbox",
+    "crm_counts",
+    "fresh_database",
+    "run_bench",
+]
+
+# A busy answering-service account takes on the order of a hundred messages a day; the
+# benchmark keeps that density whatever N is, so a day window (and with it ingest's working
+# set) stays the same size at 10,000 and at 100,000 messages.
+MESSAGES_PER_DAY = 100
+NAIVE_SAMPLE = 300
+SEED = 7
+
+# What the benchmark promises (DESIGN.md section 6 and the performance issue).
+MAX_REQUESTS_PER_MESSAGE = 0.05
+MIN_MESSAGES_PER_SECOND = 300.0
+MAX_PEAK_RSS_MB = 250.0
+MAX_KNOWN_CALLER_REQUESTS = 2
+MAX_NEW_CALLER_REQUESTS = 3
+
+
+# -- CRM profiles ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CrmProfile:
+    """How the benchmark sets up one CRM type.
+
+    ``connector``/``emulator`` are the rate-limit tier the run is measured under (the emulator
+    enforces it, the connector is told about it); ``naive_connector``/``naive_emulator`` lift
+    every limit for the naive baseline, which counts requests and is never timed.
+    """
+
+    rate_limit: Mapping[str, Any]
+    connector: Mapping[str, Any] = field(default_factory=dict)
+    emulator: Mapping[str, Any] = field(default_factory=dict)
+    naive_connector: Mapping[str, Any] = field(default_factory=dict)
+    naive_emulator: Mapping[str, Any] = field(default_factory=dict)
+
+
+PROFILES: dict[str, CrmProfile] = {
+    # HubSpot's higher tier: 190 requests per rolling 10 s, and 5 searches a second (the
+    # connector keeps its default of 4 searches a second: a margin for clock skew).
+    "hubspot": CrmProfile(
+        rate_limit={
+            "calls": 190,
+            "period": 10.0,
+            "search_calls": 5,
+            "search_period": 1.0,
+            "enforced_by": "emulator",
+        },
+        connector={"rate_limit": {"calls": 190, "period": 10.0}},
+        emulator={"rate_limit": (190, 10.0), "search_rate_limit": (5, 1.0)},
+        naive_connector={
+            "rate_limit": {"calls": 100_000, "period": 1.0},
+            "search_rate_limit": {"calls": 100_000, "period": 1.0},
+        },
+        naive_emulator={"rate_limit": None, "search_rate_limit": None},
+    ),
+    # Salesforce limits requests per day, not per second; the connector paces itself.
+    "salesforce": CrmProfile(
+        rate_limit={"calls": 20, "period": 1.0, "enforced_by": "connector (org: daily limit)"},
+        connector={"requests_per_second": 20.0},
+        naive_connector={"requests_per_second": 1000.0},
+    ),
+}
+
+
+def profile_for(target: str) -> CrmProfile:
+    return PROFILES.get(target, CrmProfile(rate_limit={"enforced_by": "defaults"}))
+
+
+# -- the spec -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchSpec:
+    target: str
+    messages: int
+    callers: int
+    days: int
+    seed: int = SEED
+    naive_sample: int = NAIVE_SAMPLE
+    database_url: str | None = None  # None: a fresh SQLite file in a temporary directory
+
+    @classmethod
+    def for_messages(
+        cls,
+        target: str,
+        messages: int,
+        *,
+        callers: int | None = None,
+        days: int | None = None,
+        **kw: Any,
+    ) -> BenchSpec:
+        """Defaults: a fifth as many callers as messages, ``MESSAGES_PER_DAY`` a day."""
+        if messages < 1:
+            raise ValueError("messages must be at least 1")
+        return cls(
+            target=target,
+            messages=messages,
+            callers=callers or max(1, messages // 5),
+            days=days or max(1, math.ceil(messages / MESSAGES_PER_DAY)),
+            **kw,
+        )
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """What a sandbox process needs to build the world (picklable)."""
+
+    target: str
+    messages: int
+    callers: int
+    days: int
+    seed: int
+    end: datetime
+    emulator: Mapping[str, Any]
+    naive_emulator: Mapping[str, Any]
+
+
+# -- the sandbox, here or in a child process ------------------------------------------------
+class Sandbox(Protocol):
+    def settings_doc(self, database_url: str) -> dict[str, Any]: ...
+
+    def crm_url(self) -> str: ...
+
+    def add_message(self, known_caller: bool, at: datetime) -> str: ...
+
+    def naive_crm(self) -> tuple[dict[str, Any], str]: ...
+
+    def cpu_seconds(self) -> float | None: ...
+
+    def close(self) -> None: ...
+
+
+class LocalSandbox:
+    """The world in this process (CI: fast start, RSS not measured)."""
+
+    def __init__(self, spec: WorldSpec, *, own_process: bool = False) -> None:
+        self.spec = spec
+        self.own_process = own_process
+        self.world = SandboxWorld(
+            messages=spec.messages,
+            callers=spec.callers,
+            days=spec.days,
+            seed=spec.seed,
+            end=spec.end,
+            targets=[spec.target],
+            emulator_options={spec.target: dict(spec.emulator)},
+        ).start()
+        self._naive: SandboxWorld | None = None
+        self._added = 0
+
+    def settings_doc(self, database_url: str) -> dict[str, Any]:
+        return self.world.settings_doc(database_url)
+
+    def crm_url(self) -> str:
+        return self.world.emulators[self.spec.target].base_url
+
+    def add_message(self, known_caller: bool, at: datetime) -> str:
+        """Put one message left at ``at`` into the account; returns its id.
+
+        The known caller is the most frequent one; the new one is the next caller the
+        generator would have made, so no CRM holds them."""
+        berkshire = self.world.berkshire
+        assert berkshire is not None
+        callers = self.world.callers
+        caller = self._known_caller(callers) if known_caller else self._new_caller(len(callers))
+        self._added += 1
+        message_id = f"B{self._added:06d}"
+        for attempt in range(100):  # an emergency would add a task by design: keep it ordinary
+            (message,) = make_messages(
+                [caller],
+                1,
+                start=at - timedelta(minutes=1),
+                end=at,
+                seed=self.spec.seed * 1000 + self._added * 100 + attempt,
+            )
+            if not message["is emergency"]:
+                break
+        message["message id"] = message_id
+        berkshire.add_messages([message])
+        return message_id
+
+    def _known_caller(self, callers: list[Caller]) -> Caller:
+        """The caller with a phone who called most often: syncd has surely delivered to them."""
+        assert self.world.berkshire is not None
+        calls = Counter(callers_of(self.world.berkshire.messages, callers).values())
+        for index, _ in calls.most_common():
+            if callers[index].e164:
+                return callers[index]
+        raise RuntimeError("no caller with a phone number in the sandbox")
+
+    def _new_caller(self, known: int) -> Caller:
+        count = known
+        while True:
+            count += 1
+            caller = make_callers(count, seed=self.spec.seed)[-1]
+            if caller.e164:
+                return caller
+
+    def naive_crm(self) -> tuple[dict[str, Any], str]:
+        """A fresh CRM seeded exactly like the first, without rate limits: (options, url)."""
+        if self._naive is None:
+            self._naive = SandboxWorld(
+                messages=1,
+                callers=self.spec.callers,
+                seed=self.spec.seed,
+                end=self.spec.end,
+                targets=[self.spec.target],
+                emulator_options={self.spec.target: dict(self.spec.naive_emulator)},
+            ).start()
+        emulator = self._naive.emulators[self.spec.target]
+        return emulator.connector_options(), emulator.base_url
+
+    def cpu_seconds(self) -> float | None:
+        """CPU the sandbox has used, when it has a process of its own (else None)."""
+        return time.process_time() if self.own_process else None
+
+    def close(self) -> None:
+        if self._naive is not None:
+            self._naive.stop()
+        self.world.stop()
+
+
+def _serve(conn: Connection, spec: WorldSpec) -> None:
+    """Child process: build the world, then run the parent's calls until ``close``."""
+    try:
+        sandbox = LocalSandbox(spec, own_process=True)
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        return
+    conn.send(("ok", None))
+    try:
+        while True:
+            name, args = conn.recv()
+            if name == "close":
+                break
+            try:
+                conn.send(("ok", getattr(sandbox, name)(*args)))
+            except Exception:
+                conn.send(("error", traceback.format_exc()))
+    finally:
+        sandbox.close()
+        with suppress(OSError):  # the parent may be gone already
+            conn.send(("ok", None))
+
+
+class ChildSandbox:
+    """The world in a child process (``spawn``: it shares no memory with the bench)."""
+
+    def __init__(self, spec: WorldSpec) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(child, spec), name="syncd-bench-sandbox", daemon=True
+        )
+        self._process.start()
+        child.close()
+        self._answer()
+
+    def _answer(self) -> Any:
+        if not self._conn.poll(600):
+            raise RuntimeError("the sandbox process did not answer within 10 minutes")
+        try:
+            status, value = self._conn.recv()
+        except EOFError:
+            code = self._process.exitcode
+            raise RuntimeError(f"the sandbox process exited (code {code})") from None
+        if status != "ok":
+            raise RuntimeError(f"sandbox process failed:\n{value}")
+        return value
+
+    def _call(self, name: str, *args: Any) -> Any:
+        self._conn.send((name, args))
+        return self._answer()
+
+    def settings_doc(self, database_url: str) -> dict[str, Any]:
+        doc: dict[str, Any] = self._call("settings_doc", database_url)
+        return doc
+
+    def crm_url(self) -> str:
+        return str(self._call("crm_url"))
+
+    def add_message(self, known_caller: bool, at: datetime) -> str:
+        return str(self._call("add_message", known_caller, at))
+
+    def naive_crm(self) -> tuple[dict[str, Any], str]:
+        options, url = self._call("naive_crm")
+        return dict(options), str(url)
+
+    def cpu_seconds(self) -> float | None:
+        return float(self._call("cpu_seconds"))
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            with suppress(OSError, EOFError, RuntimeError):
+                self._call("close")
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout=5)
+        self._conn.close()
+
+
+# -- measuring ------------------------------------------------------------------------------
+def crm_counts(base_url: str) -> Counter[str]:
+    """Requests by endpoint as the emulator counted them, and answers by status as
+    ``status:<code>`` (429s are requests too). The admin route itself is not counted."""
+    response = httpx.get(f"{base_url}/_sandbox/state", timeout=30)
+    response.raise_for_status()
+    state = response.json()
+    counts = Counter({str(k): int(v) for k, v in state["counts"].items()})
+    counts.update({f"status:{k}": int(v) for k, v in state.get("statuses", {}).items()})
+    return counts
+
+
+def _delta(after: Counter[str], before: Counter[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """(requests by endpoint, answers by status) between two readings of :func:`crm_counts`."""
+    changed = {k: after[k] - before[k] for k in sorted(after) if after[k] != before[k]}
+    statuses = {k.removeprefix("status:"): v for k, v in changed.items() if k.startswith("status:")}
+    return {k: v for k, v in changed.items() if not k.startswith("status:")}, statuses
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (Linux reports KiB), children excluded."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+@contextmanager
+def fresh_database(url: str | None) -> Iterator[str]:
+    """An empty state store: a SQLite file in a temporary directory, or a new schema in the
+    PostgreSQL database ``url`` names (dropped afterwards)."""
+    if url is None or make_url(url).get_backend_name() == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp:
+            yield f"sqlite:///{tmp}/state.db"
+        return
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    scoped = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield scoped.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _settings(sandbox: Sandbox, spec: BenchSpec, database_url: str) -> Settings:
+    doc = sandbox.settings_doc(database_url)
+    # Steady-state polls look back as far as a production daemon does, not over the sandbox.
+    doc["syncd"].pop("lookback_days", None)
+    doc["targets"][spec.target].update(profile_for(spec.target).connector)
+    return parse_settings(doc, environ={})
+
+
+def _backfill_span(settings: Settings, end: datetime, days: int) -> tuple[date, date]:
+    tz = next(iter(settings.accounts.values())).timezone
+    first = (end - timedelta(days=days)).astimezone(tz).date()
+    return first, end.astimezone(tz).date()
+
+
+@dataclass
+class _Cycle:
+    report: CycleReport
+    seconds: float
+    cpu_seconds: float  # this process's: syncd's own work
+    sandbox_cpu_seconds: float | None  # the simulators' and emulator's, when apart
+    by_endpoint: dict[str, int]
+    by_status: dict[str, int]
+
+    @property
+    def requests(self) -> int:
+        return sum(self.by_endpoint.values())
+
+
+def _run_cycle(
+    daemon: Daemon, sandbox: Sandbox, url: str, span: tuple[date, date] | None
+) -> _Cycle:
+    """One cycle (the backfill of ``span``, or a poll), timed and counted by the emulator."""
+    before = crm_counts(url)
+    sandbox_cpu = sandbox.cpu_seconds()
+    cpu, t0 = time.process_time(), time.perf_counter()
+    report = daemon.backfill(*span) if span else daemon.run_cycle()
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu
+    after = sandbox.cpu_seconds()
+    spent = None if after is None or sandbox_cpu is None else after - sandbox_cpu
+    return _Cycle(report, seconds, cpu, spent, *_delta(crm_counts(url), before))
+
+
+def run_bench(spec: BenchSpec, *, in_process: bool = False) -> dict[str, Any]:
+    """Run the whole benchmark and return the figures (see ``tests/perf/README.md``)."""
+    profile = profile_for(spec.target)
+    world = WorldSpec(
+        target=spec.target,
+        messages=spec.messages,
+        callers=spec.callers,
+        days=spec.days,
+        seed=spec.seed,
+        end=datetime.now(UTC),
+        emulator=profile.emulator,
+        naive_emulator=profile.naive_emulator,
+    )
+    sandbox: Sandbox = LocalSandbox(world) if in_process else ChildSandbox(world)
+    try:
+        with fresh_database(spec.database_url) as database_url:
+            return _measure(spec, world, sandbox, database_url)
+    finally:
+        sandbox.close()
+
+
+def _measure(
+    spec: BenchSpec, world: WorldSpec, sandbox: Sandbox, database_url: str
+) -> dict[str, Any]:
+    settings = _settings(sandbox, spec, database_url)
+    span = _backfill_span(settings, world.end, spec.days)
+    url = sandbox.crm_url()
+    rss_at_start = peak_rss_mb()
+
+    daemon = Daemon(settings)
+    daemon.migrate()
+    try:
+        first = _run_cycle(daemon, sandbox, url, span)
+        # Steady state, on the daemon that did the backfill: a long-running daemon is warm
+        # (a Salesforce session, say), so its polls cost only what the new message needs.
+        steady: dict[str, Any] = {}
+        for label, known in (("known_caller", True), ("new_caller", False)):
+            sandbox.add_message(known, datetime.now(UTC))
+            poll = _run_cycle(daemon, sandbox, url, None)
+            delivered = poll.report.targets.get(spec.target)
+            steady[f"{label}_requests"] = poll.requests
+            steady[f"{label}_by_endpoint"] = poll.by_endpoint
+            steady[f"{label}_delivered"] = delivered.done if delivered else 0
+    finally:
+        daemon.close()
+    stats = first.report.targets.get(spec.target)
+
+    # A second `syncd run --backfill` over the same range: a new daemon, the same store.
+    daemon = Daemon(settings)
+    try:
+        rerun = _run_cycle(daemon, sandbox, url, span)
+    finally:
+        daemon.close()
+    peak = peak_rss_mb()
+
+    naive = _naive(spec, settings, sandbox, span) if spec.naive_sample else None
+    seconds = first.seconds
+    result: dict[str, Any] = {
+        "target": spec.target,
+        "messages": spec.messages,
+        "callers": spec.callers,
+        "days": spec.days,
+        "db": make_url(database_url).get_backend_name(),
+        "seed": spec.seed,
+        "rate_limit": dict(profile_for(spec.target).rate_limit),
+        "seconds": round(seconds, 3),
+        "messages_per_second": round(spec.messages / seconds, 1),
+        "crm_requests": first.requests,
+        "requests_per_message": round(first.requests / spec.messages, 4),
+        "cpu_seconds": {
+            "syncd": round(first.cpu_seconds, 2),
+            "sandbox": _round(first.sandbox_cpu_seconds),
+        },
+        "requests_by_endpoint": first.by_endpoint,
+        "responses_by_status": first.by_status,
+        "peak_rss_mb": peak,
+        "rss_at_start_mb": rss_at_start,
+        "delivery": stats.as_dict() if stats else {},
+        "ingest": first.report.ingest.as_dict(),
+        "errors": first.report.errors + first.report.auth_failures,
+        "rerun": {
+            "seconds": round(rerun.seconds, 3),
+            "crm_requests": rerun.requests,
+            "messages_new": rerun.report.ingest.new,
+        },
+        "steady_state": steady,
+    }
+    if naive is not None:
+        result.update(naive)
+    result["checks"] = _checks(result)
+    return result
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _checks(r: Mapping[str, Any]) -> dict[str, bool]:
+    steady = r["steady_state"]
+    return {
+        "requests_per_message": r["requests_per_message"] <= MAX_REQUESTS_PER_MESSAGE,
+        "messages_per_second": (r["messages_per_second"] or 0) >= MIN_MESSAGES_PER_SECOND,
+        "peak_rss_mb": r["peak_rss_mb"] <= MAX_PEAK_RSS_MB,
+        "rerun_requests": r["rerun"]["crm_requests"] == 0,
+        "rerun_seconds": r["rerun"]["seconds"] < r["seconds"] / 10,
+        "known_caller": steady["known_caller_requests"] <= MAX_KNOWN_CALLER_REQUESTS,
+        "new_caller": steady["new_caller_requests"] <= MAX_NEW_CALLER_REQUESTS,
+        "all_delivered": not (r["delivery"].get("dead") or r["delivery"].get("retry")),
+    }
+
+
+# -- the naive baseline ---------------------------------------------------------------------
+def _sample_messages(settings: Settings, span: tuple[date, date], count: int) -> list[Message]:
+    """The first ``count`` messages of the run, fetched from the source as syncd would."""
+    account = next(iter(settings.accounts.values()))
+    found: list[Message] = []
+    with BerkshireClient(account.base_url, account.email, account.token) as client:
+        day = span[0]
+        while day <= span[1] and len(found) < count:
+            found += client.fetch_window(account.name, day, day, account.timezone).messages
+            day += timedelta(days=1)
+    return found[:count]
+
+
+def _naive(
+    spec: BenchSpec, settings: Settings, sandbox: Sandbox, span: tuple[date, date]
+) -> dict[str, Any]:
+    """One lookup with one key, then one plan applied, per message: no cache, no batching."""
+    messages = _sample_messages(settings, span, spec.naive_sample)
+    options, url = sandbox.naive_crm()
+    options.update(profile_for(spec.target).naive_connector)
+    account = next(iter(settings.accounts.values()))
+    target = settings.targets[spec.target]
+    connector: Connector = load_factory(target.type)(
+        TargetContext(name=spec.target, options=options, default_region=account.region)
+    )
+    before = crm_counts(url)
+    try:
+        for number, message in enumerate(messages, start=1):
+            keys = extract_keys(message, account.region)
+            wanted = policy_keys(keys, target.match)[:1]
+            candidates = connector.lookup(wanted) if wanted else {}
+            decision = decide(keys, candidates, target.match)
+            if decision.kind == "review":
+                continue
+            plan = plan_for(number, message, keys, decision, target, caller_key=keys.caller_key)
+            if plan is not None:
+                connector.apply([plan])
+    finally:
+        connector.close()
+    counted, _ = _delta(crm_counts(url), before)
+    sample = len(messages)
+    return {
+        "naive_requests_per_message": round(sum(counted.values()) / sample, 3) if sample else None,
+        "naive_sample": sample,
+        "naive_requests_by_endpoint": counted,
+    }
