@@ -333,6 +333,11 @@ class Daemon:
             if report.ok:
                 m.last_success_timestamp.labels(account=account).set(report.started_at.timestamp())
         m.cycle_duration_seconds.labels(kind=report.kind).observe(report.seconds)
+        for name, connector in self._connectors.items():
+            # Optional: connectors that know their API quota (Salesforce's Sforce-Limit-Info).
+            usage = getattr(connector, "api_usage", None)
+            if isinstance(usage, tuple) and len(usage) == 2:
+                m.set_api_usage(name, int(usage[0]), int(usage[1]))
         try:
             counts = self.store.counts()
         except Exception:  # metrics must never break a cycle
