@@ -20,7 +20,8 @@ def test_cycle_exports_crm_requests_and_salesforce_api_usage(tmp_path: Path) -> 
     assert report.ok, report.errors
     lines = [line for line in text.splitlines() if not line.startswith("#")]
     used = [line for line in lines if line.startswith('syncd_crm_api_usage{kind="used"')]
-    assert used and float(used[0].rsplit(" ", 1)[1]) > 0
+    assert used
+    assert float(used[0].rsplit(" ", 1)[1]) > 0
     assert any(line.startswith('syncd_crm_api_usage{kind="max"') for line in lines)
     requests = [line for line in lines if line.startswith("syncd_crm_requests_total{")]
     assert requests, "connectors must report every request to the daemon's metrics"
