@@ -9,14 +9,11 @@ ground truth is one whose matching is known to be right and only the crashes var
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
-import sys
-from pathlib import Path
-from types import ModuleType
 
+import crash_soak  # tests/perf is on pytest's pythonpath (pyproject)
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -24,22 +21,7 @@ pytestmark = pytest.mark.slow
 WORLD_SEED = 1
 
 
-def _load_soak() -> ModuleType:
-    """The crash soak, whose audit every end-to-end test shares (tests/perf is no package)."""
-    loaded = sys.modules.get("crash_soak")
-    if loaded is not None:
-        return loaded
-    path = Path(__file__).parents[1] / "perf" / "crash_soak.py"
-    spec = importlib.util.spec_from_file_location("crash_soak", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crash_soak"] = module  # before running it: dataclasses look it up
-    spec.loader.exec_module(module)
-    return module
-
-
-SOAK = _load_soak()
+SOAK = crash_soak
 
 
 def test_sigkill_at_random_moments_loses_nothing_and_doubles_nothing() -> None:

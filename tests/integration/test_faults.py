@@ -11,7 +11,6 @@ against it, and the clients' own retry sleeps are cut short by fast-retry target
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sqlite3
 import subprocess
@@ -23,9 +22,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import crash_soak  # tests/perf is on pytest's pythonpath (pyproject)
 import pytest
 from sqlalchemy import event, select
 
@@ -51,22 +50,7 @@ FAST_TARGETS: Mapping[str, Mapping[str, Any]] = {
 }
 
 
-def _load_soak() -> ModuleType:
-    """The crash soak, whose audit every end-to-end test shares (tests/perf is no package)."""
-    loaded = sys.modules.get("crash_soak")
-    if loaded is not None:
-        return loaded
-    path = Path(__file__).parents[1] / "perf" / "crash_soak.py"
-    spec = importlib.util.spec_from_file_location("crash_soak", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crash_soak"] = module  # before running it: dataclasses look it up
-    spec.loader.exec_module(module)
-    return module
-
-
-SOAK = _load_soak()
+SOAK = crash_soak
 
 
 class Clock:

@@ -8,14 +8,11 @@ both claim deliveries (``FOR UPDATE SKIP LOCKED``), so no delivery is worked on 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import crash_soak  # tests/perf is on pytest's pythonpath (pyproject)
 import pytest
 from sqlalchemy import func, select
 
@@ -34,22 +31,7 @@ TARGETS = ("hubspot", "salesforce")
 WORKERS = ("replica-a", "replica-b")
 
 
-def _load_soak() -> ModuleType:
-    """The crash soak, whose audit every end-to-end test shares (tests/perf is no package)."""
-    loaded = sys.modules.get("crash_soak")
-    if loaded is not None:
-        return loaded
-    path = Path(__file__).parents[1] / "perf" / "crash_soak.py"
-    spec = importlib.util.spec_from_file_location("crash_soak", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crash_soak"] = module  # before running it: dataclasses look it up
-    spec.loader.exec_module(module)
-    return module
-
-
-SOAK = _load_soak()
+SOAK = crash_soak
 
 
 @pytest.fixture

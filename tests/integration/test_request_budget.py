@@ -8,14 +8,10 @@ most 2 requests and one from a new caller at most 3. The run is the benchmark's 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
+import benchlib  # tests/perf is on pytest's pythonpath (pyproject)
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))
-import benchlib
 
 from syncd.connector import available
 from syncd.sandbox.crm import emulator_types
