@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from syncd_cli import Result  # tests/lib is on pytest's pythonpath
 
+from syncd.cli import main
 from syncd.store.store import Store
 
 POSTGRES_URL = os.environ.get(
@@ -83,3 +86,27 @@ def store(store_url: str) -> Iterator[Store]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Callable[..., Result]]:
+    """``syncd.cli.main`` in this process, where a subprocess would only add start-up time
+    (SystemExit from argparse becomes the exit code)."""
+    for name in list(os.environ):
+        if name.startswith("SYNCD"):  # an operator's or CI's variables would be config keys
+            monkeypatch.delenv(name)
+    saved = structlog.get_config()
+
+    def call(*args: str) -> Result:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    yield call
+    structlog.configure(**saved)  # main() pointed logging at this test's captured stderr

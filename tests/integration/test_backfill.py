@@ -8,21 +8,16 @@ runs as ``python -m syncd`` (or ``syncd.cli.main`` where a subprocess adds nothi
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import structlog
+from syncd_cli import Result
+from syncd_cli import run_syncd as run_cli
 
 from syncd import progress
-from syncd.cli import main
 from syncd.sandbox.berkshire import BerkshireSimulator
 from syncd.sandbox.http import Request, Response
 from syncd.sandbox.toml import dumps
@@ -34,60 +29,8 @@ DAYS = 30
 TARGETS = ("hubspot", "salesforce")
 
 
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        """The JSON log lines (stderr is not a terminal) whose event is ``name``."""
-        found = []
-        for line in self.err.splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == name:
-                found.append(event)
-        return found
-
-
 def run_syncd(config: Path, *args: str) -> Result:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD")}
-    done = subprocess.run(
-        [sys.executable, "-m", "syncd", *args, "--config", str(config)],
-        cwd=config.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    return Result(done.returncode, done.stdout, done.stderr)
-
-
-@pytest.fixture
-def in_process(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Iterator[Callable[..., Result]]:
-    """``syncd.cli.main`` in this process (SystemExit from argparse becomes the exit code)."""
-    for name in list(os.environ):
-        if name.startswith("SYNCD"):  # CI's SYNCD_REQUIRE_POSTGRES would be a config key
-            monkeypatch.delenv(name)
-    saved = structlog.get_config()
-
-    def call(*args: str) -> Result:
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    yield call
-    structlog.configure(**saved)  # main() pointed logging at this test's captured stderr
+    return run_cli(*args, "--config", str(config), cwd=config.parent)
 
 
 class ListRecorder:

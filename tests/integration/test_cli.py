@@ -8,19 +8,15 @@ loopback, and the test reads the emulators' own server-side counts and the SQLit
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from sqlalchemy import select, update
+from syncd_cli import Result, run_syncd
 
-from syncd.cli import main
 from syncd.models import activity_marker
 from syncd.sandbox.generate import callers_of
 from syncd.sandbox.toml import dumps
@@ -43,73 +39,7 @@ COUNT_KEYS = (
 )
 
 
-def syncd_env(**extra: str) -> dict[str, str]:
-    """This environment without any SYNCD_* variable an operator or CI may have set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD")}
-    env.update(extra)
-    return env
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def output(self) -> str:
-        return self.out + self.err
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        """The JSON log lines (stderr is not a terminal) whose event is ``name``."""
-        found = []
-        for line in self.err.splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == name:
-                found.append(event)
-        return found
-
-    def last_json(self) -> Any:
-        return json.loads(self.out.strip().splitlines()[-1])
-
-
-def run_syncd(*args: str, cwd: Path, env: Mapping[str, str] | None = None) -> Result:
-    done = subprocess.run(
-        [sys.executable, "-m", "syncd", *args],
-        cwd=cwd,
-        env=syncd_env(**(env or {})),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    return Result(done.returncode, done.stdout, done.stderr)
-
-
 InProcess = Callable[..., Result]
-
-
-@pytest.fixture
-def in_process(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Iterator[InProcess]:
-    """``syncd.cli.main`` in this process, where a subprocess would only add start-up time."""
-    for name in list(os.environ):
-        if name.startswith("SYNCD"):  # CI's SYNCD_REQUIRE_POSTGRES would be a config key
-            monkeypatch.delenv(name)
-    saved = structlog.get_config()
-
-    def call(*args: str) -> Result:
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    yield call
-    structlog.configure(**saved)  # main() pointed logging at this test's captured stderr
 
 
 @dataclass
