@@ -73,7 +73,7 @@ def _fold(text: str) -> list[str]:
 
 # Connectors compare every candidate record with every key of a batch: the same few thousand
 # names are folded over and over, so the (pure) normalizers remember their answers.
-_MEMO = 1 << 16
+_MEMO = 4096  # a batch's working set; the bound keeps memory flat as the CRM grows
 
 
 @lru_cache(maxsize=_MEMO)
