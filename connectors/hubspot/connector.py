@@ -45,7 +45,7 @@ class HubSpotConnector:
             clock=clock,
             rng=rng,
         )
-        self._reader = Reader(self._transport, self.options, context.default_region)
+        self._reader = Reader(self._transport, self.options, context.default_region, clock=clock)
         self._writer = Writer(self._transport, self._reader, self.options)
         self._activity_type = "calls" if self.options.activity == "call" else "notes"
 

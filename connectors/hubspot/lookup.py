@@ -10,9 +10,11 @@ apart by E.164 afterwards.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from connectors.hubspot.companies import CompanyDirectory
 from connectors.hubspot.options import HubSpotOptions
 from connectors.hubspot.records import (
     COMPANY_PROPERTIES,
@@ -60,10 +62,23 @@ def _fail(what: str, result: ApiResult) -> RetriableError:
 
 
 class Reader:
-    def __init__(self, transport: Transport, options: HubSpotOptions, region: str) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        options: HubSpotOptions,
+        region: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._t = transport
         self._options = options
         self._region = region
+        self.companies = CompanyDirectory(
+            transport,
+            max_companies=options.company_directory_max,
+            refresh=options.company_directory_refresh,
+            clock=clock,
+        )
         self._contact_props = list(
             dict.fromkeys([*CONTACT_PROPERTIES, *options.contact_fields.values()])
         )
@@ -91,6 +106,11 @@ class Reader:
                 found[key].extend(r for r in records if test(r))
 
         companies = by_kind.get(KeyKind.COMPANY, [])
+        if companies and self.companies.available():
+            listed = self.companies.find(k.value for k in companies)
+            for key in companies:
+                found[key].extend(self.company(o) for o in listed[key.value])
+            return found
         groups = _token_groups("name", companies)
         if groups:
             objs = self.search("companies", groups, COMPANY_PROPERTIES)
@@ -176,7 +196,7 @@ class Reader:
                 for obj in page:
                     seen.setdefault(str(obj.get("id")), obj)
                 fetched += len(page)
-                after = _next_after(result.body)
+                after = result.next_after()
                 if not after or not page:
                     break
                 if fetched >= RESULT_WINDOW:
@@ -262,18 +282,6 @@ def _token_groups(prop: str, keys: Iterable[MatchKey]) -> list[Group]:
 def _longest_word(value: str) -> str:
     words = normalize_company(value).split()
     return max(words, key=len) if words else ""
-
-
-def _next_after(body: Any) -> str | None:
-    if not isinstance(body, Mapping):
-        return None
-    paging = body.get("paging")
-    if not isinstance(paging, Mapping):
-        return None
-    nxt = paging.get("next")
-    if not isinstance(nxt, Mapping) or nxt.get("after") in (None, ""):
-        return None
-    return str(nxt["after"])
 
 
 def _contact_test(key: MatchKey) -> Callable[[CrmRecord], bool]:

@@ -43,6 +43,8 @@ _KNOWN_KEYS = frozenset(
         "search_rate_limit",
         "timeout",
         "in_values_cap",
+        "company_directory_max",
+        "company_directory_refresh",
         "max_retries",
         "backoff_cap",
     }
@@ -73,6 +75,10 @@ class HubSpotOptions:
     timeout: float = 30.0
     # Values per IN filter. HubSpot documents no cap; 100 keeps request bodies modest.
     in_values_cap: int = 100
+    # Companies are listed and matched in memory up to this many (0: always search them), and
+    # listed again after this many seconds. See connectors.hubspot.companies.
+    company_directory_max: int = 5000
+    company_directory_refresh: float = 900.0
     # Attempts after the first for a 429/5xx/network failure, and the longest single wait.
     max_retries: int = 5
     backoff_cap: float = 30.0
@@ -148,6 +154,10 @@ def parse_options(context: TargetContext) -> HubSpotOptions:
         search_rate_limit=_limit(opts, "search_rate_limit", Limit(4, 1.0), key),
         timeout=_number(opts, "timeout", 30.0, key),
         in_values_cap=int(_number(opts, "in_values_cap", 100, key, integer=True)),
+        company_directory_max=int(
+            _number(opts, "company_directory_max", 5000, key, integer=True, allow_zero=True)
+        ),
+        company_directory_refresh=_number(opts, "company_directory_refresh", 900.0, key),
         max_retries=int(_number(opts, "max_retries", 5, key, integer=True, allow_zero=True)),
         backoff_cap=_number(opts, "backoff_cap", 30.0, key),
     )

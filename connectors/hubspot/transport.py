@@ -87,6 +87,14 @@ class ApiResult:
             return [e for e in self.body["errors"] if isinstance(e, dict)]
         return []
 
+    def next_after(self) -> str | None:
+        """The cursor of the next page (``paging.next.after``), None on the last one."""
+        paging = self.body.get("paging") if isinstance(self.body, Mapping) else None
+        nxt = paging.get("next") if isinstance(paging, Mapping) else None
+        if not isinstance(nxt, Mapping) or nxt.get("after") in (None, ""):
+            return None
+        return str(nxt["after"])
+
 
 def _parse_body(raw: bytes | str | None) -> Any:
     if not raw:

@@ -275,6 +275,53 @@ def test_lookup_pages_through_results(emulator: HubSpotEmulator) -> None:
     assert emulator.counts["contacts.search"] == 3  # 200 + 200 + 50
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_company_keys_are_answered_from_the_listed_directory(emulator: HubSpotEmulator) -> None:
+    acme = emulator.seed_company("Acme Plumbing, LLC")
+    for i in range(150):  # two list pages
+        emulator.seed_company(f"Bystander {i} Inc")
+    clock = Clock()
+    context = TargetContext(name=TARGET, options=emulator.connector_options(), observe=Recorder())
+    connector = HubSpotConnector(context, clock=clock)
+    key = MatchKey(KeyKind.COMPANY, "acme plumbing")
+
+    first = connector.lookup([key])
+    again = connector.lookup([MatchKey(KeyKind.COMPANY, "acme plumbing")])
+
+    assert [(r.kind, r.id) for r in first[key] if r.kind == "company"] == [("company", acme)]
+    assert [r.id for r in again[key] if r.kind == "company"] == [acme]
+    assert emulator.counts["companies.list"] == 2  # once, not once per lookup
+    assert emulator.counts["companies.search"] == 0
+
+    initech = emulator.seed_company("Initech")
+    other = MatchKey(KeyKind.COMPANY, "initech")
+    assert [r for r in connector.lookup([other])[other] if r.kind == "company"] == []
+    clock.now += connector.options.company_directory_refresh
+    assert [r.id for r in connector.lookup([other])[other] if r.kind == "company"] == [initech]
+    assert emulator.counts["companies.list"] == 4
+
+
+def test_a_portal_with_too_many_companies_searches_them(emulator: HubSpotEmulator) -> None:
+    acme = emulator.seed_company("Acme Plumbing")
+    for i in range(3):
+        emulator.seed_company(f"Bystander {i}")
+    connector = connect(emulator, company_directory_max=2)
+    key = MatchKey(KeyKind.COMPANY, "acme plumbing")
+
+    for _ in range(2):
+        assert [r.id for r in connector.lookup([key])[key] if r.kind == "company"] == [acme]
+
+    assert emulator.counts["companies.list"] == 1  # it stopped listing at the cap, for good
+    assert emulator.counts["companies.search"] == 2
+
+
 def test_read_returns_present_ids_only(emulator: HubSpotEmulator) -> None:
     alive = emulator.seed_contact(first_name="Al", email="al@example.com", phone="312-555-0100")
     dead = emulator.seed_contact(first_name="Gone")
