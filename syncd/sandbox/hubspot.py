@@ -116,7 +116,6 @@ _CALCULATED: dict[str, tuple[str, ...]] = {
         "hs_searchable_calculated_phone_number",
         "hs_searchable_calculated_mobile_number",
         "hs_calculated_phone_number",
-        "associatedcompanyid",
     ),
 }
 _ALWAYS = ("hs_object_id", "createdate", "lastmodifieddate")
@@ -340,6 +339,12 @@ class HubSpotEmulator(Emulator):
                 defs.update({n: _PropertyDef(n, calculated=True) for n in _ALWAYS})
                 self._properties[object_type] = defs
             self._properties["contacts"]["email"] = _PropertyDef("email", unique=True)
+            # Setting a contact's primary company id links the two, as HubSpot does; a test
+            # turns it read-only to see the connector fall back to the associations API.
+            self.company_id_writable = True
+            self._properties["contacts"]["associatedcompanyid"] = _PropertyDef(
+                "associatedcompanyid"
+            )
             # The custom properties the connector's defaults expect (an operator makes them once).
             self.add_property("contacts", "syncd_key", unique=True)
             for object_type in _ACTIVITY_TYPES:
@@ -560,7 +565,9 @@ class HubSpotEmulator(Emulator):
                         "name": name,
                     }
                 )
-            elif definition.calculated:
+            elif definition.calculated or (
+                name == "associatedcompanyid" and not self.company_id_writable
+            ):
                 problems.append(
                     {
                         "isValid": False,
@@ -572,6 +579,22 @@ class HubSpotEmulator(Emulator):
         if problems:
             raise _Refused(400, f"Property values were not valid: {json.dumps(problems)}")
         return {name: "" if value is None else str(value) for name, value in props.items()}
+
+    def _check_company_id(self, object_type: str, props: Mapping[str, str]) -> None:
+        company = props.get("associatedcompanyid", "")
+        if object_type == "contacts" and company and self._get("companies", company) is None:
+            problem = {
+                "isValid": False,
+                "message": f"{company} is not a valid company id",
+                "error": "INVALID_OBJECT_ID",
+                "name": "associatedcompanyid",
+            }
+            raise _Refused(400, f"Property values were not valid: {json.dumps([problem])}")
+
+    def _link_company_id(self, record: _Record, props: Mapping[str, str]) -> None:
+        company = props.get("associatedcompanyid", "")
+        if record.type == "contacts" and company:
+            self._link(record.id, company, _PRIMARY_COMPANY)
 
     def _check_unique(
         self,
@@ -778,6 +801,7 @@ class HubSpotEmulator(Emulator):
         missing: list[str] = []
         for item in inputs:
             props = self._check_properties(object_type, item.get("properties") or {})
+            self._check_company_id(object_type, props)
             links = self._parse_associations(object_type, item.get("associations") or [], missing)
             prepared.append((props, links))
         if missing:
@@ -792,6 +816,7 @@ class HubSpotEmulator(Emulator):
         results = []
         for props, links in prepared:
             record = self._create(object_type, props)
+            self._link_company_id(record, props)
             for to_id, type_id in links:
                 self._link(record.id, to_id, type_id)
             results.append(record.as_json(record.props))
@@ -843,6 +868,7 @@ class HubSpotEmulator(Emulator):
         prepared = []
         for record_id, item in zip(ids, inputs, strict=True):
             props = self._check_properties(object_type, item.get("properties") or {})
+            self._check_company_id(object_type, props)
             record = self._get(object_type, record_id)
             if record is not None:
                 self._check_unique(
@@ -855,6 +881,7 @@ class HubSpotEmulator(Emulator):
                 missing.append(record_id)
                 continue
             self._update(record, props)
+            self._link_company_id(record, props)
             results.append(record.as_json(record.props))
         if results:
             self._writes += 1
@@ -872,6 +899,7 @@ class HubSpotEmulator(Emulator):
                 raise _Refused(400, "Each upsert input needs idProperty and id")
             self._require_unique(object_type, id_property)
             props = self._check_properties(object_type, item.get("properties") or {})
+            self._check_company_id(object_type, props)
             props[id_property] = value
             record = self._find_unique(object_type, id_property, value)
             merged = {**(record.props if record else {}), **props}
@@ -885,6 +913,7 @@ class HubSpotEmulator(Emulator):
                 record = self._create(object_type, props)
             else:
                 self._update(record, props)
+            self._link_company_id(record, props)
             obj = record.as_json(record.props)
             obj["new"] = is_new
             results.append(obj)
@@ -924,8 +953,10 @@ class HubSpotEmulator(Emulator):
                 404, "Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND"
             )
         props = self._check_properties(object_type, (body or {}).get("properties") or {})
+        self._check_company_id(object_type, props)
         self._check_unique(object_type, {**record.props, **props}, record.id, {}, record.id)
         self._update(record, props)
+        self._link_company_id(record, props)
         self._writes += 1
         return json_response(record.as_json(record.props))
 
