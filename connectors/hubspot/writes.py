@@ -48,6 +48,7 @@ ASSOCIATION_TYPES: Mapping[tuple[str, str], int] = {
     ("contacts", "companies"): 1,  # the primary company
 }
 _OBJECT_TYPES = {"contact": "contacts", "company": "companies"}
+_COMPANY_ID = "associatedcompanyid"
 _EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
 _BODY_PROPERTY = {"notes": "hs_note_body", "calls": "hs_call_body", "tasks": "hs_task_body"}
 
@@ -59,6 +60,7 @@ class _Work(PlanProgress):
     """One plan's progress through the phases; becomes its :class:`Outcome`."""
 
     task_pending: bool = False
+    company_linked: bool = False  # by the contact's own associatedcompanyid
 
     @property
     def finished(self) -> bool:
@@ -72,6 +74,7 @@ class _NewContact:
     key: str
     members: list[_Work]
     properties: dict[str, str]
+    company_id: str | None = None
 
 
 @dataclass
@@ -123,15 +126,22 @@ class Writer:
 
     def __init__(self, transport: Transport, reader: Reader, options: HubSpotOptions) -> None:
         self._t, self._reader, self._options = transport, reader, options
+        # A new contact names its company in ``associatedcompanyid``, which links the two in
+        # the same request; should a portal refuse the property as read-only, links go back
+        # to the associations API for the life of this connector.
+        self.company_id_writable = True
 
     def apply(self, plans: Sequence[Plan]) -> list[Outcome]:
-        return _Run(self._t, self._reader, self._options).apply(plans)
+        return _Run(self, self._t, self._reader, self._options).apply(plans)
 
 
 class _Run:
     """One :meth:`Writer.apply` call."""
 
-    def __init__(self, transport: Transport, reader: Reader, options: HubSpotOptions) -> None:
+    def __init__(
+        self, writer: Writer, transport: Transport, reader: Reader, options: HubSpotOptions
+    ) -> None:
+        self._writer = writer
         self._t = transport
         self._reader = reader
         self._options = options
@@ -192,6 +202,7 @@ class _Run:
             key = work.plan.caller_key or work.marker
             entry = callers.setdefault(key, _NewContact(key, [], {}))
             entry.members.append(work)
+            entry.company_id = entry.company_id or work.plan.company_id
             for prop, value in contact_properties(
                 work.plan.fields, self._options.contact_fields
             ).items():
@@ -203,6 +214,8 @@ class _Run:
                 entry.properties["email"] = entry.properties["email"].strip().lower()
             if self._options.caller_key_property:
                 entry.properties[self._options.caller_key_property] = entry.key
+            if entry.company_id and self._writer.company_id_writable:
+                entry.properties[_COMPANY_ID] = entry.company_id
         for chunk in _chunks(entries):
             self._isolate(chunk, self._send_contacts, self._contact_refused)
 
@@ -223,6 +236,15 @@ class _Run:
                 "contacts.batch_create", self._t.objects_batch.create, "contacts", body
             )
         if not result.ok:
+            if result.status == 400 and _COMPANY_ID in result.message:
+                linked = [e for e in chunk if e.properties.pop(_COMPANY_ID, None)]
+                if linked:
+                    # A company gone since it was listed, or a portal where the property is
+                    # read-only: send the contacts unlinked; the associations API links what
+                    # still exists and reports the rest gone.
+                    if "READ_ONLY_VALUE" in result.message:
+                        self._writer.company_id_writable = False
+                    return self._send_contacts(chunk)
             return result
         self._wrote = True
         results = result.results()
@@ -247,6 +269,9 @@ class _Run:
             for work in entry.members:
                 work.record_id, work.record_kind = str(made.get("id")), "contact"
                 work.created, work.updated = is_new, not is_new
+                work.company_linked = (
+                    _COMPANY_ID in entry.properties and work.plan.company_id == entry.company_id
+                )
         return None
 
     def _contact_refused(self, entry: _NewContact, result: ApiResult) -> None:
@@ -261,7 +286,12 @@ class _Run:
     def _associate_companies(self, works: list[_Work]) -> None:
         pairs: dict[tuple[str, str], list[_Work]] = {}
         for work in works:
-            if not work.failed and work.record_id and work.plan.company_id:
+            if (
+                not work.failed
+                and work.record_id
+                and work.plan.company_id
+                and not work.company_linked
+            ):
                 pairs.setdefault((work.record_id, work.plan.company_id), []).append(work)
         type_id = ASSOCIATION_TYPES[("contacts", "companies")]
         for chunk in _chunks(list(pairs)):

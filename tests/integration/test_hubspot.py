@@ -396,6 +396,43 @@ def test_new_contact_is_associated_to_its_company(emulator: HubSpotEmulator) -> 
     assert outcome.ok
     assert emulator.associated(outcome.record_id or "", "companies") == [company]
     assert emulator.contacts()[0].company_id == company
+    # Linked by the contact's own associatedcompanyid, in the upsert.
+    assert emulator.counts["contacts.batch_upsert"] == 1
+    assert emulator.counts["associations.batch_create"] == 0
+
+
+def test_a_company_deleted_since_listing_is_reported_gone_not_failed(
+    emulator: HubSpotEmulator,
+) -> None:
+    alive = emulator.seed_company("Acme")
+    gone = emulator.seed_company("Globex")
+    emulator.delete_record(gone)
+    outcomes = connect(emulator).apply(
+        [
+            plan(1, caller_key="a", fields={"company": "Acme"}, company_id=alive),
+            plan(2, caller_key="g", fields={"company": "Globex"}, company_id=gone),
+        ]
+    )
+    assert [o.ok for o in outcomes] == [True, True]
+    assert outcomes[1].gone == (gone,)
+    contacts = {c.id: c.company_id for c in emulator.contacts()}
+    assert contacts == {outcomes[0].record_id: alive, outcomes[1].record_id: None}
+
+
+def test_a_read_only_company_id_falls_back_to_the_associations_api(
+    emulator: HubSpotEmulator,
+) -> None:
+    emulator.company_id_writable = False
+    company = emulator.seed_company("Acme")
+    connector = connect(emulator)
+    for n in (1, 2):
+        outcome = connector.apply(
+            [plan(n, caller_key=f"c{n}", fields={"company": "Acme"}, company_id=company)]
+        )[0]
+        assert outcome.ok
+        assert emulator.associated(outcome.record_id or "", "companies") == [company]
+    assert emulator.statuses[400] == 1  # refused once; the connector remembers
+    assert emulator.counts["associations.batch_create"] == 2
 
 
 def test_an_email_that_exists_already_logs_on_that_contact(emulator: HubSpotEmulator) -> None:

@@ -38,27 +38,7 @@ def test_every_message_is_delivered(run: dict[str, Any]) -> None:
     assert delivery["activities_logged"] == delivery["done"]
 
 
-# Known shortfalls, measured and left open (issue 8): HubSpot's search API is per object
-# type, so a new caller who names a company costs a contacts search AND a companies search
-# before the upsert and the note (4), and at 500 messages those company searches put the
-# ratio just over 0.05 (0.052). The structural one is strict: the day it passes, its marker
-# must go; the ratio sits on the line, so it is not.
-KNOWN_SHORT = {
-    ("backfill", "hubspot"): ("companies.search adds ~0.01 req/msg at 500 messages", False),
-    ("new_caller", "hubspot"): ("contacts.search + companies.search + upsert + note = 4", True),
-}
-
-
-def _known_short(request: pytest.FixtureRequest, run: dict[str, Any], what: str) -> None:
-    known = KNOWN_SHORT.get((what, run["target"]))
-    if known:
-        request.applymarker(pytest.mark.xfail(strict=known[1], reason=known[0]))
-
-
-def test_backfill_stays_within_the_request_budget(
-    run: dict[str, Any], request: pytest.FixtureRequest
-) -> None:
-    _known_short(request, run, "backfill")
+def test_backfill_stays_within_the_request_budget(run: dict[str, Any]) -> None:
     assert run["requests_per_message"] <= benchlib.MAX_REQUESTS_PER_MESSAGE, run[
         "requests_by_endpoint"
     ]
@@ -81,10 +61,7 @@ def test_known_caller_costs_at_most_two_requests(run: dict[str, Any]) -> None:
     ]
 
 
-def test_new_caller_costs_at_most_three_requests(
-    run: dict[str, Any], request: pytest.FixtureRequest
-) -> None:
-    _known_short(request, run, "new_caller")
+def test_new_caller_costs_at_most_three_requests(run: dict[str, Any]) -> None:
     steady = run["steady_state"]
     assert steady["new_caller_delivered"] == 1
     assert steady["new_caller_requests"] <= benchlib.MAX_NEW_CALLER_REQUESTS, steady[

@@ -73,6 +73,9 @@ class SoakOptions:
     # Search lag on every CRM emulator: a contact created just before a kill is invisible to
     # the lookup that follows the restart, as in the real CRMs.
     search_lag: float = 0.0
+    # Each CRM answer takes this long, so deliveries outlast a life and kills land mid-batch
+    # however few requests a batch needs.
+    crm_delay: float = 0.05
     targets: tuple[str, ...] = TARGETS
     max_once_runs: int = 40
 
@@ -298,6 +301,7 @@ def run_soak(options: SoakOptions, say: Callable[[str], None] = print) -> dict[s
     ):
         for emulator in world.emulators.values():
             emulator.search_lag = options.search_lag
+            emulator.faults.delay = options.crm_delay
         pre = {name: {c.id for c in emu.contacts()} for name, emu in world.emulators.items()}
         database_url = f"sqlite:///{Path(tmp) / 'state.db'}"
         config = Path(tmp) / "syncd.toml"
