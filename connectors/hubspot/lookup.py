@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from connectors.hubspot.colleagues import ColleagueMemo
 from connectors.hubspot.companies import CompanyDirectory
 from connectors.hubspot.options import HubSpotOptions
 from connectors.hubspot.records import (
@@ -73,6 +74,10 @@ class Reader:
         self._t = transport
         self._options = options
         self._region = region
+        self._clock = clock
+        self.colleagues = ColleagueMemo(
+            ttl=options.colleague_memo_ttl, max_contacts=options.colleague_memo_max, clock=clock
+        )
         self.companies = CompanyDirectory(
             transport,
             max_companies=options.company_directory_max,
@@ -97,15 +102,33 @@ class Reader:
         for key in found:
             by_kind.setdefault(key.kind, []).append(key)
 
-        contact_groups = self._contact_groups(by_kind)
+        # Company words answered within the memo's ttl are not searched again.
+        companies = by_kind.get(KeyKind.COMPANY, [])
+        words = {key: _longest_word(key.value) for key in companies}
+        remembered: dict[str, list[dict[str, Any]]] = {}
+        for word in set(words.values()) - {""}:
+            held = self.colleagues.get(word)
+            if held is not None:
+                remembered[word] = held
+        searched = [key for key in companies if words[key] and words[key] not in remembered]
+        contact_groups = self._contact_groups(by_kind, searched)
         if contact_groups:
-            contacts = self.search("contacts", contact_groups, self._contact_props)
+            started = self._clock()
+            contacts, complete = self._search("contacts", contact_groups, self._contact_props)
+            for word in {words[key] for key in searched} if complete else ():
+                self.colleagues.put(word, started, contacts)
             records = [self.contact(obj) for obj in contacts]
             for key in found:
                 test = _contact_test(key)
                 found[key].extend(r for r in records if test(r))
+        for key in companies:
+            wanted = key.value
+            found[key].extend(
+                self.contact(obj)
+                for obj in remembered.get(words[key], ())
+                if normalize_company(_company_of(obj)) == normalize_company(wanted)
+            )
 
-        companies = by_kind.get(KeyKind.COMPANY, [])
         if companies and self.companies.available():
             listed = self.companies.find(k.value for k in companies)
             for key in companies:
@@ -120,7 +143,9 @@ class Reader:
                 found[key].extend(r for r in records if test(r))
         return found
 
-    def _contact_groups(self, by_kind: Mapping[KeyKind, list[MatchKey]]) -> list[Group]:
+    def _contact_groups(
+        self, by_kind: Mapping[KeyKind, list[MatchKey]], companies: Sequence[MatchKey]
+    ) -> list[Group]:
         cap = self._options.in_values_cap
         groups: list[Group] = []
         phones = [k.value for k in by_kind.get(KeyKind.PHONE, [])]
@@ -145,7 +170,7 @@ class Reader:
         # Values are sent lowercased so the match does not depend on how HubSpot folds case.
         emails = [k.value.casefold() for k in by_kind.get(KeyKind.EMAIL, [])]
         groups += in_groups("email", emails, cap)
-        groups += _token_groups("company", by_kind.get(KeyKind.COMPANY, []))
+        groups += _token_groups("company", companies)
         names = [_casefold(k.value) for k in by_kind.get(KeyKind.NAME, [])]
         for start in range(0, len(names), cap):
             # firstname IN (...) AND lastname IN (...) is a superset of the pairs we want;
@@ -177,6 +202,13 @@ class Reader:
         self, object_type: str, groups: Sequence[Group], properties: Sequence[str]
     ) -> list[dict[str, Any]]:
         """Every record matching any group, each once, following ``paging.next.after``."""
+        return self._search(object_type, groups, properties)[0]
+
+    def _search(
+        self, object_type: str, groups: Sequence[Group], properties: Sequence[str]
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """:meth:`search`, and whether every match was read (False past RESULT_WINDOW)."""
+        complete = True
         seen: dict[str, dict[str, Any]] = {}
         for request_groups in pack(groups):
             after: str | None = None
@@ -205,8 +237,9 @@ class Reader:
                         object_type,
                         RESULT_WINDOW,
                     )
+                    complete = False
                     break
-        return list(seen.values())
+        return list(seen.values()), complete
 
     # -- read ------------------------------------------------------------------------------
     def read(self, kind: str, ids: Sequence[str]) -> dict[str, CrmRecord]:
@@ -277,6 +310,11 @@ def _token_groups(prop: str, keys: Iterable[MatchKey]) -> list[Group]:
                 Group(({"propertyName": prop, "operator": "CONTAINS_TOKEN", "value": word},))
             )
     return groups
+
+
+def _company_of(obj: Mapping[str, Any]) -> str:
+    props = obj.get("properties")
+    return str(props.get("company") or "") if isinstance(props, Mapping) else ""
 
 
 def _longest_word(value: str) -> str:

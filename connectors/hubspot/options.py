@@ -45,6 +45,7 @@ _KNOWN_KEYS = frozenset(
         "in_values_cap",
         "company_directory_max",
         "company_directory_refresh",
+        "colleague_memo_ttl",
         "max_retries",
         "backoff_cap",
     }
@@ -79,6 +80,10 @@ class HubSpotOptions:
     # listed again after this many seconds. See connectors.hubspot.companies.
     company_directory_max: int = 5000
     company_directory_refresh: float = 900.0
+    # A company word's contacts are searched again after this many seconds (0: every
+    # lookup). See connectors.hubspot.colleagues.
+    colleague_memo_ttl: float = 120.0
+    colleague_memo_max: int = 20_000
     # Attempts after the first for a 429/5xx/network failure, and the longest single wait.
     max_retries: int = 5
     backoff_cap: float = 30.0
@@ -158,6 +163,7 @@ def parse_options(context: TargetContext) -> HubSpotOptions:
             _number(opts, "company_directory_max", 5000, key, integer=True, allow_zero=True)
         ),
         company_directory_refresh=_number(opts, "company_directory_refresh", 900.0, key),
+        colleague_memo_ttl=_number(opts, "colleague_memo_ttl", 120.0, key, allow_zero=True),
         max_retries=int(_number(opts, "max_retries", 5, key, integer=True, allow_zero=True)),
         backoff_cap=_number(opts, "backoff_cap", 30.0, key),
     )

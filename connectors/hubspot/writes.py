@@ -248,6 +248,7 @@ class _Run:
             return result
         self._wrote = True
         results = result.results()
+        self._reader.colleagues.note_written(results)
         matched: dict[int, dict[str, Any]] = {}
         if key_prop:
             index = {e.key: i for i, e in enumerate(chunk)}
@@ -365,6 +366,8 @@ class _Run:
         if not result.ok:
             return result
         self._wrote = True
+        if object_type == "contacts":
+            self._reader.colleagues.note_written(result.results())
         updated = {str(obj.get("id")) for obj in result.results()}
         missing: set[str] = set()
         for error in result.errors():

@@ -322,6 +322,31 @@ def test_a_portal_with_too_many_companies_searches_them(emulator: HubSpotEmulato
     assert emulator.counts["companies.search"] == 2
 
 
+def test_a_company_word_is_searched_once_and_own_creates_join_it(
+    emulator: HubSpotEmulator,
+) -> None:
+    emulator.search_lag = 30.0  # nothing written from here on shows in search
+    emulator.seed_contact(
+        first_name="Sam", last_name="Hill", company="Acme Plumbing"
+    )  # seen at once
+    clock = Clock()
+    context = TargetContext(name=TARGET, options=emulator.connector_options(), observe=Recorder())
+    connector = HubSpotConnector(context, clock=clock)
+    key = MatchKey(KeyKind.COMPANY, "acme plumbing")
+
+    assert [r.first_name for r in connector.lookup([key])[key]] == ["Sam"]
+    connector.apply(
+        [plan(1, caller_key="k", fields={"first_name": "Jo", "company": "Acme Plumbing"})]
+    )
+    again = connector.lookup([key])[key]
+
+    assert sorted(r.first_name for r in again) == ["Jo", "Sam"]  # Jo despite the index lag
+    assert emulator.counts["contacts.search"] == 1
+    clock.now += connector.options.colleague_memo_ttl
+    connector.lookup([key])
+    assert emulator.counts["contacts.search"] == 2
+
+
 def test_read_returns_present_ids_only(emulator: HubSpotEmulator) -> None:
     alive = emulator.seed_contact(first_name="Al", email="al@example.com", phone="312-555-0100")
     dead = emulator.seed_contact(first_name="Gone")

@@ -1,0 +1,118 @@
+"""The contacts at a company word, remembered for a short while.
+
+The company-and-name rule needs "every contact whose company reads like the caller's". HubSpot
+finds them with one ``company CONTAINS_TOKEN <word>`` filter group per company, five groups a
+search, under the ~5 searches/s limit, and a backfill asks about the same words batch after
+batch: at 10,000 messages those groups were most of the searches. A search for a word returns
+*every* contact carrying it, so its answer stays complete until someone writes a contact:
+
+* syncd's own writes are folded in as they are made (:meth:`ColleagueMemo.note_written`), so a
+  contact created in one batch is a candidate in the next;
+* anyone else's are seen once the word's answer is ``ttl`` seconds old and it is searched
+  again. HubSpot's search index already hides a new contact for a while after it is written,
+  so the rule has that blind spot anyway; ``ttl`` bounds how much longer it gets.
+
+Bounded by ``max_contacts`` remembered in all (oldest words dropped first) so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from syncd.match.names import normalize_company
+
+__all__ = ["ColleagueMemo", "company_words"]
+
+
+def company_words(obj: Mapping[str, Any]) -> set[str]:
+    """The words of a contact object's company, as company keys are normalized."""
+    props = obj.get("properties")
+    company = props.get("company") if isinstance(props, Mapping) else None
+    return set(normalize_company(str(company or "")).split())
+
+
+class ColleagueMemo:
+    """Company word -> the contact objects carrying it (by id). Thread-safe."""
+
+    def __init__(self, *, ttl: float, max_contacts: int, clock: Callable[[], float]) -> None:
+        self._ttl = ttl
+        self._max = max_contacts
+        self._clock = clock
+        self._lock = threading.Lock()
+        # word -> (searched at, {contact id: object}); oldest first
+        self._words: OrderedDict[str, tuple[float, dict[str, dict[str, Any]]]] = OrderedDict()
+        self._size = 0
+        # syncd's own writes of the last ``ttl`` seconds: a search may not show them yet
+        # (index lag), so a word searched now still gets them.
+        self._recent: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+
+    def get(self, word: str) -> list[dict[str, Any]] | None:
+        """The contacts carrying ``word``, or None when it must be searched (again)."""
+        if self._ttl <= 0:
+            return None
+        with self._lock:
+            held = self._words.get(word)
+            if held is None:
+                return None
+            if self._clock() - held[0] >= self._ttl:
+                self._drop(word)
+                return None
+            return list(held[1].values())
+
+    def put(self, word: str, searched_at: float, objs: Iterable[Mapping[str, Any]]) -> None:
+        """What a complete search for ``word`` that started at ``searched_at`` returned."""
+        if self._ttl <= 0:
+            return
+        contacts = {str(o.get("id")): dict(o) for o in objs if word in company_words(o)}
+        with self._lock:
+            self._prune_recent()
+            for contact_id, (_, obj) in self._recent.items():
+                if contact_id not in contacts and word in company_words(obj):
+                    contacts[contact_id] = dict(obj)
+            self._drop(word)
+            self._words[word] = (searched_at, contacts)
+            self._size += len(contacts)
+            while self._size > self._max and self._words:
+                self._drop(next(iter(self._words)))
+
+    def note_written(self, objs: Iterable[Mapping[str, Any]]) -> None:
+        """Contacts syncd just created or updated (objects as HubSpot answered the write)."""
+        if self._ttl <= 0:
+            return
+        with self._lock:
+            for obj in objs:
+                contact_id = str(obj.get("id"))
+                written = obj.get("properties")
+                if not isinstance(written, Mapping):
+                    continue
+                for _, contacts in self._words.values():
+                    held = contacts.get(contact_id)
+                    if held is not None:  # an update may carry only the properties it set
+                        merged = {**(held.get("properties") or {}), **written}
+                        contacts[contact_id] = {**held, **obj, "properties": merged}
+                if not {"firstname", "lastname"} & written.keys():
+                    continue  # not enough of a contact to match a name against
+                self._recent.pop(contact_id, None)
+                self._recent[contact_id] = (self._clock(), dict(obj))
+                words = company_words(obj)
+                for word in words & self._words.keys():
+                    contacts = self._words[word][1]
+                    if contact_id not in contacts:
+                        contacts[contact_id] = dict(obj)
+                        self._size += 1
+            self._prune_recent()
+
+    def _prune_recent(self) -> None:
+        horizon = self._clock() - self._ttl
+        while self._recent and (
+            next(iter(self._recent.values()))[0] < horizon or len(self._recent) > self._max
+        ):
+            self._recent.popitem(last=False)
+
+    def _drop(self, word: str) -> None:
+        held = self._words.pop(word, None)
+        if held is not None:
+            self._size -= len(held[1])

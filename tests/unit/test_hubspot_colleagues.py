@@ -1,0 +1,75 @@
+"""The HubSpot connector's memo of contacts by company word (pure: no HTTP)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.hubspot.colleagues import ColleagueMemo
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def contact(cid: str, company: str, first: str = "Pat", **extra: str) -> dict[str, Any]:
+    return {"id": cid, "properties": {"firstname": first, "company": company, **extra}}
+
+
+def ids(objs: list[dict[str, Any]] | None) -> set[str]:
+    assert objs is not None
+    return {o["id"] for o in objs}
+
+
+def test_a_searched_word_keeps_only_contacts_carrying_it_until_the_ttl() -> None:
+    clock = Clock()
+    memo = ColleagueMemo(ttl=60, max_contacts=100, clock=clock)
+    assert memo.get("plumbing") is None
+    memo.put("plumbing", clock(), [contact("1", "Acme Plumbing LLC"), contact("2", "Globex")])
+    assert ids(memo.get("plumbing")) == {"1"}
+    clock.now += 59
+    assert ids(memo.get("plumbing")) == {"1"}
+    clock.now += 1
+    assert memo.get("plumbing") is None
+
+
+def test_own_writes_join_the_words_they_carry_and_updates_merge() -> None:
+    clock = Clock()
+    memo = ColleagueMemo(ttl=60, max_contacts=100, clock=clock)
+    memo.put("plumbing", clock(), [contact("1", "Acme Plumbing")])
+    memo.note_written([contact("2", "Best Plumbing Inc", first="Sam"), contact("3", "Initech")])
+    memo.note_written([{"id": "1", "properties": {"phone": "+13125550100"}}])  # an update
+    held = {o["id"]: o["properties"] for o in memo.get("plumbing") or []}
+    assert set(held) == {"1", "2"}
+    assert held["1"] == {"firstname": "Pat", "company": "Acme Plumbing", "phone": "+13125550100"}
+
+
+def test_a_word_searched_after_an_own_write_still_gets_it_despite_index_lag() -> None:
+    clock = Clock()
+    memo = ColleagueMemo(ttl=60, max_contacts=100, clock=clock)
+    memo.note_written([contact("9", "Acme Plumbing")])
+    memo.put("plumbing", clock(), [])  # the search did not show it yet
+    assert ids(memo.get("plumbing")) == {"9"}
+    clock.now += 61
+    memo.put("plumbing", clock(), [])  # older than the ttl: the search must show it by now
+    assert ids(memo.get("plumbing")) == set()
+
+
+def test_memory_is_bounded_oldest_word_first() -> None:
+    clock = Clock()
+    memo = ColleagueMemo(ttl=60, max_contacts=3, clock=clock)
+    memo.put("alpha", clock(), [contact("1", "Alpha"), contact("2", "Alpha Co")])
+    memo.put("beta", clock(), [contact("3", "Beta"), contact("4", "Beta Co")])
+    assert memo.get("alpha") is None
+    assert ids(memo.get("beta")) == {"3", "4"}
+
+
+def test_a_zero_ttl_remembers_nothing() -> None:
+    clock = Clock()
+    memo = ColleagueMemo(ttl=0, max_contacts=100, clock=clock)
+    memo.put("plumbing", clock(), [contact("1", "Acme Plumbing")])
+    memo.note_written([contact("2", "Best Plumbing")])
+    assert memo.get("plumbing") is None
