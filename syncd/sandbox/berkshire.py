@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hmac
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, Literal
@@ -65,6 +66,12 @@ class BerkshireSimulator(Emulator):
         self.callers: list[Caller] = []  # set by generated(), for tests' ground truth
         self._messages: dict[str, dict[str, object]] = {}
         self._local_dates: dict[str, date | None] = {}
+        # A date range is answered from these, not by testing every message: ids by local day,
+        # the days holding any (sorted), and each id's place in ``_messages`` (answers keep it).
+        self._by_day: dict[date, set[str]] = {}
+        self._days: list[date] = []
+        self._position: dict[str, int] = {}
+        self._full_scan = False  # tests: answer by testing every message, as a reference
         self.add_messages(messages)
         self.route("GET", r"/v2/messages/?", "list", self._list)
         self.route("GET", r"/v2/messages/(?P<id>[^/]+)", "detail", self._detail)
@@ -109,7 +116,8 @@ class BerkshireSimulator(Emulator):
                 if message_id is None:
                     raise ValueError("a stored message needs a message id; use extra_items")
                 self._messages[message_id] = copy.deepcopy(dict(item))
-                self._local_dates[message_id] = _local_date(item, self.tz)
+                self._position.setdefault(message_id, len(self._position))
+                self._place(message_id, _local_date(item, self.tz))
 
     def update_message(self, message_id: str, **changes: object) -> None:
         """Change fields of a stored message, as agents do after the call.
@@ -119,7 +127,7 @@ class BerkshireSimulator(Emulator):
             by_key = {normalize_key(k): k for k in message}
             for name, value in changes.items():
                 message[by_key.get(normalize_key(name), name.replace("_", " "))] = value
-            self._local_dates[message_id] = _local_date(message, self.tz)
+            self._place(message_id, _local_date(message, self.tz))
 
     def reset(self) -> None:
         """Forget messages and extra items, clear faults and counts; the knobs stay.
@@ -127,6 +135,9 @@ class BerkshireSimulator(Emulator):
         with self.lock:
             self._messages.clear()
             self._local_dates.clear()
+            self._by_day.clear()
+            self._days.clear()
+            self._position.clear()
             self.extra_items = []
             self.faults.clear()
             self.faults.injected.clear()
@@ -141,7 +152,40 @@ class BerkshireSimulator(Emulator):
     def count_between(self, start: date, end: date) -> int:
         """How many messages fall on local days ``start``..``end`` (inclusive)."""
         with self.lock:
-            return sum(1 for day in self._local_dates.values() if day and start <= day <= end)
+            if self._full_scan:
+                return sum(1 for day in self._local_dates.values() if day and start <= day <= end)
+            return sum(len(self._by_day[day]) for day in self._days_between(start, end))
+
+    def _place(self, message_id: str, day: date | None) -> None:
+        """Record ``message_id``'s local day, moving it between the by-day sets."""
+        old = self._local_dates.get(message_id)
+        if old is not None and old != day:
+            held = self._by_day[old]
+            held.discard(message_id)
+            if not held:
+                del self._by_day[old]
+                del self._days[bisect_left(self._days, old)]
+        self._local_dates[message_id] = day
+        if day is not None:
+            if day not in self._by_day:
+                self._by_day[day] = set()
+                insort(self._days, day)
+            self._by_day[day].add(message_id)
+
+    def _days_between(self, start: date | None, end: date | None) -> list[date]:
+        """The days holding messages within ``start``..``end`` (inclusive; None: open)."""
+        low = 0 if start is None else bisect_left(self._days, start)
+        high = len(self._days) if end is None else bisect_right(self._days, end)
+        return self._days[low:high]
+
+    def _ids_between(self, start: date | None, end: date | None) -> list[str]:
+        """Ids of the messages a list for ``start``..``end`` answers, in ``_messages`` order."""
+        if self._full_scan:
+            return [i for i, day in self._local_dates.items() if _within(day, start, end)]
+        if start is None and end is None:
+            return list(self._messages)  # undated messages too
+        ids = [i for day in self._days_between(start, end) for i in self._by_day[day]]
+        return sorted(ids, key=self._position.__getitem__)
 
     # -- HTTP ---------------------------------------------------------------------------------
     def _list(self, request: Request) -> Response:
@@ -154,9 +198,8 @@ class BerkshireSimulator(Emulator):
             return _failure("Invalid date format, expected MM-DD-YYYY", 400)
         with self.lock:
             items: list[object] = [
-                self._render(message, summary=self.summary_only)
-                for message_id, message in self._messages.items()
-                if _within(self._local_dates[message_id], start, end)
+                self._render(self._messages[message_id], summary=self.summary_only)
+                for message_id in self._ids_between(start, end)
             ]
             items.extend(copy.deepcopy(self.extra_items))
         return json_response(self._wrap(items))
