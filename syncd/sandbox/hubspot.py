@@ -27,7 +27,7 @@ import time
 import unicodedata
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -300,6 +300,15 @@ class HubSpotEmulator(Emulator):
         self._unique: dict[tuple[str, str], dict[str, str]] = {}
         self._unique_of: dict[str, dict[tuple[str, str], str]] = {}  # the reverse
         self._properties: dict[str, dict[str, _PropertyDef]] = {}
+        self._by_type: dict[str, dict[str, _Record]] = {t: {} for t in OBJECT_TYPES}
+        # Search narrows its candidates with postings: (kind, object type, property) -> term ->
+        # ids of the records any of whose kept snapshots holds the term ("value": the folded
+        # value EQ and IN compare; "token": a folded CONTAINS_TOKEN token). A superset of what
+        # search may see under lag; the filters then test each candidate as before. Built on
+        # the first search that can use them, kept in step by every write after that.
+        self._postings: dict[tuple[str, str, str], dict[str, set[str]]] = {}
+        self._posted: dict[str, dict[tuple[str, str, str], set[str]]] = {}  # id -> terms held
+        self._full_scan = False  # tests: search by testing every record, as a reference
         self.reset()
         self._register_routes()
 
@@ -325,6 +334,10 @@ class HubSpotEmulator(Emulator):
             self._general = _Window(*rate_limit) if rate_limit else None
             self._search = _Window(*search_rate_limit) if search_rate_limit else None
             self._records.clear()
+            for by_id in self._by_type.values():
+                by_id.clear()
+            self._postings.clear()
+            self._posted.clear()
             self._links.clear()
             self._unique.clear()
             self._unique_of.clear()
@@ -531,6 +544,7 @@ class HubSpotEmulator(Emulator):
     def _store(self, record: _Record, *, lag: float | None = None) -> None:
         self._derive(record)
         self._records[record.id] = record
+        self._by_type[record.type][record.id] = record
         self._reindex(record)
         visible_at = time.monotonic() + (self.search_lag if lag is None else lag)
         if lag is not None and lag <= 0:
@@ -540,6 +554,88 @@ class HubSpotEmulator(Emulator):
         now = time.monotonic()
         while len(record.index) > 1 and record.index[1][0] <= now:
             record.index.pop(0)
+        for key, postings in self._postings.items():
+            if key[1] == record.type:
+                self._post(record, key, postings)
+
+    def _post(
+        self, record: _Record, key: tuple[str, str, str], postings: dict[str, set[str]]
+    ) -> None:
+        """Put ``record`` under the terms its kept snapshots hold now, and under no other."""
+        kind, _, prop = key
+        values = [snap.get(prop) or "" for _, snap in record.index]
+        terms = _terms(kind, values)
+        held = self._posted.setdefault(record.id, {})
+        old = held.get(key, set())
+        for term in old - terms:
+            ids = postings[term]
+            ids.discard(record.id)
+            if not ids:
+                del postings[term]
+        for term in terms - old:
+            postings.setdefault(term, set()).add(record.id)
+        if terms:
+            held[key] = terms
+        else:
+            held.pop(key, None)
+
+    def _unpost(self, record_id: str) -> None:
+        for key, terms in self._posted.pop(record_id, {}).items():
+            postings = self._postings[key]
+            for term in terms:
+                ids = postings[term]
+                ids.discard(record_id)
+                if not ids:
+                    del postings[term]
+
+    def _postings_for(self, kind: str, object_type: str, prop: str) -> dict[str, set[str]]:
+        key = (kind, object_type, prop)
+        postings = self._postings.get(key)
+        if postings is None:
+            postings = self._postings[key] = {}
+            for record in self._by_type[object_type].values():
+                self._post(record, key, postings)
+        return postings
+
+    def _candidates(self, object_type: str, groups: Sequence[Mapping[str, Any]]) -> set[str] | None:
+        """Ids of the records that may pass some filter group; None when any record may.
+
+        A group is narrowed by its most selective EQ, IN or CONTAINS_TOKEN filter; a group
+        with none of them (NEQ, GT, NOT_HAS_PROPERTY...) leaves the whole type to test."""
+        if self._full_scan or not groups:
+            return None
+        found: set[str] = set()
+        for group in groups:
+            narrowest: set[str] | None = None
+            for flt in group["filters"]:
+                ids = self._narrow(object_type, flt)
+                if ids is not None and (narrowest is None or len(ids) < len(narrowest)):
+                    narrowest = ids
+            if narrowest is None:
+                return None
+            found |= narrowest
+        return found
+
+    def _narrow(self, object_type: str, flt: Mapping[str, Any]) -> set[str] | None:
+        """A superset of the ids whose snapshots pass ``flt``, folded as ``_compile`` folds."""
+        operator = flt.get("operator", "EQ")
+        prop = str(flt["propertyName"])
+        if operator == "CONTAINS_TOKEN":
+            pattern = _fold_token(str(flt.get("value", "")).casefold())
+            postings = self._postings_for("token", object_type, prop)
+            if any(ch in pattern for ch in "*?["):  # a wildcard: match the vocabulary
+                wanted = {t for t in postings if fnmatchcase(t, pattern)}
+            else:
+                wanted = {pattern}
+        elif operator == "EQ":
+            wanted = {str(flt.get("value", "")).casefold()}
+            postings = self._postings_for("value", object_type, prop)
+        elif operator == "IN":
+            wanted = {str(v).casefold() for v in flt.get("values") or []}
+            postings = self._postings_for("value", object_type, prop)
+        else:
+            return None
+        return set().union(*(postings.get(term, ()) for term in wanted))
 
     def _link(self, from_id: str, to_id: str, type_id: int) -> None:
         inverse = _ASSOCIATIONS[type_id][2]
@@ -726,9 +822,10 @@ class HubSpotEmulator(Emulator):
         compiled = [[_compile(f) for f in g["filters"]] for g in groups]
         now = time.monotonic()
         matches: list[tuple[_Record, dict[str, str]]] = []
-        for record in self._records.values():
-            if record.type != object_type:
-                continue
+        of_type = self._by_type[object_type]
+        candidates = self._candidates(object_type, groups)
+        pool = of_type.values() if candidates is None else [of_type[i] for i in candidates]
+        for record in pool:
             snapshot = record.searchable(now)
             if snapshot is None:
                 continue
@@ -927,9 +1024,7 @@ class HubSpotEmulator(Emulator):
             after = int(request.arg("after", "0") or 0)
         except ValueError:
             raise _Refused(400, "limit and after must be numbers") from None
-        records = sorted(
-            (r for r in self._records.values() if r.type == object_type), key=lambda r: int(r.id)
-        )
+        records = sorted(self._by_type[object_type].values(), key=lambda r: int(r.id))
         names = request.query.get("properties") or list(_DEFAULT_RETURNED[object_type])
         page = records[after : after + limit]
         payload: dict[str, Any] = {"results": [r.as_json([*names, *_ALWAYS]) for r in page]}
@@ -1078,9 +1173,8 @@ class HubSpotEmulator(Emulator):
             self._properties[object_type][name] = _PropertyDef(name, unique=unique)
             self._unique.pop((object_type, name), None)
             if unique:
-                for record in self._records.values():
-                    if record.type == object_type:
-                        self._reindex(record)
+                for record in self._by_type[object_type].values():
+                    self._reindex(record)
 
     def remove_property(self, object_type: str, name: str) -> None:
         with self.lock:
@@ -1129,7 +1223,9 @@ class HubSpotEmulator(Emulator):
             record = self._records.pop(str(record_id), None)
             if record is None:
                 return
+            del self._by_type[record.type][record.id]
             self._unindex(record.id)
+            self._unpost(record.id)
             for target, _ in self._links.pop(record.id, set()):
                 self._links[target] = {
                     link for link in self._links.get(target, set()) if link[0] != record.id
@@ -1140,8 +1236,7 @@ class HubSpotEmulator(Emulator):
         with self.lock:
             return [
                 {"id": r.id, **r.props}
-                for r in sorted(self._records.values(), key=lambda r: int(r.id))
-                if r.type == object_type
+                for r in sorted(self._by_type[object_type].values(), key=lambda r: int(r.id))
             ]
 
     def associated(self, record_id: str, to_type: str) -> list[str]:
@@ -1162,16 +1257,14 @@ class HubSpotEmulator(Emulator):
                     company=r.props.get("company", ""),
                     company_id=r.props.get("associatedcompanyid") or None,
                 )
-                for r in sorted(self._records.values(), key=lambda r: int(r.id))
-                if r.type == "contacts"
+                for r in sorted(self._by_type["contacts"].values(), key=lambda r: int(r.id))
             ]
 
     def activities(self) -> Sequence[StoredActivity]:
         with self.lock:
             found = []
-            for record in sorted(self._records.values(), key=lambda r: int(r.id)):
-                if record.type not in _ACTIVITY_TYPES:
-                    continue
+            activities = (r for t in _ACTIVITY_TYPES for r in self._by_type[t].values())
+            for record in sorted(activities, key=lambda r: int(r.id)):
                 props = record.props
                 body = (
                     props.get("hs_note_body")
@@ -1216,6 +1309,19 @@ def _fold_token(token: str) -> str:
     return bare.strip(_EDGE_PUNCTUATION) or bare
 
 
+def _tokens(text: str) -> Iterator[str]:
+    """The folded tokens of a (casefolded) property value, as CONTAINS_TOKEN sees them."""
+    return (_fold_token(t) for t in _TOKEN_SPLIT.split(text) if t)
+
+
+def _terms(kind: str, values: Iterable[str]) -> set[str]:
+    """The posting terms of a property's values: what EQ/IN or CONTAINS_TOKEN compares."""
+    folded = [v.casefold() for v in values]
+    if kind == "value":
+        return {v for v in folded if v}  # an empty value never passes EQ or IN
+    return {t for v in folded for t in _tokens(v)}
+
+
 def _compile(flt: Mapping[str, Any]) -> Predicate:
     """One search filter as a test of a record's searchable snapshot (strings compare folded)."""
     operator = flt.get("operator", "EQ")
@@ -1240,8 +1346,7 @@ def _compile(flt: Mapping[str, Any]) -> Predicate:
         pattern = _fold_token(target)
 
         def has_token(props: Mapping[str, str]) -> bool:
-            tokens = (_fold_token(t) for t in _TOKEN_SPLIT.split(value(props)) if t)
-            return any(fnmatchcase(t, pattern) for t in tokens) is want
+            return any(fnmatchcase(t, pattern) for t in _tokens(value(props))) is want
 
         return has_token
     high = str(flt.get("highValue", "")).casefold()
