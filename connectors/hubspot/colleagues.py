@@ -20,11 +20,14 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from syncd.match.names import normalize_company
 
 __all__ = ["ColleagueMemo", "company_words"]
+
+R = TypeVar("R")
+_Held = tuple[dict[str, Any], Any]  # (the object as HubSpot sent it, converted once)
 
 
 def company_words(obj: Mapping[str, Any]) -> set[str]:
@@ -34,22 +37,34 @@ def company_words(obj: Mapping[str, Any]) -> set[str]:
     return set(normalize_company(str(company or "")).split())
 
 
-class ColleagueMemo:
-    """Company word -> the contact objects carrying it (by id). Thread-safe."""
+class ColleagueMemo(Generic[R]):
+    """Company word -> the contacts carrying it (by id), each converted once by ``convert``.
+    Thread-safe."""
 
-    def __init__(self, *, ttl: float, max_contacts: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        max_contacts: int,
+        clock: Callable[[], float],
+        convert: Callable[[Mapping[str, Any]], R],
+    ) -> None:
         self._ttl = ttl
         self._max = max_contacts
         self._clock = clock
+        self._convert = convert
         self._lock = threading.Lock()
-        # word -> (searched at, {contact id: object}); oldest first
-        self._words: OrderedDict[str, tuple[float, dict[str, dict[str, Any]]]] = OrderedDict()
+        # word -> (searched at, {contact id: held}); oldest first
+        self._words: OrderedDict[str, tuple[float, dict[str, _Held]]] = OrderedDict()
         self._size = 0
         # syncd's own writes of the last ``ttl`` seconds: a search may not show them yet
         # (index lag), so a word searched now still gets them.
-        self._recent: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._recent: OrderedDict[str, tuple[float, _Held]] = OrderedDict()
 
-    def get(self, word: str) -> list[dict[str, Any]] | None:
+    def _hold(self, obj: Mapping[str, Any]) -> _Held:
+        return dict(obj), self._convert(obj)
+
+    def get(self, word: str) -> list[R] | None:
         """The contacts carrying ``word``, or None when it must be searched (again)."""
         if self._ttl <= 0:
             return None
@@ -60,18 +75,18 @@ class ColleagueMemo:
             if self._clock() - held[0] >= self._ttl:
                 self._drop(word)
                 return None
-            return list(held[1].values())
+            return [converted for _, converted in held[1].values()]
 
     def put(self, word: str, searched_at: float, objs: Iterable[Mapping[str, Any]]) -> None:
         """What a complete search for ``word`` that started at ``searched_at`` returned."""
         if self._ttl <= 0:
             return
-        contacts = {str(o.get("id")): dict(o) for o in objs if word in company_words(o)}
+        contacts = {str(o.get("id")): self._hold(o) for o in objs if word in company_words(o)}
         with self._lock:
             self._prune_recent()
-            for contact_id, (_, obj) in self._recent.items():
-                if contact_id not in contacts and word in company_words(obj):
-                    contacts[contact_id] = dict(obj)
+            for contact_id, (_, held) in self._recent.items():
+                if contact_id not in contacts and word in company_words(held[0]):
+                    contacts[contact_id] = held
             self._drop(word)
             self._words[word] = (searched_at, contacts)
             self._size += len(contacts)
@@ -91,17 +106,17 @@ class ColleagueMemo:
                 for _, contacts in self._words.values():
                     held = contacts.get(contact_id)
                     if held is not None:  # an update may carry only the properties it set
-                        merged = {**(held.get("properties") or {}), **written}
-                        contacts[contact_id] = {**held, **obj, "properties": merged}
+                        merged = {**(held[0].get("properties") or {}), **written}
+                        contacts[contact_id] = self._hold({**held[0], **obj, "properties": merged})
                 if not {"firstname", "lastname"} & written.keys():
                     continue  # not enough of a contact to match a name against
+                new = self._hold(obj)
                 self._recent.pop(contact_id, None)
-                self._recent[contact_id] = (self._clock(), dict(obj))
-                words = company_words(obj)
-                for word in words & self._words.keys():
+                self._recent[contact_id] = (self._clock(), new)
+                for word in company_words(obj) & self._words.keys():
                     contacts = self._words[word][1]
                     if contact_id not in contacts:
-                        contacts[contact_id] = dict(obj)
+                        contacts[contact_id] = new
                         self._size += 1
             self._prune_recent()
 

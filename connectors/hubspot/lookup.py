@@ -75,8 +75,11 @@ class Reader:
         self._options = options
         self._region = region
         self._clock = clock
-        self.colleagues = ColleagueMemo(
-            ttl=options.colleague_memo_ttl, max_contacts=options.colleague_memo_max, clock=clock
+        self.colleagues: ColleagueMemo[CrmRecord] = ColleagueMemo(
+            ttl=options.colleague_memo_ttl,
+            max_contacts=options.colleague_memo_max,
+            clock=clock,
+            convert=self.contact,
         )
         self.companies = CompanyDirectory(
             transport,
@@ -102,32 +105,28 @@ class Reader:
         for key in found:
             by_kind.setdefault(key.kind, []).append(key)
 
-        # Company words answered within the memo's ttl are not searched again.
+        # Company words answered within the memo's ttl are not searched again; what it holds
+        # is tested against every key, as the search's answer would have been.
         companies = by_kind.get(KeyKind.COMPANY, [])
         words = {key: _longest_word(key.value) for key in companies}
-        remembered: dict[str, list[dict[str, Any]]] = {}
-        for word in set(words.values()) - {""}:
-            held = self.colleagues.get(word)
-            if held is not None:
-                remembered[word] = held
-        searched = [key for key in companies if words[key] and words[key] not in remembered]
+        records: dict[str, CrmRecord] = {}
+        searched: list[MatchKey] = []
+        for key in companies:
+            held = self.colleagues.get(words[key]) if words[key] else None
+            if held is None:
+                searched.append(key)
+            else:
+                records.update((r.id, r) for r in held)
         contact_groups = self._contact_groups(by_kind, searched)
         if contact_groups:
             started = self._clock()
             contacts, complete = self._search("contacts", contact_groups, self._contact_props)
-            for word in {words[key] for key in searched} if complete else ():
+            for word in {words[key] for key in searched if words[key]} if complete else ():
                 self.colleagues.put(word, started, contacts)
-            records = [self.contact(obj) for obj in contacts]
-            for key in found:
-                test = _contact_test(key)
-                found[key].extend(r for r in records if test(r))
-        for key in companies:
-            wanted = key.value
-            found[key].extend(
-                self.contact(obj)
-                for obj in remembered.get(words[key], ())
-                if normalize_company(_company_of(obj)) == normalize_company(wanted)
-            )
+            records.update((r.id, r) for r in map(self.contact, contacts))
+        for key in found:
+            test = _contact_test(key)
+            found[key].extend(r for r in records.values() if test(r))
 
         if companies and self.companies.available():
             listed = self.companies.find(k.value for k in companies)
@@ -137,10 +136,10 @@ class Reader:
         groups = _token_groups("name", companies)
         if groups:
             objs = self.search("companies", groups, COMPANY_PROPERTIES)
-            records = [self.company(o) for o in objs]
+            company_records = [self.company(o) for o in objs]
             for key in companies:
                 test = _contact_test(key)
-                found[key].extend(r for r in records if test(r))
+                found[key].extend(r for r in company_records if test(r))
         return found
 
     def _contact_groups(
@@ -310,11 +309,6 @@ def _token_groups(prop: str, keys: Iterable[MatchKey]) -> list[Group]:
                 Group(({"propertyName": prop, "operator": "CONTAINS_TOKEN", "value": word},))
             )
     return groups
-
-
-def _company_of(obj: Mapping[str, Any]) -> str:
-    props = obj.get("properties")
-    return str(props.get("company") or "") if isinstance(props, Mapping) else ""
 
 
 def _longest_word(value: str) -> str:

@@ -26,7 +26,7 @@ def ids(objs: list[dict[str, Any]] | None) -> set[str]:
 
 def test_a_searched_word_keeps_only_contacts_carrying_it_until_the_ttl() -> None:
     clock = Clock()
-    memo = ColleagueMemo(ttl=60, max_contacts=100, clock=clock)
+    memo = ColleagueMemo(ttl=60, max_contacts=100, clock=clock, convert=dict)
     assert memo.get("plumbing") is None
     memo.put("plumbing", clock(), [contact("1", "Acme Plumbing LLC"), contact("2", "Globex")])
     assert ids(memo.get("plumbing")) == {"1"}
@@ -38,7 +38,7 @@ def test_a_searched_word_keeps_only_contacts_carrying_it_until_the_ttl() -> None
 
 def test_own_writes_join_the_words_they_carry_and_updates_merge() -> None:
     clock = Clock()
-    memo = ColleagueMemo(ttl=60, max_contacts=100, clock=clock)
+    memo = ColleagueMemo(ttl=60, max_contacts=100, clock=clock, convert=dict)
     memo.put("plumbing", clock(), [contact("1", "Acme Plumbing")])
     memo.note_written([contact("2", "Best Plumbing Inc", first="Sam"), contact("3", "Initech")])
     memo.note_written([{"id": "1", "properties": {"phone": "+13125550100"}}])  # an update
@@ -49,7 +49,7 @@ def test_own_writes_join_the_words_they_carry_and_updates_merge() -> None:
 
 def test_a_word_searched_after_an_own_write_still_gets_it_despite_index_lag() -> None:
     clock = Clock()
-    memo = ColleagueMemo(ttl=60, max_contacts=100, clock=clock)
+    memo = ColleagueMemo(ttl=60, max_contacts=100, clock=clock, convert=dict)
     memo.note_written([contact("9", "Acme Plumbing")])
     memo.put("plumbing", clock(), [])  # the search did not show it yet
     assert ids(memo.get("plumbing")) == {"9"}
@@ -60,7 +60,7 @@ def test_a_word_searched_after_an_own_write_still_gets_it_despite_index_lag() ->
 
 def test_memory_is_bounded_oldest_word_first() -> None:
     clock = Clock()
-    memo = ColleagueMemo(ttl=60, max_contacts=3, clock=clock)
+    memo = ColleagueMemo(ttl=60, max_contacts=3, clock=clock, convert=dict)
     memo.put("alpha", clock(), [contact("1", "Alpha"), contact("2", "Alpha Co")])
     memo.put("beta", clock(), [contact("3", "Beta"), contact("4", "Beta Co")])
     assert memo.get("alpha") is None
@@ -69,7 +69,7 @@ def test_memory_is_bounded_oldest_word_first() -> None:
 
 def test_a_zero_ttl_remembers_nothing() -> None:
     clock = Clock()
-    memo = ColleagueMemo(ttl=0, max_contacts=100, clock=clock)
+    memo = ColleagueMemo(ttl=0, max_contacts=100, clock=clock, convert=dict)
     memo.put("plumbing", clock(), [contact("1", "Acme Plumbing")])
     memo.note_written([contact("2", "Best Plumbing")])
     assert memo.get("plumbing") is None
