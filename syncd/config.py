@@ -71,6 +71,7 @@ class AccountSettings:
     region: str
     targets: tuple[str, ...]
     fetch_details: Literal["auto", "always", "never"] = "auto"
+    detail_concurrency: int = 4
     timeout_seconds: float = 30.0
 
 
@@ -225,7 +226,7 @@ def _account(name: str, table: Any, targets: Mapping[str, TargetSettings]) -> Ac
     table = _expect(table, dict, prefix)
     allowed = {
         "base_url", "email", "token", "token_env", "token_file", "timezone", "region",
-        "targets", "fetch_details", "timeout_seconds",
+        "targets", "fetch_details", "detail_concurrency", "timeout_seconds",
     }  # fmt: skip
     for key in table:
         if key not in allowed:
@@ -260,6 +261,13 @@ def _account(name: str, table: Any, targets: Mapping[str, TargetSettings]) -> Ac
     fetch = _choice(
         table.get("fetch_details", "auto"), ("auto", "always", "never"), f"{prefix}.fetch_details"
     )
+    detail_concurrency = _expect(
+        table.get("detail_concurrency", 4), int, f"{prefix}.detail_concurrency"
+    )
+    if detail_concurrency < 1:
+        raise ConfigError(
+            f"must be >= 1; got {detail_concurrency!r}", key=f"{prefix}.detail_concurrency"
+        )
     timeout = _positive(table.get("timeout_seconds", 30.0), f"{prefix}.timeout_seconds")
     return AccountSettings(
         name=name,
@@ -270,6 +278,7 @@ def _account(name: str, table: Any, targets: Mapping[str, TargetSettings]) -> Ac
         region=region,
         targets=target_names,
         fetch_details=fetch,  # type: ignore[arg-type]
+        detail_concurrency=detail_concurrency,
         timeout_seconds=timeout,
     )
 

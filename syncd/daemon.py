@@ -119,6 +119,7 @@ class Daemon:
                 account.token,
                 timeout=account.timeout_seconds,
                 fetch_details=account.fetch_details,
+                detail_concurrency=account.detail_concurrency,
             )
         return self._clients[account.name]
 

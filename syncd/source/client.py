@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, tzinfo
 from email.utils import parsedate_to_datetime
@@ -88,7 +89,8 @@ class BerkshireClient:
     """Reads messages from one Berkshire account.
 
     ``fetch_details`` decides when to ``GET /v2/messages/<id>`` after a list: ``"auto"``
-    for items that look like summaries, ``"always"`` or ``"never"``. ``transport`` and
+    for items that look like summaries, ``"always"`` or ``"never"``; ``detail_concurrency``
+    bounds how many of those run at once (1: one after another). ``transport`` and
     ``sleep`` exist for tests; ``rng`` makes the backoff jitter repeatable.
     """
 
@@ -103,6 +105,7 @@ class BerkshireClient:
         backoff_base: float = 0.5,
         backoff_cap: float = 60.0,
         fetch_details: FetchDetails = "auto",
+        detail_concurrency: int = 4,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         verify: bool = True,
@@ -112,10 +115,13 @@ class BerkshireClient:
             raise ValueError("max_attempts must be at least 1")
         if fetch_details not in ("auto", "always", "never"):
             raise ValueError(f"fetch_details must be auto, always or never, not {fetch_details!r}")
+        if detail_concurrency < 1:
+            raise ValueError("detail_concurrency must be at least 1")
         self._max_attempts = max_attempts
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._fetch_details = fetch_details
+        self._detail_concurrency = detail_concurrency
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._http = httpx.Client(
@@ -182,12 +188,16 @@ class BerkshireClient:
             by_id.pop(message.message_id, None)  # keep the last copy, in its position
             by_id[message.message_id] = message
 
+        mode = self._fetch_details
+        wanted = [m for m in by_id.values() if mode == "always" or (mode == "auto" and m.summary)]
+        fetched = self._details(account, wanted, tz)
+        details = dict(zip((m.message_id for m in wanted), fetched, strict=True))
         messages: list[Message] = []
         for message in by_id.values():
-            if self._fetch_details == "always" or (
-                self._fetch_details == "auto" and message.summary
-            ):
-                detailed = self._detail(account, message, tz, quarantined)
+            if message.message_id in details:
+                detailed, bad = details[message.message_id]
+                if bad is not None:
+                    quarantined.append(bad)
                 if detailed is None:
                     continue
                 message = detailed
@@ -196,14 +206,39 @@ class BerkshireClient:
             log.warning("source.quarantined", account=account, count=len(quarantined))
         return WindowResult(messages, quarantined)
 
+    def _details(
+        self, account: str, summaries: Sequence[Message], tz: tzinfo
+    ) -> list[tuple[Message | None, Quarantined | None]]:
+        """:meth:`_detail` of each of ``summaries``, in their order, at most
+        ``detail_concurrency`` at a time. The first failure (in list order) is raised, and
+        fetches not yet started are dropped."""
+        workers = min(self._detail_concurrency, len(summaries))
+        if workers <= 1:
+            return [self._detail(account, summary, tz) for summary in summaries]
+        # httpx.Client is thread-safe: the workers share its connection pool.
+        with ThreadPoolExecutor(workers, thread_name_prefix="berkshire-detail") as pool:
+            futures = [pool.submit(self._detail, account, summary, tz) for summary in summaries]
+            try:
+                wait(futures, return_when=FIRST_EXCEPTION)
+            finally:
+                # After a failure (or an interrupt) start nothing more; leaving the block
+                # waits for the fetches already running, so no thread outlives this call.
+                for future in futures:
+                    future.cancel()
+        for future in futures:
+            if not future.cancelled() and (error := future.exception()) is not None:
+                raise error
+        return [future.result() for future in futures]
+
     def _detail(
-        self, account: str, summary: Message, tz: tzinfo, quarantined: list[Quarantined]
-    ) -> Message | None:
+        self, account: str, summary: Message, tz: tzinfo
+    ) -> tuple[Message | None, Quarantined | None]:
+        """The full message for ``summary``, or (None, why) when the detail is malformed."""
         raw = self.get_raw(summary.message_id)
         if raw is None:
             # Listed a moment ago, gone now: the summary is all there is; deliver that.
             log.warning("source.detail_missing", account=account, message_id=summary.message_id)
-            return summary
+            return summary, None
         if find_message_id(raw) is None:
             raw = {"message id": summary.message_id, **raw}
         try:
@@ -211,16 +246,14 @@ class BerkshireClient:
         except MalformedMessage as exc:
             if not summary.summary:  # the list already gave us the whole message
                 log.warning("source.detail_malformed", message_id=summary.message_id)
-                return summary
-            quarantined.append(
-                Quarantined(json_safe(raw), f"detail: {exc.reason}", summary.message_id),
-            )
-            return None
-        return replace(
+                return summary, None
+            return None, Quarantined(json_safe(raw), f"detail: {exc.reason}", summary.message_id)
+        detailed = replace(
             message,
             summary=False,
             created_at=message.created_at or summary.created_at,
         )
+        return detailed, None
 
     # -- plumbing -----------------------------------------------------------------------------
     def _get(self, path: str, params: Mapping[str, str] | None) -> httpx.Response:

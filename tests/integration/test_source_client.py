@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 import socket
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from structlog.testing import capture_logs
 
@@ -68,6 +70,32 @@ def generated() -> Iterator[BerkshireSimulator]:
     end = datetime(2024, 3, 8, 12, tzinfo=UTC)
     with BerkshireSimulator.generated(60, 12, days=3, seed=7, end=end) as simulator:
         yield simulator
+
+
+class InFlight(httpx.BaseTransport):
+    """The real HTTP transport, counting requests in flight and the most ever at once."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._lock = threading.Lock()
+        self.now = self.most = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return self._inner.handle_request(request)
+        finally:
+            with self._lock:
+                self.now -= 1
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def detail_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("berkshire-detail")]
 
 
 def client(sim: BerkshireSimulator, **kw: Any) -> BerkshireClient:
@@ -150,7 +178,8 @@ def test_summary_only_with_details_off_keeps_summaries(sim: BerkshireSimulator) 
     assert sim.counts["detail"] == 0
 
 
-def test_detail_answers_that_lack_or_garble_the_message() -> None:
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_detail_answers_that_lack_or_garble_the_message(concurrency: int) -> None:
     class Flaky(BerkshireSimulator):
         def _detail(self, request: Request) -> Response:
             match request.params["id"]:
@@ -161,7 +190,10 @@ def test_detail_answers_that_lack_or_garble_the_message() -> None:
                 case _:  # a detail answer without any id: the listed id is used
                     return json_response({"data": {"phone": "212-867-5309", "content": "full"}})
 
-    with Flaky(email=EMAIL, token=TOKEN, summary_only=True) as flaky, client(flaky) as berkshire:
+    with (
+        Flaky(email=EMAIL, token=TOKEN, summary_only=True) as flaky,
+        client(flaky, detail_concurrency=concurrency) as berkshire,
+    ):
         flaky.add_messages([item(i, "2024-03-10T15:00:00Z") for i in ("gone", "garbled", "ok")])
         result = berkshire.fetch_window("acme", date(2024, 3, 10), date(2024, 3, 10), NY)
     assert [(m.message_id, m.summary, m.content) for m in result.messages] == [
@@ -173,6 +205,105 @@ def test_detail_answers_that_lack_or_garble_the_message() -> None:
     assert garbled.message_id == "garbled"
     assert garbled.reason == "detail: message id is a dict, not a string"
     assert flaky.counts["detail"] == 3
+
+
+def summaries(sim: BerkshireSimulator, count: int) -> None:
+    """``count`` summary-only messages ``M0``.. listed in an order that is not their time's."""
+    sim.summary_only = True
+    sim.add_messages(
+        [
+            item(f"M{n}", f"2024-03-10T{n * 7 % 24:02d}:{n:02d}:00Z", **{"caller id": f"x{n}"})
+            for n in range(count)
+        ]
+    )
+
+
+def test_concurrent_details_keep_the_list_order(sim: BerkshireSimulator) -> None:
+    summaries(sim, 30)
+    windows = []
+    for concurrency in (1, 4):
+        sim.reset_counts()
+        with client(sim, detail_concurrency=concurrency) as berkshire:
+            windows.append(berkshire.fetch_window("acme", date(2024, 3, 9), date(2024, 3, 10), NY))
+        assert sim.counts["detail"] == 30
+    sequential, concurrent = windows
+    assert concurrent.messages == sequential.messages
+    assert [m.message_id for m in concurrent.messages] == [f"M{n}" for n in range(30)]
+    assert [m.caller_id for m in concurrent.messages] == [f"x{n}" for n in range(30)]
+    assert not any(m.summary for m in concurrent.messages)
+    assert not detail_threads()  # the pool is gone with the call
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 4])
+def test_details_overlap_up_to_the_bound(sim: BerkshireSimulator, concurrency: int) -> None:
+    summaries(sim, 12)
+    sim.faults.delay = 0.05  # every answer takes a while, so fetches that can overlap do
+    transport = InFlight()
+    with client(sim, detail_concurrency=concurrency, transport=transport) as berkshire:
+        result = berkshire.fetch_window("acme", date(2024, 3, 9), date(2024, 3, 10), NY)
+    assert len(result.messages) == 12
+    assert sim.counts["detail"] == 12
+    if concurrency == 1:
+        assert transport.most == 1
+    else:
+        assert 1 < transport.most <= concurrency
+
+
+def test_detail_concurrency_must_be_positive(sim: BerkshireSimulator) -> None:
+    with pytest.raises(ValueError, match="detail_concurrency"):
+        client(sim, detail_concurrency=0)
+
+
+class FailingDetail(BerkshireSimulator):
+    """Answers the detail of ``M0`` with a refused token (``auth``) or a 500 (``500``)."""
+
+    failure = "auth"
+
+    def _detail(self, request: Request) -> Response:
+        if request.params["id"] != "M0":
+            return super()._detail(request)
+        if self.failure == "auth":
+            return json_response({"success": False, "info": "Invalid token", "data": {}}, 404)
+        return json_response({"success": False, "info": "Internal server error"}, 500)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+@pytest.mark.parametrize(("failure", "error"), [("auth", AuthError), ("500", RetriableError)])
+def test_a_failed_detail_fails_the_window(
+    concurrency: int, failure: str, error: type[Exception]
+) -> None:
+    with FailingDetail(email=EMAIL, token=TOKEN) as failing:
+        failing.failure = failure
+        summaries(failing, 40)
+        failing.faults.delay = 0.01  # so the fetches after M0 are still queued when it fails
+        berkshire = client(failing, detail_concurrency=concurrency, max_attempts=2)
+        with berkshire, pytest.raises(error):
+            berkshire.fetch_window("acme", date(2024, 3, 9), date(2024, 3, 10), NY)
+        assert not detail_threads()  # nothing still fetching once the error is out
+        attempts = 1 if failure == "auth" else 2  # an auth error is not retried
+        if concurrency == 1:
+            assert failing.counts["detail"] == attempts  # nothing after M0
+        else:  # the fetches queued behind the failure were dropped, not all run
+            assert failing.counts["detail"] < attempts + 39
+
+
+def test_malformed_details_are_quarantined_in_list_order(sim: BerkshireSimulator) -> None:
+    class Garbling(BerkshireSimulator):
+        def _detail(self, request: Request) -> Response:
+            if int(request.params["id"][1:]) % 5 == 2:
+                return json_response({"data": {"message id": ["bad"], "phone": "x"}})
+            return super()._detail(request)
+
+    with Garbling(email=EMAIL, token=TOKEN) as garbling:
+        summaries(garbling, 20)
+        garbling.extra_items = ["junk"]
+        for concurrency in (1, 4):
+            with client(garbling, detail_concurrency=concurrency) as berkshire:
+                result = berkshire.fetch_window("acme", date(2024, 3, 9), date(2024, 3, 10), NY)
+            assert [q.message_id for q in result.quarantined] == [None, "M2", "M7", "M12", "M17"]
+            assert result.quarantined[1].reason == "detail: message id is a list, not a string"
+            expected = [f"M{n}" for n in range(20) if n % 5 != 2]
+            assert [m.message_id for m in result.messages] == expected
 
 
 def test_get_raw_quotes_the_id_and_returns_none_when_unknown(sim: BerkshireSimulator) -> None:

@@ -39,6 +39,7 @@ timezone = "America/Chicago"
 region = "gb"
 targets = ["hubspot", "sf"]
 fetch_details = "always"
+detail_concurrency = 8
 
 [targets.hubspot]
 type = "hubspot"
@@ -96,6 +97,7 @@ def test_example_parses() -> None:
         "GB",
     )
     assert (main.targets, main.fetch_details) == (("hubspot", "sf"), "always")
+    assert main.detail_concurrency == 8
     assert "tok-123" not in repr(main)  # never printed by accident
     hub = settings.targets["hubspot"]
     assert (hub.type, hub.sync_mode, hub.field_policy) == ("hubspot", "upsert", "overwrite")
@@ -131,6 +133,7 @@ def test_defaults() -> None:
     assert settings.daemon.alert_webhook_url is None
     main = settings.accounts["main"]
     assert (main.timezone, main.region, main.targets) == (ZoneInfo("America/New_York"), "US", ())
+    assert main.detail_concurrency == 4
     assert settings.targets == {}
 
 
@@ -203,6 +206,11 @@ _DELETE = object()
         (_set("accounts.main.token_env", "TEST_SYNCD_UNSET"), "accounts.main.token"),
         (_set("accounts.main.email", _DELETE), "accounts.main.email"),
         (_set("accounts.main.fetch_details", "sometimes"), "accounts.main.fetch_details"),
+        (_set("accounts.main.detail_concurrency", 0), "accounts.main.detail_concurrency"),
+        (_set("accounts.main.detail_concurrency", -1), "accounts.main.detail_concurrency"),
+        (_set("accounts.main.detail_concurrency", "x"), "accounts.main.detail_concurrency"),
+        (_set("accounts.main.detail_concurrency", True), "accounts.main.detail_concurrency"),
+        (_set("accounts.main.detail_concurrency", 2.5), "accounts.main.detail_concurrency"),
         (_set("accounts.main.base_url", "http://api.example.com"), "accounts.main.base_url"),
         (_set("accounts.main.base_url", "http://localhost.evil.example"), "accounts.main.base_url"),
         (_set("accounts.main.base_url", "http://localhost@evil.example"), "accounts.main.base_url"),
