@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from connectors.hubspot.candidates import answer
 from connectors.hubspot.colleagues import ColleagueMemo
 from connectors.hubspot.companies import CompanyDirectory
 from connectors.hubspot.options import HubSpotOptions
@@ -26,8 +27,8 @@ from connectors.hubspot.records import (
 from connectors.hubspot.search import RESULT_WINDOW, Group, in_groups, pack, search_body
 from connectors.hubspot.transport import ApiResult, Transport
 from syncd.errors import RetriableError
-from syncd.match.names import normalize_company, normalize_person
-from syncd.match.phones import format_variants, national_digits, same_number
+from syncd.match.names import normalize_company
+from syncd.match.phones import format_variants, national_digits
 from syncd.models import CrmRecord, KeyKind, MatchKey
 
 __all__ = ["Reader"]
@@ -124,9 +125,8 @@ class Reader:
             for word in {words[key] for key in searched if words[key]} if complete else ():
                 self.colleagues.put(word, started, contacts)
             records.update((r.id, r) for r in map(self.contact, contacts))
-        for key in found:
-            test = _contact_test(key)
-            found[key].extend(r for r in records.values() if test(r))
+        for key, hits in answer(found, list(records.values())).items():
+            found[key].extend(hits)
 
         if companies and self.companies.available():
             listed = self.companies.find(k.value for k in companies)
@@ -137,9 +137,8 @@ class Reader:
         if groups:
             objs = self.search("companies", groups, COMPANY_PROPERTIES)
             company_records = [self.company(o) for o in objs]
-            for key in companies:
-                test = _contact_test(key)
-                found[key].extend(r for r in company_records if test(r))
+            for key, hits in answer(companies, company_records).items():
+                found[key].extend(hits)
         return found
 
     def _contact_groups(
@@ -314,22 +313,3 @@ def _token_groups(prop: str, keys: Iterable[MatchKey]) -> list[Group]:
 def _longest_word(value: str) -> str:
     words = normalize_company(value).split()
     return max(words, key=len) if words else ""
-
-
-def _contact_test(key: MatchKey) -> Callable[[CrmRecord], bool]:
-    value = key.value
-    if key.kind is KeyKind.PHONE:
-        # A foreign number stored without its country code is unreadable in the portal's
-        # region, but reads as the caller's in the caller's own.
-        return lambda r: (
-            value in r.phones or (not r.phones and same_number(r.fields.get("phone", ""), value))
-        )
-    if key.kind is KeyKind.EMAIL:
-        folded = value.casefold()
-        return lambda r: r.email.casefold() == folded
-    if key.kind is KeyKind.COMPANY:
-        # Keys are normalized by the matcher; normalizing again also defuses a raw value.
-        wanted = normalize_company(value)
-        return lambda r: bool(wanted) and normalize_company(r.company) == wanted
-    person = normalize_person(value, None)  # KeyKind.NAME, folded as the matcher folds it
-    return lambda r: bool(person) and normalize_person(r.first_name, r.last_name) == person
