@@ -8,19 +8,25 @@ matters to a sync: Salesforce-shaped error bodies, ``Sforce-Limit-Info`` on ever
 sessions that expire, a daily request limit, phones reformatted on save like a US-locale org,
 a search index that lags writes by ``search_lag`` seconds (SOQL sees writes at once), and an
 optional duplicate rule on Contact phones.
+
+Queries, searches, upserts and the duplicate rule take their candidates from indexes kept
+current on every write and rollback, then match them exactly as a scan of every record would:
+the emulator's cost follows the answer, not the org's size, so a benchmark measures syncd.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import itertools
 import json
 import re
 import secrets
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -638,6 +644,114 @@ class _Record:
     deleted: bool = False
 
 
+# A record's state as an undo log keeps it: (deleted, fields, versions), or None for "created".
+_Saved = tuple[bool, dict[str, Any], list[tuple[float, dict[str, Any]]]] | None
+_NO_IDS: frozenset[str] = frozenset()
+# What the indexes narrowed each node of one query's tree to, by id(node); None: cannot tell.
+_Narrowed = dict[int, set[str] | None]
+
+
+class _Index:
+    """Keys to the ids of one sObject's records, kept current on every write and rollback.
+
+    Only ever a prefilter: each bucket is a superset of the records a condition or search term
+    can match, and the exact matcher still runs on them. Deleted records stay filed (the
+    readers skip them), so deleting needs no upkeep."""
+
+    __slots__ = ("buckets", "held", "keys_of")
+
+    def __init__(self, keys_of: Callable[[_Record], set[str]]) -> None:
+        self.keys_of = keys_of
+        self.buckets: dict[str, set[str]] = {}
+        self.held: dict[str, frozenset[str]] = {}  # id -> the keys it is filed under
+
+    def file(self, record: _Record) -> None:
+        new = frozenset(self.keys_of(record))
+        old = self.held.get(record.id, _NO_IDS)
+        if new == old:
+            return
+        for key in old - new:
+            self._discard(key, record.id)
+        for key in new - old:
+            self.buckets.setdefault(key, set()).add(record.id)
+        if new:
+            self.held[record.id] = new
+        else:
+            del self.held[record.id]
+
+    def drop(self, record_id: str) -> None:
+        for key in self.held.pop(record_id, _NO_IDS):
+            self._discard(key, record_id)
+
+    def _discard(self, key: str, record_id: str) -> None:
+        bucket = self.buckets[key]
+        bucket.discard(record_id)
+        if not bucket:
+            del self.buckets[key]
+
+    def get(self, key: str) -> set[str] | frozenset[str]:
+        return self.buckets.get(key, _NO_IDS)
+
+
+# LIKE narrows on the first or last N characters, N the longest of these the pattern's literal
+# text covers (each N its own index, built when first needed); SOSL wildcard terms narrow on a
+# word's first _WORD_PREFIX letters.
+_AFFIXES = (64, 48, 32, 24, 20, *range(16, 0, -1))
+_WORD_PREFIX = 3
+_LIKE_FOLD: dict[str, str] = {}
+
+
+def _like_fold(text: str) -> str:
+    """Each character as the ASCII character a case-insensitive LIKE literal matches it with
+    (``re``'s rules: "K" the Kelvin sign matches "k"), or itself when there is none."""
+    out = []
+    for ch in text:
+        if ch.isascii():
+            out.append(ch.lower())
+            continue
+        folded = _LIKE_FOLD.get(ch)
+        if folded is None:
+            folded = next(
+                (
+                    a
+                    for a in "abcdefghijklmnopqrstuvwxyz"
+                    if re.fullmatch(a, ch, re.IGNORECASE | re.DOTALL)
+                ),
+                ch,
+            )
+            _LIKE_FOLD[ch] = folded
+        out.append(folded)
+    return "".join(out)
+
+
+def _like_ends(like: str) -> tuple[str, str]:
+    """The literal text before the first and after the last wildcard of a LIKE regex (as
+    ``_decode`` builds it: ``.*`` for %, ``.`` for _, every other character ``re.escape``d)."""
+    tokens: list[str | None] = []  # None: a wildcard
+    i = 0
+    while i < len(like):
+        if like.startswith(".*", i):
+            tokens.append(None)
+            i += 2
+        elif like[i] == ".":
+            tokens.append(None)
+            i += 1
+        elif like[i] == "\\" and i + 1 < len(like):
+            tokens.append(like[i + 1])
+            i += 2
+        else:
+            tokens.append(like[i])
+            i += 1
+    if None not in tokens:
+        whole = "".join(t for t in tokens if t is not None)
+        return whole, whole
+    first = tokens.index(None)
+    last = len(tokens) - 1 - tokens[::-1].index(None)
+    lead = "".join(t for t in tokens[:first] if t is not None)
+    trail = "".join(t for t in tokens[last + 1 :] if t is not None)
+    return lead, trail
+
+
 def _digits(value: str) -> str:
     return re.sub(r"\D", "", value)
 
@@ -730,6 +844,17 @@ class SalesforceEmulator(Emulator):
         self._records: dict[str, _Record] = {}
         self._by_prefix15: dict[str, str] = {}
         self._sequence = 0
+        # Where each record sits in ``_records`` (the order a scan answers in), and indexes
+        # built on first use by (kind, sObject, field), so a query reads only its candidates.
+        self._position: dict[str, int] = {}
+        self._positions = itertools.count()
+        self._indexes: dict[tuple[str, str, str], _Index] = {}
+        self._indexes_of: dict[str, list[_Index]] = {}
+        self._full_scan = False  # tests: answer by the full scan, to compare with the indexes
+        self._scans = 0  # full scans done: tests check the indexes were used
+        # While a request may roll back: (record id, state before its first change here).
+        self._undo: list[tuple[str, _Saved]] | None = None
+        self._undo_depth = 0
         self._sessions: dict[str, float] = {}
         # Data API routes, unguarded: what a composite request's subrequests dispatch to.
         self._inner_routes: list[
@@ -792,7 +917,7 @@ class SalesforceEmulator(Emulator):
         with self.lock:
             record = self._find(record_id)
             if record is not None:
-                record.deleted = True
+                self._mark_deleted(record)
 
     def contacts(self) -> list[StoredContact]:
         with self.lock:
@@ -898,8 +1023,25 @@ class SalesforceEmulator(Emulator):
             return record.id
 
     def _store(self, record: _Record) -> None:
+        if record.id not in self._records:
+            self._position[record.id] = next(self._positions)
+            if self._undo is not None:
+                self._undo.append((record.id, None))
         self._records[record.id] = record
         self._by_prefix15[record.id[:15]] = record.id
+        for index in self._indexes_of.get(record.sobject, ()):
+            index.file(record)
+
+    def _touch(self, record: _Record) -> None:
+        """Keep a record's state before it changes, while the request may still roll back."""
+        if self._undo is not None:
+            self._undo.append(
+                (record.id, (record.deleted, dict(record.fields), list(record.versions)))
+            )
+
+    def _mark_deleted(self, record: _Record) -> None:
+        self._touch(record)
+        record.deleted = True
 
     def _find(self, record_id: str, *, include_deleted: bool = False) -> _Record | None:
         full = record_id if len(record_id) == 18 else self._by_prefix15.get(record_id[:15], "")
@@ -910,6 +1052,198 @@ class SalesforceEmulator(Emulator):
 
     def _live(self, *sobjects: str) -> Iterator[_Record]:
         return (r for r in self._records.values() if r.sobject in sobjects and not r.deleted)
+
+    def _candidates(self, sobject: str, ids: Iterable[str] | None) -> Iterator[_Record]:
+        """The live records of ``sobject`` among ``ids``, in the order ``_live`` yields them;
+        every live one (a full scan) for None."""
+        if ids is None:
+            self._scans += 1
+            return self._live(sobject)
+        found = [self._records[i] for i in ids if i in self._records]
+        found.sort(key=lambda r: self._position[r.id])
+        return (r for r in found if r.sobject == sobject and not r.deleted)
+
+    # -- indexes ------------------------------------------------------------------------------
+    def _index(self, kind: str, sobject: str, name: str = "") -> _Index:
+        """The index of this kind, built over every stored record on first use."""
+        spec = (kind, sobject, name)
+        index = self._indexes.get(spec)
+        if index is None:
+            index = _Index(self._keys_function(kind, name))
+            for record in self._records.values():
+                if record.sobject == sobject:
+                    index.file(record)
+            self._indexes[spec] = index
+            self._indexes_of.setdefault(sobject, []).append(index)
+        return index
+
+    def _keys_function(self, kind: str, name: str) -> Callable[[_Record], set[str]]:
+        def text(record: _Record) -> str | None:
+            value = self._value(record, name)  # what SOQL compares: Name computed, Id the id
+            return None if value is None else str(value)
+
+        def equal(record: _Record) -> set[str]:  # _equal: case-folded
+            value = text(record)
+            return set() if value is None else {value.casefold()}
+
+        def id15(record: _Record) -> set[str]:  # _equal on ids: the first 15 characters
+            value = text(record)
+            return {value[:15]} if value is not None and len(value) in (15, 18) else set()
+
+        def stored(record: _Record) -> set[str]:  # the raw field, as upserts compare it
+            value = record.fields.get(name)
+            return {value} if isinstance(value, str) else set()
+
+        def affix(record: _Record) -> set[str]:  # LIKE: the first or last N characters
+            value = text(record)
+            size = int(kind[6:])
+            if value is None or len(value) < size:
+                return set()
+            return {_like_fold(value[:size] if kind.startswith("prefix") else value[-size:])}
+
+        def contact_phones(record: _Record) -> set[str]:  # the duplicate rule's keys
+            return {_phone_key(str(record.fields.get(f) or "")) for f in ("Phone", "MobilePhone")}
+
+        def search_phones(record: _Record) -> set[str]:  # _search_hit: equal or ends with
+            out: set[str] = set()
+            for _, values in record.versions:
+                for field_name in _GROUP_FIELDS["PHONE"].get(record.sobject, ()):
+                    theirs = _phone_key(str(values.get(field_name) or ""))
+                    out.update(theirs[i:] for i in range(len(theirs) - 6))
+            return out
+
+        def search_words(record: _Record) -> set[str]:  # every version: the search lags
+            texts = {str(v) for _, values in record.versions for v in values.values() if v}
+            words = {w for t in texts for w in _words(t)}
+            if kind == "words":
+                return words
+            return {w[:n] for w in words for n in range(1, min(len(w), _WORD_PREFIX) + 1)}
+
+        functions: dict[str, Callable[[_Record], set[str]]] = {
+            "equal": equal,
+            "id15": id15,
+            "stored": stored,
+            **{f"{end}{size}": affix for end in ("prefix", "suffix") for size in _AFFIXES},
+            "contact-phones": contact_phones,
+            "search-phones": search_phones,
+            "words": search_words,
+            "word-starts": search_words,
+        }
+        return functions[kind]
+
+    def _narrow(self, sobject: str, node: Any, seen: _Narrowed) -> set[str] | None:
+        """Ids that may match a SOQL condition (a superset), or None when the indexes cannot
+        tell (NOT, !=, ranges, numbers, null, LIKE without enough literal text). ``seen``
+        gets the same for every AND and OR part, for ``_matches_within``."""
+        if node is None or self._full_scan:
+            return None
+        found = self._narrow_node(sobject, node, seen)
+        seen[id(node)] = found
+        return found
+
+    def _narrow_node(self, sobject: str, node: Any, seen: _Narrowed) -> set[str] | None:
+        if isinstance(node, _Bool):
+            if node.op == "NOT":
+                return None
+            parts = [self._narrow(sobject, part, seen) for part in node.parts]
+            if node.op == "OR":
+                out: set[str] = set()
+                for part in parts:
+                    if part is None:
+                        return None
+                    out |= part
+                return out
+            known = sorted((p for p in parts if p is not None), key=len)
+            return set.intersection(*known) if known else None
+        return self._narrow_comparison(sobject, node)
+
+    def _narrow_comparison(self, sobject: str, node: _Cmp) -> set[str] | None:
+        values = [node.value] if node.op in ("=", "LIKE") else node.value
+        if node.op not in ("=", "IN", "LIKE") or not all(isinstance(v, _Str) for v in values):
+            return None
+        head, _, rest = node.field.partition(".")
+        out: set[str] = set()
+        if rest:
+            # Account.Name = 'x': the records whose AccountId points at a record with Name 'x'
+            # (of any sObject: a reference is read by its id alone).
+            targets: set[str] = set()
+            for target in self.schema:
+                found = self._narrow_comparison(target, _Cmp(rest, node.op, node.value))
+                if found is None:
+                    return None
+                targets |= found
+            references = self._index("id15", sobject, head + "Id")
+            for target_id in targets:
+                out |= references.get(target_id[:15])
+            return out
+        if node.op == "LIKE":
+            return self._narrow_like(sobject, node.field, node.value)
+        id_like = node.field == "Id" or node.field.endswith("Id")
+        equal = self._index("equal", sobject, node.field)
+        ids = self._index("id15", sobject, node.field) if id_like else None
+        for value in values:
+            out |= equal.get(value.text.casefold())
+            if ids is not None and len(value.text) in (15, 18):
+                out |= ids.get(value.text[:15])
+        return out
+
+    def _narrow_like(self, sobject: str, name: str, value: _Str) -> set[str] | None:
+        lead, trail = _like_ends(value.like)
+        for size in _AFFIXES:
+            if len(lead) >= size and lead[:size].isascii():
+                return set(self._index(f"prefix{size}", sobject, name).get(lead[:size].lower()))
+            if len(trail) >= size and trail[-size:].isascii():
+                return set(self._index(f"suffix{size}", sobject, name).get(trail[-size:].lower()))
+        return None
+
+    def _narrow_search(
+        self, sobject: str, node: Any, group: str, seen: _Narrowed
+    ) -> set[str] | None:
+        """Ids that may match a SOSL search (a superset): every version of a record is
+        filed, since the lagging index may answer with an older one. ``seen`` gets the same
+        for every part, for ``_search_hit_within``."""
+        if self._full_scan:
+            return None
+        found = self._narrow_search_node(sobject, node, group, seen)
+        seen[id(node)] = found
+        return found
+
+    def _narrow_search_node(
+        self, sobject: str, node: Any, group: str, seen: _Narrowed
+    ) -> set[str] | None:
+        if isinstance(node, _Search):
+            if node.op == "ANDNOT":
+                self._narrow_search(sobject, node.parts[1], group, seen)
+                return self._narrow_search(sobject, node.parts[0], group, seen)
+            parts = [self._narrow_search(sobject, part, group, seen) for part in node.parts]
+            if node.op == "OR":
+                out: set[str] = set()
+                for part in parts:
+                    if part is None:
+                        return None
+                    out |= part
+                return out
+            known = sorted((p for p in parts if p is not None), key=len)
+            return set.intersection(*known) if known else None
+        term: Term = node
+        found: set[str] = set()
+        if group in ("PHONE", "ALL"):
+            digits = _phone_key(term.text)
+            if len(digits) >= 7:
+                found |= self._index("search-phones", sobject).get(digits)
+            if group == "PHONE":
+                return found
+        wanted = _words(term.text)
+        if not wanted:
+            return found
+        words = self._index("words", sobject)
+        sets = [words.get(w) for w in wanted[:-1]]
+        if term.wildcard:
+            sets.append(self._index("word-starts", sobject).get(wanted[-1][:_WORD_PREFIX]))
+        else:
+            sets.append(words.get(wanted[-1]))
+        sets.sort(key=len)
+        return found | set(sets[0]).intersection(*sets[1:])
 
     # -- routing ----------------------------------------------------------------------------
     def _routes_setup(self) -> None:
@@ -1180,8 +1514,7 @@ class SalesforceEmulator(Emulator):
         all_or_none = bool(body.get("allOrNone"))
         answers: dict[str, Any] = {}
         out: list[dict[str, Any]] = []
-        with self.lock:
-            saved = self._snapshot()
+        with self.lock, self._transaction() as savepoint:
             for sub in subrequests:
                 reference = str(sub.get("referenceId") or "")
                 try:
@@ -1204,7 +1537,7 @@ class SalesforceEmulator(Emulator):
                     answers[reference] = answer
                 out.append(_subanswer(reference, response.status, answer))
             if all_or_none and any(a["httpStatusCode"] >= 300 for a in out):
-                self._rollback(*saved)
+                self._rollback(savepoint)
                 halted = [
                     {
                         "message": "The transaction was rolled back since another operation"
@@ -1236,11 +1569,19 @@ class SalesforceEmulator(Emulator):
             return self._run(handler, inner)
         return self._not_found()
 
-    def _snapshot(self) -> tuple[dict[str, tuple[bool, dict[str, Any], list[Any]]], int]:
-        records = {
-            rid: (r.deleted, dict(r.fields), list(r.versions)) for rid, r in self._records.items()
-        }
-        return records, self._sequence
+    @contextmanager
+    def _transaction(self) -> Iterator[tuple[int, int]]:
+        """A savepoint for ``_rollback`` (caller holds the lock): the undo log's length and
+        the id sequence. Transactions nest (a collection inside a composite request)."""
+        if self._undo is None:
+            self._undo = []
+        self._undo_depth += 1
+        try:
+            yield len(self._undo), self._sequence
+        finally:
+            self._undo_depth -= 1
+            if self._undo_depth == 0:
+                self._undo = None
 
     # -- reading ----------------------------------------------------------------------------
     def _check_type(self, sobject: str) -> dict[str, _Field]:
@@ -1310,6 +1651,20 @@ class SalesforceEmulator(Emulator):
             return not _equal(value, node.value, id_like)
         return _ordered(value, node.op, node.value)
 
+    def _matches_within(self, record: _Record, node: Any, seen: _Narrowed) -> bool:
+        """``_matches``, skipping the AND and OR parts whose candidates (``_narrow``) leave the
+        record out: those cannot match it, so the answer is the same, without evaluating a
+        hundred-part OR on every candidate."""
+        if not seen:
+            return self._matches(record, node)
+        if isinstance(node, _Bool) and node.op != "NOT":
+            results = (
+                _may_match(seen, p, record.id) and self._matches_within(record, p, seen)
+                for p in node.parts
+            )
+            return any(results) if node.op == "OR" else all(results)
+        return self._matches(record, node)
+
     def _row(
         self, record: _Record, paths: Sequence[str], version: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
@@ -1346,7 +1701,10 @@ class SalesforceEmulator(Emulator):
             self._check_path(query.sobject, path)
         self._check_condition(query.sobject, query.where)
         with self.lock:
-            records = [r for r in self._live(query.sobject) if self._matches(r, query.where)]
+            seen: _Narrowed = {}
+            ids = self._narrow(query.sobject, query.where, seen)
+            candidates = self._candidates(query.sobject, ids)
+            records = [r for r in candidates if self._matches_within(r, query.where, seen)]
             if query.order_by is not None:
                 key_field, descending = query.order_by
                 records.sort(key=lambda r: str(self._value(r, key_field) or ""), reverse=descending)
@@ -1367,12 +1725,14 @@ class SalesforceEmulator(Emulator):
         with self.lock:
             for spec in specs:
                 found = []
-                for record in self._live(spec.sobject):
+                seen: _Narrowed = {}
+                ids = self._narrow_search(spec.sobject, query.search, query.group, seen)
+                for record in self._candidates(spec.sobject, ids):
                     indexed = _indexed_version(record, horizon)
                     if indexed is None:
                         continue
-                    if _search_hit(
-                        query.search, record.sobject, indexed, query.group
+                    if _search_hit_within(
+                        query.search, record, indexed, query.group, seen
                     ) and self._matches(record, spec.where, indexed):
                         found.append(self._row(record, spec.fields, indexed))
                 rows += found[: spec.limit] if spec.limit is not None else found
@@ -1465,6 +1825,8 @@ class SalesforceEmulator(Emulator):
             duplicate = self._duplicate_of(merged)
             if duplicate is not None:
                 return None, [self._duplicate_error(duplicate)]
+        if existing is not None:
+            self._touch(existing)
         record = existing or _Record(sobject, self._new_id(sobject), {})
         record.fields = merged
         record.versions.append((time.monotonic(), dict(merged)))
@@ -1485,7 +1847,11 @@ class SalesforceEmulator(Emulator):
         keys = {k for k in keys if len(k) >= 7}
         if not keys:
             return None
-        for record in self._live("Contact"):
+        ids: set[str] | None = None
+        if not self._full_scan:
+            phones = self._index("contact-phones", "Contact")
+            ids = set().union(*(phones.get(k) for k in keys))
+        for record in self._candidates("Contact", ids):
             theirs = {_phone_key(str(record.fields.get(f) or "")) for f in ("Phone", "MobilePhone")}
             if keys & theirs:
                 return record
@@ -1576,7 +1942,7 @@ class SalesforceEmulator(Emulator):
             record = self._find(request.params["id"])
             if record is None or record.sobject != request.params["type"]:
                 return self._not_found()
-            record.deleted = True
+            self._mark_deleted(record)
         return Response(204, b"", self._limit_header())
 
     def _collection_body(self, request: Request) -> tuple[list[Any], bool] | Response:
@@ -1610,16 +1976,11 @@ class SalesforceEmulator(Emulator):
             return parsed
         records, all_or_none = parsed
         self._counted_write(endpoint)
-        with self.lock:
-            saved = {
-                rid: (r.deleted, dict(r.fields), list(r.versions))
-                for rid, r in self._records.items()
-            }
-            count = self._sequence
+        with self.lock, self._transaction() as savepoint:
             seen: set[str] = set()
             results = [one(item, seen) for item in records]
             if all_or_none and not all(r["success"] for r in results):
-                self._rollback(saved, count)
+                self._rollback(savepoint)
                 results = [
                     r
                     if not r["success"]
@@ -1638,16 +1999,25 @@ class SalesforceEmulator(Emulator):
                 ]
         return self._answer(results)
 
-    def _rollback(
-        self, saved: Mapping[str, tuple[bool, dict[str, Any], list[Any]]], count: int
-    ) -> None:
-        for rid in [rid for rid in self._records if rid not in saved]:
-            del self._records[rid]
-            self._by_prefix15.pop(rid[:15], None)
-        for rid, (deleted, fields, versions) in saved.items():
+    def _rollback(self, savepoint: tuple[int, int]) -> None:
+        """Undo every change since the savepoint, newest first: the records the request
+        created go, the ones it changed or deleted get back their state."""
+        mark, sequence = savepoint
+        undo = self._undo if self._undo is not None else []
+        while len(undo) > mark:
+            rid, saved = undo.pop()
             record = self._records[rid]
-            record.deleted, record.fields, record.versions = deleted, fields, versions
-        self._sequence = count
+            if saved is None:
+                del self._records[rid]
+                self._by_prefix15.pop(rid[:15], None)
+                del self._position[rid]
+                for index in self._indexes_of.get(record.sobject, ()):
+                    index.drop(rid)
+            else:
+                record.deleted, record.fields, record.versions = saved
+                for index in self._indexes_of.get(record.sobject, ()):
+                    index.file(record)
+        self._sequence = sequence
 
     def _coll_create(self, request: Request) -> Response:
         def one(item: Any, seen: set[str]) -> dict[str, Any]:
@@ -1727,7 +2097,9 @@ class SalesforceEmulator(Emulator):
                     ]
                 )
             seen.add(key)
-            matches = [r for r in self._live(sobject) if r.fields.get(key_field) == key]
+            ids = None if self._full_scan else self._index("stored", sobject, key_field).get(key)
+            candidates = self._candidates(sobject, ids)
+            matches = [r for r in candidates if r.fields.get(key_field) == key]
             if len(matches) > 1:
                 return _failed(
                     [
@@ -1865,6 +2237,35 @@ _GROUP_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
         "Lead": ("Phone", "MobilePhone"),
     },
 }
+
+
+def _may_match(seen: _Narrowed, node: Any, record_id: str) -> bool:
+    """False when the indexes rule the record out for this part of a query."""
+    ids = seen.get(id(node))
+    return ids is None or record_id in ids
+
+
+def _search_hit_within(
+    node: Any, record: _Record, values: Mapping[str, Any], group: str, seen: _Narrowed
+) -> bool:
+    """``_search_hit``, skipping the parts whose candidates (``_narrow_search``) leave the
+    record out: those cannot match it, so the answer is the same."""
+    if not seen:
+        return _search_hit(node, record.sobject, values, group)
+    if isinstance(node, _Search):
+
+        def hit(part: Any) -> bool:
+            return _may_match(seen, part, record.id) and _search_hit_within(
+                part, record, values, group, seen
+            )
+
+        if node.op == "OR":
+            return any(hit(p) for p in node.parts)
+        if node.op == "AND":
+            return all(hit(p) for p in node.parts)
+        first, second = node.parts
+        return hit(first) and not hit(second)
+    return _search_hit(node, record.sobject, values, group)
 
 
 def _search_hit(node: Any, sobject: str, values: Mapping[str, Any], group: str) -> bool:
