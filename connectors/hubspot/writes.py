@@ -388,6 +388,19 @@ class _Run:
         return None
 
     def _update_refused(self, entry: _Update, result: ApiResult) -> None:
+        held = _EXISTING_ID.search(result.message) if result.status == 409 else None
+        if held and entry.properties.pop("email", None):
+            # The caller gave an email another contact already has (HubSpot keeps emails
+            # unique): that contact keeps it; this one gets the rest, and its activity.
+            log.warning(
+                "HubSpot contact %s holds the email the caller gave; not copied to %s",
+                held.group(1),
+                entry.record_id,
+            )
+            retried = self._send_updates([entry]) if entry.properties else None
+            if retried is None:
+                return
+            result = retried
         gone = [entry.record_id] if result.status == 404 else []
         for work in entry.members:
             work.fail(

@@ -498,6 +498,27 @@ def test_update_writes_only_the_given_fields(emulator: HubSpotEmulator) -> None:
     )
 
 
+def test_an_update_with_an_email_another_contact_holds_keeps_the_rest(
+    emulator: HubSpotEmulator,
+) -> None:
+    emulator.seed_contact(first_name="Owner", email="taken@example.com")
+    caller = emulator.seed_contact(first_name="Caller")
+    outcome = connect(emulator).apply(
+        [
+            plan(
+                1,
+                action=Action.UPDATE,
+                record_id=caller,
+                fields={"email": "taken@example.com", "phone": "+13125550100"},
+            )
+        ]
+    )[0]
+    assert outcome.ok, outcome.error
+    stored = {c.id: c for c in emulator.contacts()}[caller]
+    assert (stored.email, stored.phone) == ("", "+13125550100")
+    assert outcome.activity_id is not None
+
+
 def test_a_log_plan_writes_no_contact(emulator: HubSpotEmulator) -> None:
     contact = emulator.seed_contact(first_name="Lo")
     outcome = connect(emulator).apply([plan(1, action=Action.LOG, record_id=contact)])[0]
