@@ -12,7 +12,8 @@ batch: at 10,000 messages those groups were most of the searches. A search for a
   again. HubSpot's search index already hides a new contact for a while after it is written,
   so the rule has that blind spot anyway; ``ttl`` bounds how much longer it gets.
 
-Bounded by ``max_contacts`` remembered in all (oldest words dropped first) so memory stays flat.
+Bounded by ``max_contacts`` remembered in all (oldest words dropped first, 5,000 by default:
+about 10 MB) so memory stays flat however long the backfill.
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ class ColleagueMemo(Generic[R]):
         self._recent: OrderedDict[str, tuple[float, _Held]] = OrderedDict()
 
     def _hold(self, obj: Mapping[str, Any]) -> _Held:
-        return dict(obj), self._convert(obj)
+        # Only id and the non-empty properties: not the decoded answer's other baggage.
+        props = obj.get("properties")
+        kept = {k: v for k, v in props.items() if v} if isinstance(props, Mapping) else {}
+        return {"id": obj.get("id"), "properties": kept}, self._convert(obj)
 
     def get(self, word: str) -> list[R] | None:
         """The contacts carrying ``word``, or None when it must be searched (again)."""

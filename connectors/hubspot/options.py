@@ -83,7 +83,7 @@ class HubSpotOptions:
     # A company word's contacts are searched again after this many seconds (0: every
     # lookup). See connectors.hubspot.colleagues.
     colleague_memo_ttl: float = 120.0
-    colleague_memo_max: int = 20_000
+    colleague_memo_max: int = 5_000
     # Attempts after the first for a 429/5xx/network failure, and the longest single wait.
     max_retries: int = 5
     backoff_cap: float = 30.0
