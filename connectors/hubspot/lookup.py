@@ -10,9 +10,12 @@ apart by E.164 afterwards.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+import phonenumbers
 
 from connectors.hubspot.candidates import answer
 from connectors.hubspot.colleagues import ColleagueMemo
@@ -75,6 +78,7 @@ class Reader:
         self._t = transport
         self._options = options
         self._region = region
+        self._calling_code = f"+{phonenumbers.country_code_for_region(region) or 1}"
         self._clock = clock
         self.colleagues: ColleagueMemo[CrmRecord] = ColleagueMemo(
             ttl=options.colleague_memo_ttl,
@@ -156,11 +160,13 @@ class Reader:
                     log.debug("skipping a phone key that is not E.164")
                     continue
                 national.append(digits)
-                # With its trunk prefix ("0899787175"): what HubSpot holds for a foreign
-                # number stored the way it is dialled at home, without the country code.
-                national += [
-                    v for v in format_variants(e164) if v.isdigit() and v not in (digits, e164[1:])
-                ]
+                if not e164.startswith(self._calling_code):
+                    # A foreign number is often stored as dialled at home ("089 9726173",
+                    # "01174564243") or without its "+": ask for what HubSpot calculates
+                    # from each such spelling in the portal's country.
+                    national += [
+                        c for v in format_variants(e164) if (c := _calculated(v, self._region))
+                    ]
             for prop in _CALCULATED_PHONE_PROPERTIES:
                 groups += in_groups(prop, national, cap)
             for prop in _RAW_PHONE_PROPERTIES:
@@ -308,6 +314,15 @@ def _token_groups(prop: str, keys: Iterable[MatchKey]) -> list[Group]:
                 Group(({"propertyName": prop, "operator": "CONTAINS_TOKEN", "value": word},))
             )
     return groups
+
+
+def _calculated(text: str, region: str) -> str:
+    """The national digits HubSpot calculates from a stored phone ``text`` in the portal's
+    country ``region`` ("" when it holds no digits)."""
+    try:
+        return phonenumbers.national_significant_number(phonenumbers.parse(text, region))
+    except phonenumbers.NumberParseException:
+        return re.sub(r"\D", "", text).lstrip("0")
 
 
 def _longest_word(value: str) -> str:

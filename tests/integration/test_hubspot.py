@@ -226,6 +226,27 @@ def test_lookup_finds_a_phone_in_any_format_and_drops_other_countries(
     assert emulator.counts["contacts.search"] == 1
 
 
+@pytest.mark.parametrize(
+    ("stored", "e164"),
+    [
+        ("01174564243", "+441174564243"),  # as dialled in the UK
+        ("441174564243", "+441174564243"),  # the "+" dropped
+        ("089 9726173", "+49899726173"),
+        ("49899726173", "+49899726173"),
+        ("+44 117 456 4243", "+441174564243"),
+    ],
+)
+def test_a_foreign_number_is_found_by_phone_alone_however_it_is_stored(
+    emulator: HubSpotEmulator, stored: str, e164: str
+) -> None:
+    contact = emulator.seed_contact(first_name="Abroad", phone=stored)
+    emulator.seed_contact(first_name="Other", phone="+1 312 555 0100")
+    key = MatchKey(KeyKind.PHONE, e164)
+    found = connect(emulator).lookup([key])
+    assert [r.id for r in found[key]] == [contact]
+    assert emulator.counts["contacts.search"] == 1
+
+
 def test_lookup_returns_every_key_and_matches_email_company_and_name(
     emulator: HubSpotEmulator,
 ) -> None:
