@@ -424,7 +424,8 @@ def deliver_target(
                 break
             stats.batches += 1
             stats.claimed += len(claimed)
-            held.extend(c.delivery_id for c in claimed)
+            if dry_run:
+                held.extend(c.delivery_id for c in claimed)
             try:
                 _deliver_batch(
                     store, connector, target, daemon, regions, claimed, stats, now, dry_run,

@@ -113,6 +113,7 @@ deliveries = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     UniqueConstraint("message_pk", "target"),
     Index("ix_deliveries_claim", "target", "state", "next_attempt_at"),
+    Index("ix_deliveries_queue", "target", "state", "id"),
 )
 
 # Caller key -> CRM record, per target. Written with the delivery's outcome, in one transaction.

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.exc import StatementError
 
 from syncd.models import KeyKind, MatchKey, Message
@@ -225,6 +225,48 @@ def test_claim_takes_over_expired_lease(store: Store) -> None:
     # The worker that lost its lease can no longer record over the new holder.
     store.record("crm", [done(claimed)], worker="crashed")
     assert one(store, again.delivery_id).state == State.IN_FLIGHT
+
+
+def test_a_claim_takes_the_oldest_due_of_every_kind_together(store: Store) -> None:
+    seed(store, 6)
+    early = store.claim("crm", 3, "w1", 60, now=T0)  # ids 1-3 in flight
+    retry, expired, not_due = early
+    later = T0 + timedelta(seconds=120)
+    store.record(
+        "crm",
+        [
+            DeliveryResult(retry.delivery_id, State.RETRY, error="503", next_attempt_at=T0),
+            DeliveryResult(not_due.delivery_id, State.RETRY, error="503", next_attempt_at=later),
+        ],
+        worker="w1",
+    )
+
+    taken = store.claim("crm", 3, "w2", 60, now=T0 + timedelta(seconds=61))
+
+    # a due retry, an expired lease and the oldest pending: by id, whatever their kind
+    assert [c.delivery_id for c in taken] == [
+        retry.delivery_id,
+        expired.delivery_id,
+        not_due.delivery_id + 1,
+    ]
+
+
+def test_claiming_pending_work_reads_the_queue_index_without_sorting(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    store.migrate()
+    seed(store, 3)
+    plans: list[str] = []
+
+    def explain(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().startswith("SELECT deliveries.id") and "LIMIT" in statement:
+            found = cursor.connection.execute("EXPLAIN QUERY PLAN " + statement, params)
+            plans.append(" / ".join(str(row[3]) for row in found))
+
+    event.listen(store.engine, "before_cursor_execute", explain)
+    assert len(store.claim("crm", 2, "w1", 60, now=T0)) == 2
+    pending = plans[0]
+    assert "ix_deliveries_queue" in pending
+    assert "TEMP B-TREE" not in pending
 
 
 def test_concurrent_claims_are_disjoint(store: Store) -> None:
