@@ -241,6 +241,20 @@ class Daemon:
             log.info("another replica polls this account", account=account.name)
             return
         today = started.astimezone(account.timezone).date()
+
+        def window_done(day: date, stats: IngestStats) -> None:
+            # Alert as each window lands: a backfill never holds a year of emergencies.
+            if daemon.alert_emergencies:
+                for message in stats.emergencies:
+                    self.alerter.emergency(
+                        account.name,
+                        message.message_id,
+                        message.phone or message.caller_id,
+                        message.content[:200],
+                    )
+            if on_window is not None:
+                on_window(day, stats)
+
         try:
             if span is None:
                 days = poll_days(
@@ -255,7 +269,7 @@ class Daemon:
                     account,
                     days,
                     stop=self.stop,
-                    on_window=on_window,
+                    on_window=window_done,
                 )
                 if not self.stop.is_set():
                     # Signpost: the next poll starts from where this run *started*.
@@ -270,18 +284,10 @@ class Daemon:
                     days,
                     mark_before=today,
                     stop=self.stop,
-                    on_window=on_window,
+                    on_window=window_done,
                 )
             report.accounts[account.name] = stats
             log.info("account polled", account=account.name, **stats.as_dict())
-            if daemon.alert_emergencies:
-                for message in stats.emergencies:
-                    self.alerter.emergency(
-                        account.name,
-                        message.message_id,
-                        message.phone or message.caller_id,
-                        message.content[:200],
-                    )
         except AuthError as exc:
             report.auth_failures.append(str(exc))
             log.error("source refused our credentials", account=account.name, error=str(exc))

@@ -55,6 +55,7 @@ class IngestStats:
     new: int = 0
     changed: int = 0
     quarantined: int = 0
+    # This window's new emergencies; a total leaves them out (see add), so memory stays flat.
     emergencies: list[Message] = field(default_factory=list)
 
     def add(self, other: IngestStats) -> None:
@@ -63,7 +64,6 @@ class IngestStats:
         self.new += other.new
         self.changed += other.changed
         self.quarantined += other.quarantined
-        self.emergencies.extend(other.emergencies)
 
     def as_dict(self) -> dict[str, int]:
         return {
