@@ -95,9 +95,12 @@ class CompanyDirectory:
                 )
             for obj in result.results():
                 count += 1
-                name = normalize_company(str(_props(obj).get("name") or ""))
+                props = _props(obj)
+                name = normalize_company(str(props.get("name") or ""))
                 if name:
-                    by_name.setdefault(name, []).append(obj)
+                    # id and the listed properties only: thousands are held for minutes.
+                    kept = {k: v for k, v in props.items() if k in COMPANY_PROPERTIES and v}
+                    by_name.setdefault(name, []).append({"id": obj.get("id"), "properties": kept})
             if count > self._max:
                 log.info(
                     "HubSpot holds over %d companies: company keys are searched, not listed",
