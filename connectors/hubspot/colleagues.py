@@ -12,8 +12,8 @@ batch: at 10,000 messages those groups were most of the searches. A search for a
   again. HubSpot's search index already hides a new contact for a while after it is written,
   so the rule has that blind spot anyway; ``ttl`` bounds how much longer it gets.
 
-Bounded by ``max_contacts`` remembered in all (oldest words dropped first, 5,000 by default:
-about 10 MB) so memory stays flat however long the backfill.
+Bounded by ``max_contacts`` remembered in all (5,000 by default, about 7 MB) so memory stays
+flat however long the backfill; a full memo keeps the words it holds until they expire.
 """
 
 from __future__ import annotations
@@ -92,10 +92,15 @@ class ColleagueMemo(Generic[R]):
                 if contact_id not in contacts and word in company_words(held[0]):
                     contacts[contact_id] = held
             self._drop(word)
+            horizon = self._clock() - self._ttl
+            while self._words and next(iter(self._words.values()))[0] <= horizon:
+                self._drop(next(iter(self._words)))  # expired: searched again when asked
+            if self._size + len(contacts) > self._max:
+                # Full: keep what is held. A backfill asks for the same words in turn, and
+                # evicting to make room would only cycle them all out before their next use.
+                return
             self._words[word] = (searched_at, contacts)
             self._size += len(contacts)
-            while self._size > self._max and self._words:
-                self._drop(next(iter(self._words)))
 
     def note_written(self, objs: Iterable[Mapping[str, Any]]) -> None:
         """Contacts syncd just created or updated (objects as HubSpot answered the write)."""
@@ -119,7 +124,11 @@ class ColleagueMemo(Generic[R]):
                 self._recent[contact_id] = (self._clock(), new)
                 for word in company_words(obj) & self._words.keys():
                     contacts = self._words[word][1]
-                    if contact_id not in contacts:
+                    if contact_id in contacts:
+                        continue
+                    if self._size >= self._max:
+                        self._drop(word)  # no room to keep it complete: search it again
+                    else:
                         contacts[contact_id] = new
                         self._size += 1
             self._prune_recent()

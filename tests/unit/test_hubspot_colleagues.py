@@ -58,12 +58,17 @@ def test_a_word_searched_after_an_own_write_still_gets_it_despite_index_lag() ->
     assert ids(memo.get("plumbing")) == set()
 
 
-def test_memory_is_bounded_oldest_word_first() -> None:
+def test_a_full_memo_keeps_what_it_holds_until_it_expires() -> None:
     clock = Clock()
     memo = ColleagueMemo(ttl=60, max_contacts=3, clock=clock, convert=dict)
     memo.put("alpha", clock(), [contact("1", "Alpha"), contact("2", "Alpha Co")])
     memo.put("beta", clock(), [contact("3", "Beta"), contact("4", "Beta Co")])
-    assert memo.get("alpha") is None
+    assert ids(memo.get("alpha")) == {"1", "2"}
+    assert memo.get("beta") is None  # no room: searched each time
+    memo.note_written([contact("5", "Alpha Inc"), contact("6", "Alpha Ltd")])
+    assert memo.get("alpha") is None  # could not stay complete: dropped, not kept partial
+    clock.now += 60
+    memo.put("beta", clock(), [contact("3", "Beta"), contact("4", "Beta Co")])
     assert ids(memo.get("beta")) == {"3", "4"}
 
 
