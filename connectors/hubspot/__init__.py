@@ -9,6 +9,14 @@ target's TOML table) are documented on :class:`HubSpotOptions`; the essentials::
     activity = "note"  # or "call"
     caller_key_property = "syncd_key"  # unique contact property: idempotent creates
     marker_property = "syncd_marker"  # unique note/call/task property: crash recovery
+
+What a message costs, counted by the emulator (tests/integration/test_request_budget.py): a
+known caller's note is one request, shared by up to 100 notes; a new caller costs one contacts
+search (the phones, emails and names of a whole batch are packed into each search), the
+contact upsert, which also links the company through ``associatedcompanyid``, and the note.
+Company records come from a listed directory (:mod:`connectors.hubspot.companies`) and each
+company word's contacts are remembered for a while (:mod:`connectors.hubspot.colleagues`), so
+neither costs a search per caller under HubSpot's ~5 searches/s limit.
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ batch: at 10,000 messages those groups were most of the searches. A search for a
   again. HubSpot's search index already hides a new contact for a while after it is written,
   so the rule has that blind spot anyway; ``ttl`` bounds how much longer it gets.
 
-Bounded by ``max_contacts`` remembered in all (5,000 by default, about 7 MB) so memory stays
-flat however long the backfill; a full memo keeps the words it holds until they expire.
+A contact is held as its id, its non-empty properties and its normalized company, and turned
+into a record only when a key asks for that company. Bounded by ``max_contacts`` remembered in
+all (5,000 by default, about 4 MB) so memory stays flat however long the backfill; a full
+memo keeps the words it holds until they expire.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from syncd.match.names import normalize_company
 __all__ = ["ColleagueMemo", "company_words"]
 
 R = TypeVar("R")
-_Held = tuple[dict[str, Any], Any]  # (the object as HubSpot sent it, converted once)
+_Held = tuple[dict[str, Any], str]  # (id and non-empty properties, normalized company)
 
 
 def company_words(obj: Mapping[str, Any]) -> set[str]:
@@ -39,8 +41,8 @@ def company_words(obj: Mapping[str, Any]) -> set[str]:
 
 
 class ColleagueMemo(Generic[R]):
-    """Company word -> the contacts carrying it (by id), each converted once by ``convert``.
-    Thread-safe."""
+    """Company word -> the contacts carrying it (by id); ``convert`` makes the records a
+    :meth:`get` returns. Thread-safe."""
 
     def __init__(
         self,
@@ -62,14 +64,18 @@ class ColleagueMemo(Generic[R]):
         # (index lag), so a word searched now still gets them.
         self._recent: OrderedDict[str, tuple[float, _Held]] = OrderedDict()
 
-    def _hold(self, obj: Mapping[str, Any]) -> _Held:
+    @staticmethod
+    def _hold(obj: Mapping[str, Any]) -> _Held:
         # Only id and the non-empty properties: not the decoded answer's other baggage.
         props = obj.get("properties")
         kept = {k: v for k, v in props.items() if v} if isinstance(props, Mapping) else {}
-        return {"id": obj.get("id"), "properties": kept}, self._convert(obj)
+        return {"id": obj.get("id"), "properties": kept}, normalize_company(
+            str(kept.get("company") or "")
+        )
 
-    def get(self, word: str) -> list[R] | None:
-        """The contacts carrying ``word``, or None when it must be searched (again)."""
+    def get(self, word: str, company: str) -> list[R] | None:
+        """The contacts carrying ``word`` whose normalized company is ``company``, or None
+        when the word must be searched (again)."""
         if self._ttl <= 0:
             return None
         with self._lock:
@@ -79,7 +85,8 @@ class ColleagueMemo(Generic[R]):
             if self._clock() - held[0] >= self._ttl:
                 self._drop(word)
                 return None
-            return [converted for _, converted in held[1].values()]
+            hits = [raw for raw, theirs in held[1].values() if theirs == company]
+        return [self._convert(raw) for raw in hits]
 
     def put(self, word: str, searched_at: float, objs: Iterable[Mapping[str, Any]]) -> None:
         """What a complete search for ``word`` that started at ``searched_at`` returned."""
@@ -89,7 +96,7 @@ class ColleagueMemo(Generic[R]):
         with self._lock:
             self._prune_recent()
             for contact_id, (_, held) in self._recent.items():
-                if contact_id not in contacts and word in company_words(held[0]):
+                if contact_id not in contacts and word in held[1].split():
                     contacts[contact_id] = held
             self._drop(word)
             horizon = self._clock() - self._ttl

@@ -110,27 +110,31 @@ class Reader:
         for key in found:
             by_kind.setdefault(key.kind, []).append(key)
 
-        # Company words answered within the memo's ttl are not searched again; what it holds
-        # is tested against every key, as the search's answer would have been.
+        # Company words answered within the memo's ttl are not searched again: the memo
+        # gives each such key its contacts at the company; the searches answer every key.
         companies = by_kind.get(KeyKind.COMPANY, [])
         words = {key: _longest_word(key.value) for key in companies}
-        records: dict[str, CrmRecord] = {}
         searched: list[MatchKey] = []
         for key in companies:
-            held = self.colleagues.get(words[key]) if words[key] else None
+            held = (
+                self.colleagues.get(words[key], normalize_company(key.value))
+                if words[key]
+                else None
+            )
             if held is None:
                 searched.append(key)
             else:
-                records.update((r.id, r) for r in held)
+                found[key].extend(held)
         contact_groups = self._contact_groups(by_kind, searched)
         if contact_groups:
             started = self._clock()
             contacts, complete = self._search("contacts", contact_groups, self._contact_props)
             for word in {words[key] for key in searched if words[key]} if complete else ():
                 self.colleagues.put(word, started, contacts)
-            records.update((r.id, r) for r in map(self.contact, contacts))
-        for key, hits in answer(found, list(records.values())).items():
-            found[key].extend(hits)
+            records = [self.contact(obj) for obj in contacts]
+            for key, hits in answer(found, records).items():
+                known = {r.id for r in found[key]}
+                found[key].extend(r for r in hits if r.id not in known)
 
         if companies and self.companies.available():
             listed = self.companies.find(k.value for k in companies)

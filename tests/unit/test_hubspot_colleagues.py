@@ -27,13 +27,18 @@ def ids(objs: list[dict[str, Any]] | None) -> set[str]:
 def test_a_searched_word_keeps_only_contacts_carrying_it_until_the_ttl() -> None:
     clock = Clock()
     memo = ColleagueMemo(ttl=60, max_contacts=100, clock=clock, convert=dict)
-    assert memo.get("plumbing") is None
-    memo.put("plumbing", clock(), [contact("1", "Acme Plumbing LLC"), contact("2", "Globex")])
-    assert ids(memo.get("plumbing")) == {"1"}
+    assert memo.get("plumbing", "acme plumbing") is None
+    memo.put(
+        "plumbing",
+        clock(),
+        [contact("1", "Acme Plumbing LLC"), contact("2", "Globex"), contact("3", "Best Plumbing")],
+    )
+    assert ids(memo.get("plumbing", "acme plumbing")) == {"1"}
+    assert ids(memo.get("plumbing", "best plumbing")) == {"3"}
     clock.now += 59
-    assert ids(memo.get("plumbing")) == {"1"}
+    assert ids(memo.get("plumbing", "acme plumbing")) == {"1"}
     clock.now += 1
-    assert memo.get("plumbing") is None
+    assert memo.get("plumbing", "acme plumbing") is None
 
 
 def test_own_writes_join_the_words_they_carry_and_updates_merge() -> None:
@@ -42,9 +47,9 @@ def test_own_writes_join_the_words_they_carry_and_updates_merge() -> None:
     memo.put("plumbing", clock(), [contact("1", "Acme Plumbing")])
     memo.note_written([contact("2", "Best Plumbing Inc", first="Sam"), contact("3", "Initech")])
     memo.note_written([{"id": "1", "properties": {"phone": "+13125550100"}}])  # an update
-    held = {o["id"]: o["properties"] for o in memo.get("plumbing") or []}
-    assert set(held) == {"1", "2"}
-    assert held["1"] == {"firstname": "Pat", "company": "Acme Plumbing", "phone": "+13125550100"}
+    held = {o["id"]: o["properties"] for o in memo.get("plumbing", "acme plumbing") or []}
+    assert held == {"1": {"firstname": "Pat", "company": "Acme Plumbing", "phone": "+13125550100"}}
+    assert ids(memo.get("plumbing", "best plumbing")) == {"2"}
 
 
 def test_a_word_searched_after_an_own_write_still_gets_it_despite_index_lag() -> None:
@@ -52,10 +57,10 @@ def test_a_word_searched_after_an_own_write_still_gets_it_despite_index_lag() ->
     memo = ColleagueMemo(ttl=60, max_contacts=100, clock=clock, convert=dict)
     memo.note_written([contact("9", "Acme Plumbing")])
     memo.put("plumbing", clock(), [])  # the search did not show it yet
-    assert ids(memo.get("plumbing")) == {"9"}
+    assert ids(memo.get("plumbing", "acme plumbing")) == {"9"}
     clock.now += 61
     memo.put("plumbing", clock(), [])  # older than the ttl: the search must show it by now
-    assert ids(memo.get("plumbing")) == set()
+    assert ids(memo.get("plumbing", "acme plumbing")) == set()
 
 
 def test_a_full_memo_keeps_what_it_holds_until_it_expires() -> None:
@@ -63,13 +68,13 @@ def test_a_full_memo_keeps_what_it_holds_until_it_expires() -> None:
     memo = ColleagueMemo(ttl=60, max_contacts=3, clock=clock, convert=dict)
     memo.put("alpha", clock(), [contact("1", "Alpha"), contact("2", "Alpha Co")])
     memo.put("beta", clock(), [contact("3", "Beta"), contact("4", "Beta Co")])
-    assert ids(memo.get("alpha")) == {"1", "2"}
-    assert memo.get("beta") is None  # no room: searched each time
+    assert ids(memo.get("alpha", "alpha")) == {"1", "2"}
+    assert memo.get("beta", "beta") is None  # no room: searched each time
     memo.note_written([contact("5", "Alpha Inc"), contact("6", "Alpha Ltd")])
-    assert memo.get("alpha") is None  # could not stay complete: dropped, not kept partial
+    assert memo.get("alpha", "alpha") is None  # could not stay complete: dropped, not kept partial
     clock.now += 60
     memo.put("beta", clock(), [contact("3", "Beta"), contact("4", "Beta Co")])
-    assert ids(memo.get("beta")) == {"3", "4"}
+    assert ids(memo.get("beta", "beta")) == {"3", "4"}
 
 
 def test_a_zero_ttl_remembers_nothing() -> None:
@@ -77,4 +82,4 @@ def test_a_zero_ttl_remembers_nothing() -> None:
     memo = ColleagueMemo(ttl=0, max_contacts=100, clock=clock, convert=dict)
     memo.put("plumbing", clock(), [contact("1", "Acme Plumbing")])
     memo.note_written([contact("2", "Best Plumbing")])
-    assert memo.get("plumbing") is None
+    assert memo.get("plumbing", "best plumbing") is None
