@@ -1145,16 +1145,7 @@ class SalesforceEmulator(Emulator):
         if isinstance(node, _Bool):
             if node.op == "NOT":
                 return None
-            parts = [self._narrow(sobject, part, seen) for part in node.parts]
-            if node.op == "OR":
-                out: set[str] = set()
-                for part in parts:
-                    if part is None:
-                        return None
-                    out |= part
-                return out
-            known = sorted((p for p in parts if p is not None), key=len)
-            return set.intersection(*known) if known else None
+            return _combine(node.op, [self._narrow(sobject, part, seen) for part in node.parts])
         return self._narrow_comparison(sobject, node)
 
     def _narrow_comparison(self, sobject: str, node: _Cmp) -> set[str] | None:
@@ -1216,15 +1207,7 @@ class SalesforceEmulator(Emulator):
                 self._narrow_search(sobject, node.parts[1], group, seen)
                 return self._narrow_search(sobject, node.parts[0], group, seen)
             parts = [self._narrow_search(sobject, part, group, seen) for part in node.parts]
-            if node.op == "OR":
-                out: set[str] = set()
-                for part in parts:
-                    if part is None:
-                        return None
-                    out |= part
-                return out
-            known = sorted((p for p in parts if p is not None), key=len)
-            return set.intersection(*known) if known else None
+            return _combine(node.op, parts)
         term: Term = node
         found: set[str] = set()
         if group in ("PHONE", "ALL"):
@@ -2307,3 +2290,17 @@ def _search_hit(node: Any, sobject: str, values: Mapping[str, Any], group: str) 
             ):
                 return True
     return False
+
+
+def _combine(op: str, parts: list[set[str] | None]) -> set[str] | None:
+    """Candidates of an OR (the union; None, "cannot narrow", if any part is) or of an AND
+    (the intersection of the parts that narrow)."""
+    if op == "OR":
+        out: set[str] = set()
+        for part in parts:
+            if part is None:
+                return None
+            out |= part
+        return out
+    known = sorted((p for p in parts if p is not None), key=len)
+    return set.intersection(*known) if known else None
