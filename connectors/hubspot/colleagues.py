@@ -32,7 +32,8 @@ from syncd.match.names import normalize_company
 __all__ = ["ColleagueMemo", "company_words"]
 
 R = TypeVar("R")
-_Held = tuple[dict[str, Any], str]  # (id and non-empty properties, normalized company)
+# (id, the kept properties that are set, normalized company): no dict per contact beyond that
+_Held = tuple[str, dict[str, Any], str]
 
 
 def company_words(obj: Mapping[str, Any]) -> set[str]:
@@ -53,11 +54,13 @@ class ColleagueMemo(Generic[R]):
         max_contacts: int,
         clock: Callable[[], float],
         convert: Callable[[Mapping[str, Any]], R],
+        keep: Iterable[str] = ("firstname", "lastname", "email", "phone", "company"),
     ) -> None:
         self._ttl = ttl
         self._max = max_contacts
         self._clock = clock
         self._convert = convert
+        self._keep = tuple(dict.fromkeys(keep))  # the properties ``convert`` reads
         self._lock = threading.Lock()
         # word -> (searched at, {contact id: held}); oldest first
         self._words: OrderedDict[str, tuple[float, dict[str, _Held]]] = OrderedDict()
@@ -66,14 +69,12 @@ class ColleagueMemo(Generic[R]):
         # (index lag), so a word searched now still gets them.
         self._recent: OrderedDict[str, tuple[float, _Held]] = OrderedDict()
 
-    @staticmethod
-    def _hold(obj: Mapping[str, Any]) -> _Held:
-        # Only id and the non-empty properties: not the decoded answer's other baggage.
+    def _hold(self, obj: Mapping[str, Any]) -> _Held:
+        # Only what a record is made of: not timestamps or the decoded answer's baggage.
         props = obj.get("properties")
-        kept = {k: v for k, v in props.items() if v} if isinstance(props, Mapping) else {}
-        return {"id": obj.get("id"), "properties": kept}, normalize_company(
-            str(kept.get("company") or "")
-        )
+        props = props if isinstance(props, Mapping) else {}
+        kept = {k: v for k in self._keep if (v := props.get(k))}
+        return str(obj.get("id")), kept, normalize_company(str(kept.get("company") or ""))
 
     def get(self, word: str, company: str) -> list[R] | None:
         """The contacts carrying ``word`` whose normalized company is ``company``, or None
@@ -87,8 +88,8 @@ class ColleagueMemo(Generic[R]):
             if self._clock() - held[0] >= self._ttl:
                 self._drop(word)
                 return None
-            hits = [raw for raw, theirs in held[1].values() if theirs == company]
-        return [self._convert(raw) for raw in hits]
+            hits = [(cid, props) for cid, props, theirs in held[1].values() if theirs == company]
+        return [self._convert({"id": cid, "properties": props}) for cid, props in hits]
 
     def put(self, word: str, searched_at: float, objs: Iterable[Mapping[str, Any]]) -> None:
         """What a complete search for ``word`` that started at ``searched_at`` returned."""
@@ -98,7 +99,7 @@ class ColleagueMemo(Generic[R]):
         with self._lock:
             self._prune_recent()
             for contact_id, (_, held) in self._recent.items():
-                if contact_id not in contacts and word in held[1].split():
+                if contact_id not in contacts and word in held[2].split():
                     contacts[contact_id] = held
             self._drop(word)
             horizon = self._clock() - self._ttl
@@ -124,8 +125,8 @@ class ColleagueMemo(Generic[R]):
                 for _, contacts in self._words.values():
                     held = contacts.get(contact_id)
                     if held is not None:  # an update may carry only the properties it set
-                        merged = {**(held[0].get("properties") or {}), **written}
-                        contacts[contact_id] = self._hold({**held[0], **obj, "properties": merged})
+                        merged = {**held[1], **written}
+                        contacts[contact_id] = self._hold({"id": contact_id, "properties": merged})
                 if not {"firstname", "lastname"} & written.keys():
                     continue  # not enough of a contact to match a name against
                 new = self._hold(obj)

@@ -78,6 +78,9 @@ class Reader:
         self._t = transport
         self._options = options
         self._region = region
+        self._contact_props = list(
+            dict.fromkeys([*CONTACT_PROPERTIES, *options.contact_fields.values()])
+        )
         self._calling_code = f"+{phonenumbers.country_code_for_region(region) or 1}"
         self._clock = clock
         self.colleagues: ColleagueMemo[CrmRecord] = ColleagueMemo(
@@ -85,15 +88,13 @@ class Reader:
             max_contacts=options.colleague_memo_max,
             clock=clock,
             convert=self.contact,
+            keep=self._contact_props,
         )
         self.companies = CompanyDirectory(
             transport,
             max_companies=options.company_directory_max,
             refresh=options.company_directory_refresh,
             clock=clock,
-        )
-        self._contact_props = list(
-            dict.fromkeys([*CONTACT_PROPERTIES, *options.contact_fields.values()])
         )
 
     # -- records ---------------------------------------------------------------------------
