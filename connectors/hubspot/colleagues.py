@@ -14,7 +14,7 @@ batch: at 10,000 messages those groups were most of the searches. A search for a
 
 A contact is held as its id, its non-empty properties and its normalized company, and turned
 into a record only when a key asks for that company. Bounded by ``max_contacts`` remembered in
-all (20,000 by default, about 14 MB) so memory stays bounded however long the backfill; a
+all (20,000 by default, about 10 MB) so memory stays bounded however long the backfill; a
 full memo keeps the words it holds until they expire. Too small a memo is costly at scale: a
 word's search returns every contact carrying it, 200 a page, so a word searched again in a
 large portal costs several requests.
