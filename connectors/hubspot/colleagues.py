@@ -12,16 +12,21 @@ batch: at 10,000 messages those groups were most of the searches. A search for a
   again. HubSpot's search index already hides a new contact for a while after it is written,
   so the rule has that blind spot anyway; ``ttl`` bounds how much longer it gets.
 
-A contact is held as its id, its non-empty properties and its normalized company, and turned
-into a record only when a key asks for that company. Bounded by ``max_contacts`` remembered in
-all (20,000 by default, about 10 MB) so memory stays bounded however long the backfill; a
-full memo keeps the words it holds until they expire. Too small a memo is costly at scale: a
-word's search returns every contact carrying it, 200 a page, so a word searched again in a
-large portal costs several requests.
+The memo is most of what a large backfill holds, so it holds little. A search's answer is
+gathered page by page (:meth:`ColleagueMemo.collect`), never decoded whole, and only as far as
+there is room for it. A contact is kept as its id, its normalized company (shared by its
+colleagues) and its kept properties packed into one string: about 0.4 KB, against 0.8 KB as a
+dict of its properties, and turned into a record only when a key asks for its company.
+Bounded by ``max_contacts`` remembered in all (20,000 by default, at most about 9 MB) so
+memory stays bounded however long the backfill; a full memo keeps the words it holds until
+they expire. Too small a memo is costly at scale: a word's search returns every contact
+carrying it, 200 a page, so a word searched again in a large portal costs several requests.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -29,11 +34,12 @@ from typing import Any, Generic, TypeVar
 
 from syncd.match.names import normalize_company
 
-__all__ = ["ColleagueMemo", "company_words"]
+__all__ = ["ColleagueMemo", "Pending", "company_words"]
 
 R = TypeVar("R")
-# (id, the kept properties that are set, normalized company): no dict per contact beyond that
-_Held = tuple[str, dict[str, Any], str]
+# (normalized company, the kept properties' values as a JSON list): two objects a contact,
+# where a dict of its properties would be a dozen.
+_Held = tuple[str, str]
 
 
 def company_words(obj: Mapping[str, Any]) -> set[str]:
@@ -69,49 +75,76 @@ class ColleagueMemo(Generic[R]):
         # (index lag), so a word searched now still gets them.
         self._recent: OrderedDict[str, tuple[float, _Held]] = OrderedDict()
 
-    def _hold(self, obj: Mapping[str, Any]) -> _Held:
-        # Only what a record is made of: not timestamps or the decoded answer's baggage.
-        props = obj.get("properties")
-        props = props if isinstance(props, Mapping) else {}
-        kept = {k: v for k in self._keep if (v := props.get(k))}
-        return str(obj.get("id")), kept, normalize_company(str(kept.get("company") or ""))
+    # -- held contacts ---------------------------------------------------------------------
+    def _hold(self, props: Mapping[str, Any]) -> _Held:
+        """Only what a record is made of: not timestamps or the decoded answer's baggage."""
+        values = [str(v) if (v := props.get(k)) else "" for k in self._keep]
+        # Interned: the contacts at one company share one copy of its normalized name.
+        company = sys.intern(normalize_company(str(props.get("company") or "")))
+        return company, json.dumps(values, separators=(",", ":"))
 
+    def _props(self, held: _Held) -> dict[str, str]:
+        return {k: v for k, v in zip(self._keep, json.loads(held[1]), strict=True) if v}
+
+    # -- reading ---------------------------------------------------------------------------
     def get(self, word: str, company: str) -> list[R] | None:
         """The contacts carrying ``word`` whose normalized company is ``company``, or None
         when the word must be searched (again)."""
         if self._ttl <= 0:
             return None
         with self._lock:
-            held = self._words.get(word)
-            if held is None:
+            entry = self._words.get(word)
+            if entry is None:
                 return None
-            if self._clock() - held[0] >= self._ttl:
+            if self._clock() - entry[0] >= self._ttl:
                 self._drop(word)
                 return None
-            hits = [(cid, props) for cid, props, theirs in held[1].values() if theirs == company]
-        return [self._convert({"id": cid, "properties": props}) for cid, props in hits]
+            hits = [(cid, held) for cid, held in entry[1].items() if held[0] == company]
+        return [self._convert({"id": cid, "properties": self._props(held)}) for cid, held in hits]
 
+    # -- searches --------------------------------------------------------------------------
     def put(self, word: str, searched_at: float, objs: Iterable[Mapping[str, Any]]) -> None:
         """What a complete search for ``word`` that started at ``searched_at`` returned."""
-        if self._ttl <= 0:
-            return
-        contacts = {str(o.get("id")): self._hold(o) for o in objs if word in company_words(o)}
+        pending = self.collect([word], searched_at)
+        pending.add(objs)
+        pending.commit()
+
+    def collect(self, words: Iterable[str], searched_at: float) -> Pending[R]:
+        """Gather the answer to a search for ``words`` that starts now, page by page, and
+        keep it once the search is known to be complete (:meth:`Pending.commit`).
+
+        Only what fits in the memo's room is gathered: a search of many words matches
+        thousands of contacts, and a lookup that held all of them decoded at once used to
+        set the backfill's peak memory."""
         with self._lock:
             self._prune_recent()
-            for contact_id, (_, held) in self._recent.items():
-                if contact_id not in contacts and word in held[2].split():
-                    contacts[contact_id] = held
-            self._drop(word)
+            wanted = set(words) if self._ttl > 0 else set()
+            for word in wanted:
+                self._drop(word)  # about to be searched again
             horizon = self._clock() - self._ttl
             while self._words and next(iter(self._words.values()))[0] <= horizon:
                 self._drop(next(iter(self._words)))  # expired: searched again when asked
-            if self._size + len(contacts) > self._max:
-                # Full: keep what is held. A backfill asks for the same words in turn, and
-                # evicting to make room would only cycle them all out before their next use.
-                return
-            self._words[word] = (searched_at, contacts)
-            self._size += len(contacts)
+            room = self._max - self._size
+        return Pending(self, wanted, searched_at, room)
 
+    def _remember(self, searched_at: float, found: dict[str, dict[str, _Held]]) -> None:
+        with self._lock:
+            self._prune_recent()
+            for contact_id, (_, held) in self._recent.items():
+                for word in held[0].split():
+                    if word in found:
+                        found[word].setdefault(contact_id, held)
+            for word, contacts in found.items():
+                self._drop(word)
+                if self._size + len(contacts) > self._max:
+                    # Full: keep what is held. A backfill asks for the same words in turn,
+                    # and evicting to make room would only cycle them all out before their
+                    # next use.
+                    continue
+                self._words[word] = (searched_at, contacts)
+                self._size += len(contacts)
+
+    # -- own writes ------------------------------------------------------------------------
     def note_written(self, objs: Iterable[Mapping[str, Any]]) -> None:
         """Contacts syncd just created or updated (objects as HubSpot answered the write)."""
         if self._ttl <= 0:
@@ -122,17 +155,18 @@ class ColleagueMemo(Generic[R]):
                 written = obj.get("properties")
                 if not isinstance(written, Mapping):
                     continue
+                props: Mapping[str, Any] = written
                 for _, contacts in self._words.values():
-                    held = contacts.get(contact_id)
-                    if held is not None:  # an update may carry only the properties it set
-                        merged = {**held[1], **written}
-                        contacts[contact_id] = self._hold({"id": contact_id, "properties": merged})
-                if not {"firstname", "lastname"} & written.keys():
+                    old = contacts.get(contact_id)
+                    if old is not None:  # an update may carry only the properties it set
+                        props = {**self._props(old), **written}
+                        contacts[contact_id] = self._hold(props)
+                if not {"firstname", "lastname"} & props.keys():
                     continue  # not enough of a contact to match a name against
-                new = self._hold(obj)
+                new = self._hold(props)
                 self._recent.pop(contact_id, None)
                 self._recent[contact_id] = (self._clock(), new)
-                for word in company_words(obj) & self._words.keys():
+                for word in set(new[0].split()) & self._words.keys():
                     contacts = self._words[word][1]
                     if contact_id in contacts:
                         continue
@@ -151,6 +185,59 @@ class ColleagueMemo(Generic[R]):
             self._recent.popitem(last=False)
 
     def _drop(self, word: str) -> None:
-        held = self._words.pop(word, None)
-        if held is not None:
-            self._size -= len(held[1])
+        entry = self._words.pop(word, None)
+        if entry is not None:
+            self._size -= len(entry[1])
+
+
+class Pending(Generic[R]):
+    """A search's answer for some words, gathered page by page (see
+    :meth:`ColleagueMemo.collect`). Not shared between threads."""
+
+    def __init__(
+        self, memo: ColleagueMemo[R], words: set[str], searched_at: float, room: int
+    ) -> None:
+        self._memo = memo
+        self._searched_at = searched_at
+        self._room = room
+        self._found: dict[str, dict[str, _Held]] = {word: {} for word in words}
+        self._count = 0
+
+    @property
+    def held(self) -> int:
+        """How many contacts are gathered (never more than the memo had room for)."""
+        return self._count
+
+    def add(self, objs: Iterable[Mapping[str, Any]]) -> None:
+        """One page of the search's results (any object, in any number of pages)."""
+        for obj in objs:
+            props = obj.get("properties")
+            if not self._found:
+                return
+            if not isinstance(props, Mapping):
+                continue
+            contact_id = str(obj.get("id"))
+            held: _Held | None = None
+            for word in company_words(obj):
+                contacts = self._found.get(word)
+                if contacts is None or contact_id in contacts:
+                    continue
+                if self._count >= self._room and not self._make_room(word):
+                    continue
+                held = held or self._memo._hold(props)
+                contacts[contact_id] = held
+                self._count += 1
+
+    def _make_room(self, word: str) -> bool:
+        """Give up the words that have gathered most until one more fits (they would take
+        most room: smaller answers are likelier to fit whole); True when ``word`` is still
+        gathered."""
+        while self._found and self._count >= self._room:
+            largest = max(self._found, key=lambda w: len(self._found[w]))
+            self._count -= len(self._found.pop(largest))
+        return word in self._found
+
+    def commit(self) -> None:
+        """The search read every match: remember what was gathered."""
+        self._memo._remember(self._searched_at, self._found)
+        self._found = {}

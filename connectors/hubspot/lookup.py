@@ -128,14 +128,22 @@ class Reader:
                 found[key].extend(held)
         contact_groups = self._contact_groups(by_kind, searched)
         if contact_groups:
-            started = self._clock()
-            contacts, complete = self._search("contacts", contact_groups, self._contact_props)
-            for word in {words[key] for key in searched if words[key]} if complete else ():
-                self.colleagues.put(word, started, contacts)
-            records = [self.contact(obj) for obj in contacts]
-            for key, hits in answer(found, records).items():
-                known = {r.id for r in found[key]}
-                found[key].extend(r for r in hits if r.id not in known)
+            pending = self.colleagues.collect(
+                {words[key] for key in searched if words[key]}, self._clock()
+            )
+            ids_of = {key: {r.id for r in records} for key, records in found.items()}
+
+            def take(page: list[dict[str, Any]]) -> None:
+                # A page at a time: a search of many company words matches thousands.
+                pending.add(page)
+                for key, hits in answer(found, [self.contact(obj) for obj in page]).items():
+                    for record in hits:
+                        if record.id not in ids_of[key]:
+                            ids_of[key].add(record.id)
+                            found[key].append(record)
+
+            if self._search("contacts", contact_groups, self._contact_props, take):
+                pending.commit()
 
         if companies and self.companies.available():
             listed = self.companies.find(k.value for k in companies)
@@ -211,14 +219,26 @@ class Reader:
         self, object_type: str, groups: Sequence[Group], properties: Sequence[str]
     ) -> list[dict[str, Any]]:
         """Every record matching any group, each once, following ``paging.next.after``."""
-        return self._search(object_type, groups, properties)[0]
+        seen: dict[str, dict[str, Any]] = {}
+
+        def take(page: list[dict[str, Any]]) -> None:
+            for obj in page:
+                seen.setdefault(str(obj.get("id")), obj)
+
+        self._search(object_type, groups, properties, take)
+        return list(seen.values())
 
     def _search(
-        self, object_type: str, groups: Sequence[Group], properties: Sequence[str]
-    ) -> tuple[list[dict[str, Any]], bool]:
-        """:meth:`search`, and whether every match was read (False past RESULT_WINDOW)."""
+        self,
+        object_type: str,
+        groups: Sequence[Group],
+        properties: Sequence[str],
+        take: Callable[[list[dict[str, Any]]], None],
+    ) -> bool:
+        """Hand every page of records matching any group to ``take`` (a record matching
+        groups sent in two requests comes twice); False when some were not read because
+        a request matched more than RESULT_WINDOW."""
         complete = True
-        seen: dict[str, dict[str, Any]] = {}
         for request_groups in pack(groups):
             after: str | None = None
             fetched = 0
@@ -234,8 +254,7 @@ class Reader:
                 if not result.ok:
                     raise _fail(f"{object_type} search", result)
                 page = result.results()
-                for obj in page:
-                    seen.setdefault(str(obj.get("id")), obj)
+                take(page)
                 fetched += len(page)
                 after = result.next_after()
                 if not after or not page:
@@ -248,7 +267,7 @@ class Reader:
                     )
                     complete = False
                     break
-        return list(seen.values()), complete
+        return complete
 
     # -- read ------------------------------------------------------------------------------
     def read(self, kind: str, ids: Sequence[str]) -> dict[str, CrmRecord]:

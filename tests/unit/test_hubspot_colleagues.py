@@ -83,3 +83,36 @@ def test_a_zero_ttl_remembers_nothing() -> None:
     memo.put("plumbing", clock(), [contact("1", "Acme Plumbing")])
     memo.note_written([contact("2", "Best Plumbing")])
     assert memo.get("plumbing", "best plumbing") is None
+
+
+def test_a_search_is_gathered_page_by_page_and_kept_only_once_complete() -> None:
+    clock = Clock()
+    memo = ColleagueMemo(ttl=60, max_contacts=100, clock=clock, convert=dict)
+    pending = memo.collect({"plumbing", "dental"}, clock())
+    pending.add([contact("1", "Acme Plumbing"), contact("2", "Globex")])
+    pending.add([contact("3", "Acme Plumbing Inc"), contact("1", "Acme Plumbing")])  # again
+    assert memo.get("plumbing", "acme plumbing") is None  # not known complete yet
+    pending.commit()
+    assert ids(memo.get("plumbing", "acme plumbing")) == {"1", "3"}
+    assert ids(memo.get("dental", "acme dental")) == set()  # searched: nobody carries it
+
+
+def test_an_abandoned_search_leaves_nothing_behind() -> None:
+    clock = Clock()
+    memo = ColleagueMemo(ttl=60, max_contacts=100, clock=clock, convert=dict)
+    memo.put("plumbing", clock(), [contact("1", "Acme Plumbing")])
+    clock.now += 60  # expired, so searched again; the search fails after a page
+    memo.collect({"plumbing"}, clock()).add([contact("2", "Acme Plumbing")])
+    assert memo.get("plumbing", "acme plumbing") is None
+
+
+def test_a_search_gathers_only_what_fits_giving_up_the_largest_word() -> None:
+    clock = Clock()
+    memo = ColleagueMemo(ttl=60, max_contacts=3, clock=clock, convert=dict)
+    pending = memo.collect({"alpha", "beta"}, clock())
+    pending.add([contact("1", "Alpha"), contact("2", "Beta"), contact("3", "Alpha Co")])
+    pending.add([contact("4", "Beta Co")])  # no room for a fourth: alpha, the largest, goes
+    assert pending.held == 2
+    pending.commit()
+    assert memo.get("alpha", "alpha") is None  # searched again when asked
+    assert ids(memo.get("beta", "beta")) == {"2", "4"}  # "Beta Co" is Beta
