@@ -265,8 +265,20 @@ def mask_phones_in(text: str) -> str:
     return "".join(pieces)
 
 
+# A run ending in a parenthesized group: "2982 (409)" is an id and a status code. A phone
+# opens with its parenthesized group ("(415) 555-1212", "+44 (0)20..."), never ends with one.
+_CLOSING_GROUP = re.compile(r"(?P<head>.*?)(?P<tail>[ \t\u00a0]*\(\d+)")
+
+
 def _mask_run(match: re.Match[str]) -> str:
     run = match.group("run")
-    if run is None or sum(ch.isdigit() for ch in run) < _MIN_RUN_DIGITS:
+    if run is None:
         return match.group(0)
-    return _mask_digits(run)
+    closing = _CLOSING_GROUP.fullmatch(run)
+    if closing and match.string.startswith(")", match.end()):
+        return _mask_long(closing["head"]) + closing["tail"]
+    return _mask_long(run)
+
+
+def _mask_long(run: str) -> str:
+    return run if sum(ch.isdigit() for ch in run) < _MIN_RUN_DIGITS else _mask_digits(run)

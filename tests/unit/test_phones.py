@@ -222,6 +222,20 @@ def test_mask_phones_in_leaves_non_phone_text(text: str) -> None:
     assert mask_phones_in(text) == text
 
 
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("contact 2982 (409): email taken", "contact 2982 (409): email taken"),
+        ("record 123456 (404) gone", "record 123456 (404) gone"),
+        ("12345678 (409)", "******78 (409)"),  # a long run is still masked, the code kept
+        ("call 415 555 0100 (mobile)", "call +1 *** *** **00 (mobile)"),
+        ("Tel (0) 2982 4091", "Tel (*) **** **91"),  # a group that opens a number is in it
+    ],
+)
+def test_mask_phones_in_keeps_a_status_code_after_an_id(text: str, masked: str) -> None:
+    assert mask_phones_in(text) == masked
+
+
 # ---- properties ---------------------------------------------------------------------------
 
 REGIONS = ["US", "CA", "GB", "DE", "FR", "IE", "NL", "ES", "IT", "AU", "CH", "SE", "JP", "BR"]
