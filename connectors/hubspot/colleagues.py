@@ -17,7 +17,7 @@ gathered page by page (:meth:`ColleagueMemo.collect`), never decoded whole, and 
 there is room for it. A contact is kept as its id, its normalized company (shared by its
 colleagues) and its kept properties packed into one string: about 0.4 KB, against 0.8 KB as a
 dict of its properties, and turned into a record only when a key asks for its company.
-Bounded by ``max_contacts`` remembered in all (20,000 by default, at most about 9 MB) so
+Bounded by ``max_contacts`` remembered in all (40,000 by default, at most about 17 MB) so
 memory stays bounded however long the backfill; a full memo keeps the words it holds until
 they expire. Too small a memo is costly at scale: a word's search returns every contact
 carrying it, 200 a page, so a word searched again in a large portal costs several requests.

@@ -84,7 +84,7 @@ class HubSpotOptions:
     # A company word's contacts are searched again after this many seconds (0: every
     # lookup). See connectors.hubspot.colleagues.
     colleague_memo_ttl: float = 120.0
-    colleague_memo_max: int = 20_000
+    colleague_memo_max: int = 40_000
     # Attempts after the first for a 429/5xx/network failure, and the longest single wait.
     max_retries: int = 5
     backoff_cap: float = 30.0
@@ -166,7 +166,7 @@ def parse_options(context: TargetContext) -> HubSpotOptions:
         company_directory_refresh=_number(opts, "company_directory_refresh", 900.0, key),
         colleague_memo_ttl=_number(opts, "colleague_memo_ttl", 120.0, key, allow_zero=True),
         colleague_memo_max=int(
-            _number(opts, "colleague_memo_max", 20_000, key, integer=True, allow_zero=True)
+            _number(opts, "colleague_memo_max", 40_000, key, integer=True, allow_zero=True)
         ),
         max_retries=int(_number(opts, "max_retries", 5, key, integer=True, allow_zero=True)),
         backoff_cap=_number(opts, "backoff_cap", 30.0, key),
