@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import json
+import tracemalloc
 from typing import Any
 
 from connectors.hubspot.colleagues import ColleagueMemo
+from connectors.hubspot.records import CONTACT_PROPERTIES
+from syncd.match.names import normalize_company
+from syncd.sandbox.generate import make_callers
 
 
 class Clock:
@@ -116,3 +122,47 @@ def test_a_search_gathers_only_what_fits_giving_up_the_largest_word() -> None:
     pending.commit()
     assert memo.get("alpha", "alpha") is None  # searched again when asked
     assert ids(memo.get("beta", "beta")) == {"2", "4"}  # "Beta Co" is Beta
+
+
+def test_a_held_colleague_takes_under_half_a_kilobyte() -> None:
+    """The memo is most of what a large backfill holds: bytes counted, not timed."""
+    callers = make_callers(2000, seed=3)
+    objs = [
+        json.loads(  # decoded as the transport decodes a search page
+            json.dumps(
+                {
+                    "id": str(10**9 + i),
+                    "properties": {
+                        "firstname": c.first_name,
+                        "lastname": c.last_name,
+                        "email": c.email,
+                        "phone": c.e164,
+                        "mobilephone": None,
+                        "company": f"Word{i // 100} {c.company}",
+                        "associatedcompanyid": str(5000 + i),
+                        "createdate": "2026-01-01T00:00:00.000Z",
+                        "lastmodifieddate": "2026-01-01T00:00:00.000Z",
+                    },
+                }
+            )
+        )
+        for i, c in enumerate(callers)
+    ]
+    clock = Clock()
+    memo = ColleagueMemo(
+        ttl=60, max_contacts=10_000, clock=clock, convert=dict, keep=CONTACT_PROPERTIES
+    )
+    gc.collect()
+    tracemalloc.start()
+    try:
+        pending = memo.collect({f"word{n}" for n in range(20)}, clock())
+        for start in range(0, len(objs), 200):
+            pending.add(objs[start : start + 200])
+        pending.commit()
+        del objs  # what the memo holds is all that is left of the answer
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(memo.get("word0", normalize_company(f"Word0 {callers[0].company}")) or []) >= 1
+    assert held / len(callers) < 500  # ~0.8 KB as a dict of properties
