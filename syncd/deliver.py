@@ -127,6 +127,8 @@ class _Batch:
         self.cache_drops: list[str] = []
         # Per delivery: canonical fields the CRM record holds once its plan succeeds.
         self.known_after: dict[int, dict[str, str]] = {}
+        # Per delivery: the equally good records on_ambiguity="best" passed over.
+        self.passed_over: dict[int, list[str]] = {}
 
     # -- steps -----------------------------------------------------------------------------
     def reconcile(self, items: list[_Item], stats: DeliveryStats) -> list[_Item]:
@@ -249,6 +251,8 @@ class _Batch:
                     )
                 )
                 continue
+            if decision.kind == "existing" and decision.reason:
+                self.passed_over[claimed.delivery_id] = list(decision.alternatives)
             known = dict(item.known)
             if decision.kind == "existing" and self.target.sync_mode != "create_only":
                 # Each offered field is now filled: written, or skipped because it already was.
@@ -288,6 +292,7 @@ class _Batch:
                     outcome.record_kind,
                     outcome.activity_id,
                     plan.action.value,
+                    passed_over=self.passed_over.get(plan.delivery_id),
                 )
                 if outcome.record_id:
                     # A LOG must not wipe what the cache knew: the next call would read again.
@@ -374,6 +379,8 @@ class _Batch:
         kind: str | None,
         activity_id: str | None,
         action: str,
+        *,
+        passed_over: list[str] | None = None,
     ) -> None:
         self.results.append(
             DeliveryResult(
@@ -383,6 +390,7 @@ class _Batch:
                 record_kind=kind,
                 activity_id=activity_id,
                 action=action,
+                review_candidates=passed_over,
             )
         )
 

@@ -49,6 +49,7 @@ def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
         "last_runs": store.last_runs(5),
         "dead": store.problems(["dead"]),
         "review": store.problems(["review"]),
+        "passed_over": store.passed_over(),
         "quarantined": store.quarantined(),
     }
 
@@ -110,6 +111,19 @@ def print_status(status: dict[str, Any], out: TextIO, as_json: bool) -> None:
                     (r["reason"] or "")[:60],
                 )
             console.print(table)
+    if status["passed_over"]:
+        table = Table(title="attached to the best of equal matches")
+        for col in ("delivery", "target", "message", "record", "passed over"):
+            table.add_column(col)
+        for r in status["passed_over"]:
+            table.add_row(
+                str(r["delivery_id"]),
+                r["target"],
+                r["message_id"],
+                r["record_id"] or "",
+                ", ".join(r["passed_over"])[:60],
+            )
+        console.print(table)
     if status["quarantined"]:
         console.print(
             f"[yellow]{len(status['quarantined'])} source payload(s) quarantined[/yellow] "

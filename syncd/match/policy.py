@@ -41,6 +41,8 @@ class Decision:
     alternatives: tuple[str, ...] = ()
     company_id: str | None = None
     matched_by: str = ""  # email | phone | company_name | cache
+    # Why it went to review; on an "existing" decision, why on_ambiguity="best" had to choose
+    # (the others are ``alternatives``, recorded for ``syncd status``).
     reason: str = ""
 
 
@@ -91,13 +93,13 @@ def _pick(
     others = tuple(r.id for r in ranked[1:])
     if _score(best, keys, policy) > _score(runner_up, keys, policy):
         return Decision("existing", record=best, alternatives=others, matched_by=matched_by)
+    tie = f"{len(ranked)} equally good {matched_by} matches"
     if policy.on_ambiguity == "best":
-        return Decision("existing", record=best, alternatives=others, matched_by=matched_by)
+        return Decision(
+            "existing", record=best, alternatives=others, matched_by=matched_by, reason=tie
+        )
     return Decision(
-        "review",
-        alternatives=tuple(r.id for r in ranked),
-        matched_by=matched_by,
-        reason=f"{len(ranked)} equally good {matched_by} matches",
+        "review", alternatives=tuple(r.id for r in ranked), matched_by=matched_by, reason=tie
     )
 
 

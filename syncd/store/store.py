@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     Connection,
     Engine,
+    String,
     and_,
     bindparam,
+    cast,
     create_engine,
     delete,
     event,
@@ -113,6 +115,8 @@ class DeliveryResult:
     action: str | None = None
     error: str | None = None
     next_attempt_at: datetime | None = None
+    # Review: the records to choose from. Done: the equally good ones on_ambiguity="best"
+    # passed over, for ``syncd status``.
     review_candidates: list[str] | None = None
 
 
@@ -808,6 +812,40 @@ class Store:
                     "attempts": r.attempts,
                     "reason": r.last_error,
                     "candidates": r.review_candidates or [],
+                    "updated_at": _aware(r.updated_at).isoformat(),
+                }
+                for r in rows
+            ]
+
+    def passed_over(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest deliveries on_ambiguity="best" attached to one of several equally good
+        records, with the others it passed over."""
+        # None is stored as JSON null (or SQL NULL): neither casts to anything but "null"/NULL.
+        chose = cast(deliveries.c.review_candidates, String) != "null"
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    deliveries.c.id,
+                    deliveries.c.target,
+                    deliveries.c.record_id,
+                    deliveries.c.review_candidates,
+                    deliveries.c.updated_at,
+                    messages.c.account,
+                    messages.c.message_id,
+                )
+                .join(messages, messages.c.id == deliveries.c.message_pk)
+                .where(deliveries.c.state == State.DONE, chose)
+                .order_by(deliveries.c.id.desc())
+                .limit(limit)
+            )
+            return [
+                {
+                    "delivery_id": r.id,
+                    "target": r.target,
+                    "account": r.account,
+                    "message_id": r.message_id,
+                    "record_id": r.record_id,
+                    "passed_over": r.review_candidates or [],
                     "updated_at": _aware(r.updated_at).isoformat(),
                 }
                 for r in rows

@@ -61,7 +61,10 @@ def test_best_attaches_to_one_candidate_and_records_the_others(crm: Crm) -> None
     assert (row.state, stats.done) == (State.DONE, 1), row.last_error
     assert row.record_id in twins
     [plan] = recording.plans
-    assert (plan.record_id, plan.alternatives) == (row.record_id, tuple(twins - {row.record_id}))
+    others = sorted(twins - {row.record_id})
+    assert (plan.record_id, plan.alternatives) == (row.record_id, tuple(others))
+    assert row.review_candidates == others  # recorded, and listed by `syncd status`
+    assert [p["passed_over"] for p in crm.store.passed_over()] == [others]
     logged = crm.activities(activity_marker(ACCOUNT, msg.message_id))
     assert [a.record_id for a in logged] == [row.record_id]
     assert {c.id for c in crm.emulator.contacts()} == twins

@@ -196,7 +196,7 @@ def test_run_once_delivers_and_status_shows_it(sandbox: Sandbox) -> None:
         }
     assert status["last_runs"][0]["kind"] == "poll"
     assert status["last_runs"][0]["status"] == "ok"
-    assert status["dead"] == status["review"] == []
+    assert status["dead"] == status["review"] == status["passed_over"] == []
 
     table = sandbox.main("status")
     assert table.code == 0, table.err

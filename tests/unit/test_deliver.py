@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from connectors.dryrun import DryRunConnector
-from syncd.config import DaemonSettings, TargetSettings
+from syncd.config import DaemonSettings, MatchPolicy, TargetSettings
 from syncd.connector import Connector
 from syncd.deliver import DeliveryStats, deliver_target
 from syncd.errors import AuthError, RetriableError
@@ -433,6 +433,31 @@ def test_ambiguous_match_goes_to_review_with_candidates(store: Store) -> None:
     assert (stats.review, fake.applied) == (1, [])
     [row] = states(store)
     assert (row.state, row.review_candidates) == ("review", ["c-1", "c-2"])
+
+
+def test_best_of_equals_is_listed_with_the_records_it_passed_over(store: Store) -> None:
+    tied = jane("m1", email="", first_name="", last_name="")
+    store.ingest("main", [tied, jane("m2", email="", phone="(312) 555-0100")], [TARGET], now=T0)
+    twins = [CrmRecord(i, "contact", phones=("+14155551212",)) for i in ("c-1", "c-2")]
+    # m2's phone finds two records too, but only one is Jane Doe: a clear winner.
+    clear = [
+        CrmRecord("c-3", "contact", first_name="Jane", last_name="Doe", phones=("+13125550100",)),
+        CrmRecord("c-4", "contact", first_name="Bob", last_name="Roe", phones=("+13125550100",)),
+    ]
+    fake = FakeConnector(records={PHONE: twins, MatchKey(KeyKind.PHONE, "+13125550100"): clear})
+
+    stats = run(store, fake, settings=target(match=MatchPolicy(on_ambiguity="best")))
+
+    assert stats.done == 2
+    m1, m2 = states(store)
+    assert (m1.state, m1.record_id, m1.review_candidates) == ("done", "c-1", ["c-2"])
+    assert (m2.state, m2.record_id, m2.review_candidates) == ("done", "c-3", None)
+    [listed] = store.passed_over()
+    assert (listed["message_id"], listed["record_id"], listed["passed_over"]) == (
+        "m1",
+        "c-1",
+        ["c-2"],
+    )
 
 
 def test_changed_message_updates_the_activity_in_place(store: Store) -> None:

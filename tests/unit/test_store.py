@@ -498,6 +498,24 @@ def test_quarantine_dedupes_same_payload(store: Store) -> None:
     assert '"not a date"' in listed[0]["raw"]
 
 
+def test_passed_over_lists_done_deliveries_that_chose_among_equals(store: Store) -> None:
+    seed(store, 3)
+    a, b, c = store.claim("crm", 3, "w1", 60, now=T0)
+    chose = DeliveryResult(
+        b.delivery_id, State.DONE, record_id="rec-2", review_candidates=["rec-3", "rec-4"]
+    )
+    review = DeliveryResult(c.delivery_id, State.REVIEW, error="tie", review_candidates=["x"])
+    store.record("crm", [done(a), chose, review], worker="w1")
+
+    assert [(p["message_id"], p["record_id"], p["passed_over"]) for p in store.passed_over()] == [
+        ("m001", "rec-2", ["rec-3", "rec-4"])
+    ]
+    store.replay("m001")
+    [again] = store.claim("crm", 1, "w1", 60, now=T0)
+    store.record("crm", [done(again)], worker="w1")  # delivered again, to a clear winner
+    assert store.passed_over() == []
+
+
 def test_counts_problems_retry_dead_and_replay(store: Store) -> None:
     seed(store, 4)
     store.ingest(ACCOUNT, [msg("x1")], ["other"], now=T0)
