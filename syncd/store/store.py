@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
+    Row,
     String,
     and_,
     bindparam,
@@ -784,72 +786,55 @@ class Store:
     def problems(
         self, states: Sequence[str] = (State.DEAD, State.REVIEW), limit: int = 50
     ) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(
-                    deliveries.c.id,
-                    deliveries.c.target,
-                    deliveries.c.state,
-                    deliveries.c.attempts,
-                    deliveries.c.last_error,
-                    deliveries.c.review_candidates,
-                    deliveries.c.updated_at,
-                    messages.c.account,
-                    messages.c.message_id,
-                )
-                .join(messages, messages.c.id == deliveries.c.message_pk)
-                .where(deliveries.c.state.in_(list(states)))
-                .order_by(deliveries.c.id)
-                .limit(limit)
-            )
-            return [
-                {
-                    "delivery_id": r.id,
-                    "target": r.target,
-                    "state": r.state,
-                    "account": r.account,
-                    "message_id": r.message_id,
-                    "attempts": r.attempts,
-                    "reason": r.last_error,
-                    "candidates": r.review_candidates or [],
-                    "updated_at": _aware(r.updated_at).isoformat(),
-                }
-                for r in rows
-            ]
+        rows = self._listed(deliveries.c.state.in_(list(states)), deliveries.c.id, limit)
+        return [
+            {
+                "delivery_id": r.id,
+                "target": r.target,
+                "state": r.state,
+                "account": r.account,
+                "message_id": r.message_id,
+                "attempts": r.attempts,
+                "reason": r.last_error,
+                "candidates": r.review_candidates or [],
+                "updated_at": _aware(r.updated_at).isoformat(),
+            }
+            for r in rows
+        ]
 
     def passed_over(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest deliveries on_ambiguity="best" attached to one of several equally good
         records, with the others it passed over."""
         # None is stored as JSON null (or SQL NULL): neither casts to anything but "null"/NULL.
         chose = cast(deliveries.c.review_candidates, String) != "null"
+        where = and_(deliveries.c.state == State.DONE, chose)
+        return [
+            {
+                "delivery_id": r.id,
+                "target": r.target,
+                "account": r.account,
+                "message_id": r.message_id,
+                "record_id": r.record_id,
+                "passed_over": r.review_candidates or [],
+                "updated_at": _aware(r.updated_at).isoformat(),
+            }
+            for r in self._listed(where, deliveries.c.id.desc(), limit)
+        ]
+
+    def _listed(
+        self, where: ColumnElement[bool], order: ColumnElement[Any], limit: int
+    ) -> list[Row[Any]]:
+        """Deliveries for an operator's list, each with its message's account and id."""
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(
-                    deliveries.c.id,
-                    deliveries.c.target,
-                    deliveries.c.record_id,
-                    deliveries.c.review_candidates,
-                    deliveries.c.updated_at,
-                    messages.c.account,
-                    messages.c.message_id,
+            return list(
+                conn.execute(
+                    select(deliveries, messages.c.account, messages.c.message_id)
+                    .join(messages, messages.c.id == deliveries.c.message_pk)
+                    .where(where)
+                    .order_by(order)
+                    .limit(limit)
                 )
-                .join(messages, messages.c.id == deliveries.c.message_pk)
-                .where(deliveries.c.state == State.DONE, chose)
-                .order_by(deliveries.c.id.desc())
-                .limit(limit)
             )
-            return [
-                {
-                    "delivery_id": r.id,
-                    "target": r.target,
-                    "account": r.account,
-                    "message_id": r.message_id,
-                    "record_id": r.record_id,
-                    "passed_over": r.review_candidates or [],
-                    "updated_at": _aware(r.updated_at).isoformat(),
-                }
-                for r in rows
-            ]
 
     def quarantined(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
