@@ -788,17 +788,13 @@ class Store:
     ) -> list[dict[str, Any]]:
         rows = self._listed(deliveries.c.state.in_(list(states)), deliveries.c.id, limit)
         return [
-            {
-                "delivery_id": r.id,
-                "target": r.target,
-                "state": r.state,
-                "account": r.account,
-                "message_id": r.message_id,
-                "attempts": r.attempts,
-                "reason": r.last_error,
-                "candidates": r.review_candidates or [],
-                "updated_at": _aware(r.updated_at).isoformat(),
-            }
+            _listing(
+                r,
+                state=r.state,
+                attempts=r.attempts,
+                reason=r.last_error,
+                candidates=r.review_candidates or [],
+            )
             for r in rows
         ]
 
@@ -809,15 +805,7 @@ class Store:
         chose = cast(deliveries.c.review_candidates, String) != "null"
         where = and_(deliveries.c.state == State.DONE, chose)
         return [
-            {
-                "delivery_id": r.id,
-                "target": r.target,
-                "account": r.account,
-                "message_id": r.message_id,
-                "record_id": r.record_id,
-                "passed_over": r.review_candidates or [],
-                "updated_at": _aware(r.updated_at).isoformat(),
-            }
+            _listing(r, record_id=r.record_id, passed_over=r.review_candidates or [])
             for r in self._listed(where, deliveries.c.id.desc(), limit)
         ]
 
@@ -960,3 +948,15 @@ def _dump_raw(raw: Any) -> str:
         return json.dumps(raw, default=str, ensure_ascii=True, sort_keys=True)
     except (TypeError, ValueError):
         return repr(raw)
+
+
+def _listing(row: Row[Any], **fields: Any) -> dict[str, Any]:
+    """One row of an operator's delivery list: what names the delivery, then ``fields``."""
+    return {
+        "delivery_id": row.id,
+        "target": row.target,
+        "account": row.account,
+        "message_id": row.message_id,
+        "updated_at": _aware(row.updated_at).isoformat(),
+        **fields,
+    }
