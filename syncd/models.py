@@ -170,6 +170,12 @@ class Plan:
     company_id: str | None = None
     keys: tuple[MatchKey, ...] = ()
     alternatives: tuple[str, ...] = ()
+    # An earlier attempt at this delivery may have reached the CRM (a crash, a signal, a
+    # hand-back, a timeout, a lost store) before its outcome was recorded. The connector must
+    # then find each part of the plan (the contact by caller key or id, the activity and any
+    # emergency task by marker) through an immediately consistent read *before* writing it,
+    # and write only the parts that are missing. Never a plain resend.
+    in_doubt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +194,8 @@ class Outcome:
     retry_after: float | None = None
     # Record ids the CRM reported as deleted or merged: drop them from the match cache.
     gone: tuple[str, ...] = ()
+    # An in-doubt plan whose every part was found already in the CRM: nothing was written.
+    reconciled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
