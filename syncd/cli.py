@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("check", "validate the config and reach the source and every CRM"),
     ):
         with_config(sub.add_parser(name, help=text))
+    setup = sub.add_parser("setup", help="create the fields and properties a target needs")
+    with_config(setup)
+    setup.add_argument("--target", required=True, help="the target to set up")
+    setup.add_argument("--dry-run", action="store_true", help="only list what would be created")
     status = sub.add_parser(
         "status", help="accounts, cursors, deliveries by state, dead letters, review items"
     )
@@ -180,6 +184,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from syncd.check import run_check
 
         return run_check(settings)
+    if command == "setup":
+        from syncd.setup import run_setup
+
+        return run_setup(settings, args.target, dry_run=args.dry_run)
 
     from syncd.store.store import Store
 

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from syncd.errors import ConfigError
-from syncd.models import ActivityRef, CheckResult, CrmRecord, MatchKey, Outcome, Plan
+from syncd.models import (
+    ActivityRef,
+    CheckResult,
+    CrmRecord,
+    MatchKey,
+    Outcome,
+    Plan,
+    SetupStep,
+)
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -24,6 +32,7 @@ __all__ = [
     "ConnectorFactory",
     "PlanProgress",
     "RequestObserver",
+    "SetsUp",
     "TargetContext",
     "available",
     "load_factory",
@@ -107,6 +116,16 @@ class Connector(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SetsUp(Protocol):
+    """Optional capability: the connector can create the fields/properties it needs."""
+
+    def setup(self, *, dry_run: bool) -> Sequence[SetupStep]:
+        """Create what is missing (idempotently) or, with ``dry_run``, only say what would be
+        created. Steps it lacks the permission for come back as ``manual`` with instructions."""
+        ...
 
 
 class ConnectorFactory(Protocol):

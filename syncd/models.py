@@ -25,6 +25,7 @@ __all__ = [
     "Message",
     "Outcome",
     "Plan",
+    "SetupStep",
     "activity_marker",
 ]
 
@@ -216,3 +217,16 @@ class CheckResult:
     detail: str = ""
     # The credentials were refused (``syncd check`` exits 3), as opposed to anything else.
     auth_failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SetupStep:
+    """One piece a target needs (a field, a property, a group) and what ``syncd setup`` did.
+
+    ``state`` is ``present`` (nothing to do), ``created``, ``would_create`` (dry run) or
+    ``manual`` (we lack the permission: ``detail`` holds the exact steps for an admin).
+    """
+
+    name: str
+    state: str
+    detail: str = ""
