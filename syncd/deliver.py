@@ -21,6 +21,7 @@ from syncd.backoff import backoff_delay
 from syncd.config import DaemonSettings, TargetSettings
 from syncd.connector import Connector
 from syncd.errors import AuthError, RateLimited, RetriableError
+from syncd.match.explain import describe
 from syncd.match.keys import CallerKeys, extract_keys
 from syncd.match.policy import (
     Decision,
@@ -129,6 +130,8 @@ class _Batch:
         self.known_after: dict[int, dict[str, str]] = {}
         # Per delivery: the equally good records on_ambiguity="best" passed over.
         self.passed_over: dict[int, list[str]] = {}
+        # Per delivery: how its match was decided, for the sync log (delivery_events).
+        self.decisions: dict[int, str] = {}
 
     # -- steps -----------------------------------------------------------------------------
     def reconcile(self, items: list[_Item], stats: DeliveryStats) -> list[_Item]:
@@ -212,6 +215,7 @@ class _Batch:
             stats.matched[
                 decision.matched_by if decision.kind == "existing" else decision.kind
             ] += 1
+            self.decisions[claimed.delivery_id] = describe(decision, item.keys)
             if decision.kind == "review":
                 stats.review += 1
                 self.results.append(
@@ -220,6 +224,7 @@ class _Batch:
                         State.REVIEW,
                         error=decision.reason,
                         review_candidates=list(decision.alternatives),
+                        decision=self.decisions[claimed.delivery_id],
                     )
                 )
                 continue
@@ -309,6 +314,7 @@ class _Batch:
                         State.RETRY,
                         error=outcome.error,
                         next_attempt_at=self.now + timedelta(seconds=delay),
+                        decision=self.decisions.get(plan.delivery_id),
                     )
                 )
             else:
@@ -323,7 +329,12 @@ class _Batch:
                     error=outcome.error,
                 )
                 self.results.append(
-                    DeliveryResult(plan.delivery_id, State.DEAD, error=outcome.error)
+                    DeliveryResult(
+                        plan.delivery_id,
+                        State.DEAD,
+                        error=outcome.error,
+                        decision=self.decisions.get(plan.delivery_id),
+                    )
                 )
         stats.contacts_created += len(created)
 
@@ -391,6 +402,7 @@ class _Batch:
                 activity_id=activity_id,
                 action=action,
                 review_candidates=passed_over,
+                decision=self.decisions.get(delivery_id, action),
             )
         )
 

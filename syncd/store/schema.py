@@ -28,6 +28,7 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "cursors",
     "deliveries",
+    "delivery_events",
     "leases",
     "match_cache",
     "messages",
@@ -183,4 +184,25 @@ leases = Table(
     Column("name", String(200), primary_key=True),
     Column("holder", String(200), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+# The per-attempt sync log: one row each time a delivery is claimed, recorded, given back,
+# requeued or settled (``syncd status --message``, the console's message history). Written in
+# the same transaction as the state change it describes.
+delivery_events = Table(
+    "delivery_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("delivery_id", Id, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("attempt", Integer),
+    Column("worker", String(200)),
+    Column("decision", String(400)),  # "existing by phone +1555...", "new", "review by ..."
+    Column("action", String(20)),
+    Column("record_id", String(100)),
+    Column("record_kind", String(40)),
+    Column("activity_id", String(100)),
+    Column("error", Text),
+    Index("ix_delivery_events_log", "delivery_id", "id"),
 )

@@ -38,7 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from syncd.models import KeyKind, MatchKey, Message
-from syncd.store import migrate
+from syncd.store import events, migrate
 from syncd.store.codec import message_from_row, message_to_fields
 from syncd.store.schema import (
     cursors,
@@ -120,6 +120,8 @@ class DeliveryResult:
     # Review: the records to choose from. Done: the equally good ones on_ambiguity="best"
     # passed over, for ``syncd status``.
     review_candidates: list[str] | None = None
+    # How the match was decided, for the sync log: "existing by phone +1...", "new", "review".
+    decision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -579,6 +581,7 @@ class Store:
                     )
                     for r in rows
                 )
+            events.claimed(conn, claimed, worker, now)
         return claimed
 
     def record(
@@ -666,6 +669,7 @@ class Store:
                         for r in results
                     ],
                 )
+                events.recorded(conn, results, worker, now)
                 done = [r.delivery_id for r in results if r.state == State.DONE]
                 for done_ids in _chunks(done):
                     # Only the rows the update above just finished: never another worker's.
@@ -722,6 +726,7 @@ class Store:
                     )
                     .values(**values)
                 )
+            events.released(conn, delivery_ids, worker, next=next_attempt_at, error=error)
 
     # -- match cache -----------------------------------------------------------------------
     def cache_get(self, target: str, keys: Iterable[MatchKey]) -> dict[MatchKey, CacheEntry]:
@@ -888,8 +893,8 @@ class Store:
             query = update(deliveries).where(deliveries.c.state.in_(states))
             if target:
                 query = query.where(deliveries.c.target == target)
-            result = conn.execute(query.values(**_requeued()))
-            return int(result.rowcount)
+            ids = conn.execute(query.values(**_requeued()).returning(deliveries.c.id)).scalars()
+            return events.requeued(conn, list(ids), events.Kind.RETRIED)
 
     def resolve_review(
         self, delivery_id: int, *, record_id: str | None = None, record_kind: str = "contact"
@@ -906,6 +911,14 @@ class Store:
                     action="resolved_record" if record_id else "resolved_new",
                 )
             )
+            if result.rowcount:
+                events.requeued(
+                    conn,
+                    [delivery_id],
+                    events.Kind.SETTLED,
+                    record_id=record_id,
+                    action="resolved_record" if record_id else "resolved_new",
+                )
             return bool(result.rowcount)
 
     def replay(self, message_id: str, target: str | None = None, account: str | None = None) -> int:
@@ -919,8 +932,8 @@ class Store:
             )
             if target:
                 query = query.where(deliveries.c.target == target)
-            result = conn.execute(query.values(**_requeued()))
-            return int(result.rowcount)
+            ids = conn.execute(query.values(**_requeued()).returning(deliveries.c.id)).scalars()
+            return events.requeued(conn, list(ids), events.Kind.REPLAYED)
 
 
 def _requeued() -> dict[str, Any]:
