@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     with_config(status)
     status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--message", metavar="ID", help="one message's sync log: each attempt per target"
+    )
     replay = sub.add_parser(
         "replay", help="deliver a message again (its activity is updated, not duplicated)"
     )
@@ -198,6 +201,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"schema at revision {store.schema_revision()}")
             return EXIT_OK
         store.migrate()
+        if command == "status" and args.message:
+            from syncd.status import print_message_log
+
+            return print_message_log(settings, store, args.message, sys.stdout, args.json)
         if command == "status":
             from syncd.status import collect_status, print_status
 

@@ -59,6 +59,10 @@ class DaemonSettings:
     alert_webhook_url: str | None = None
     alert_emergencies: bool = False
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    # The web console (on health_address): actions need this token; without it, read-only.
+    console_token: str | None = field(default=None, repr=False)
+    # Show phones and emails unmasked in the console (they are masked by default).
+    console_show_pii: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ class TargetSettings:
         default_factory=dict
     )  # custom-field label -> CRM field
     activity_fields: Mapping[str, str] = field(default_factory=dict)
+    # The console's link to a CRM record: "{id}" and "{kind}" are filled in.
+    console_record_url: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)  # given to the connector
 
 
@@ -168,6 +174,7 @@ def apply_env_overrides(doc: dict[str, Any], environ: Mapping[str, str]) -> dict
 def _daemon(table: Mapping[str, Any]) -> DaemonSettings:
     known = set(DaemonSettings.__dataclass_fields__)
     known.update({"alert_webhook_url_env", "alert_webhook_url_file"})
+    known.update({"console_token_env", "console_token_file"})
     for key in table:
         if key not in known:
             raise ConfigError("unknown key", key=f"syncd.{key}")
@@ -188,7 +195,7 @@ def _daemon(table: Mapping[str, Any]) -> DaemonSettings:
             if value < (0 if key == "lookback_days" else 1):
                 raise ConfigError(f"out of range: {value}", key=f"syncd.{key}")
             kw[key] = value
-    for key in ("mask_phones", "alert_emergencies"):
+    for key in ("mask_phones", "alert_emergencies", "console_show_pii"):
         if key in table:
             kw[key] = _expect(table[key], bool, f"syncd.{key}")
     if "log_format" in table:
@@ -196,6 +203,7 @@ def _daemon(table: Mapping[str, Any]) -> DaemonSettings:
             table["log_format"], ("auto", "json", "console"), "syncd.log_format"
         )
     kw["alert_webhook_url"] = read_secret(table, "alert_webhook_url")
+    kw["console_token"] = read_secret(table, "console_token")
     return DaemonSettings(**kw)
 
 
@@ -333,7 +341,7 @@ def _target(name: str, table: Any) -> TargetSettings:
     )
     contact_fields = _expect(table.get("contact_fields", {}), dict, f"{prefix}.contact_fields")
     activity_fields = _expect(table.get("activity_fields", {}), dict, f"{prefix}.activity_fields")
-    options = {k: v for k, v in table.items() if k not in _POLICY_KEYS}
+    options = {k: v for k, v in table.items() if k not in (*_POLICY_KEYS, "console_record_url")}
     # The connector reads the extra fields it must fetch from the same map.
     options["contact_fields"] = dict(contact_fields)
     return TargetSettings(
@@ -344,6 +352,10 @@ def _target(name: str, table: Any) -> TargetSettings:
         match=policy,
         contact_fields={str(k): str(v) for k, v in contact_fields.items()},
         activity_fields={str(k): str(v) for k, v in activity_fields.items()},
+        console_record_url=_expect(
+            table.get("console_record_url", ""), str, f"{prefix}.console_record_url"
+        )
+        or None,
         options=options,
     )
 

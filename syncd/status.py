@@ -13,9 +13,10 @@ from typing import Any, TextIO
 from sqlalchemy.engine import make_url
 
 from syncd.config import Settings
+from syncd.history import Masker, message_history
 from syncd.store.store import Store
 
-__all__ = ["collect_status", "print_status"]
+__all__ = ["collect_status", "print_message_log", "print_status"]
 
 
 def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
@@ -129,3 +130,58 @@ def print_status(status: dict[str, Any], out: TextIO, as_json: bool) -> None:
             f"[yellow]{len(status['quarantined'])} source payload(s) quarantined[/yellow] "
             "(see status --json for reasons)"
         )
+
+
+def print_message_log(
+    settings: Settings, store: Store, message_id: str, out: TextIO, as_json: bool
+) -> int:
+    """``syncd status --message ID``: the message's sync log (each attempt per target, the
+    match decision and its key, record ids, errors). Phones and emails masked as in logs.
+    Exit 1 when no message has that id."""
+    mask = Masker(show_pii=not settings.daemon.mask_phones)
+    logs = mask.view(message_history(store, message_id))
+    if as_json:
+        out.write(json.dumps({"message_id": message_id, "messages": logs}, sort_keys=True) + "\n")
+    else:
+        _print_logs(logs, out)
+    if not logs:
+        if not as_json:
+            out.write(f"no message {message_id!r} in the store\n")
+        return 1
+    return 0
+
+
+def _print_logs(logs: list[dict[str, Any]], out: TextIO) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=out, width=120)
+    for log in logs:
+        msg = log["message"]
+        console.print(
+            f"[bold]message {log['message_id']}[/bold]  account {log['account']}  "
+            f"version {log['version']}  first seen {log['first_seen_at']}"
+        )
+        console.print(
+            f"  caller {msg['caller']}  phone {msg['phone'] or msg['caller_id'] or '-'}  "
+            f"company {msg['company'] or '-'}  at {msg['created_at'] or '-'}"
+        )
+        for d in log["deliveries"]:
+            record = f"{d['record_kind'] or 'record'} {d['record_id']}" if d["record_id"] else "-"
+            console.print(
+                f"  [bold]{d['target']}[/bold]: {d['state']} after {d['attempts']} attempt(s); "
+                f"record {record}; activity {d['activity_id'] or '-'}"
+            )
+            table = Table(show_edge=False, pad_edge=False)
+            for col in ("at", "attempt", "event", "decision", "record", "error"):
+                table.add_column(col, overflow="fold")
+            for e in d["events"]:
+                table.add_row(
+                    (e["at"] or "")[:19],
+                    "" if e["attempt"] is None else str(e["attempt"]),
+                    e["kind"] + (f" ({e['action']})" if e["action"] else ""),
+                    e["decision"] or "",
+                    e["record_id"] or "",
+                    (e["error"] or "")[:200],
+                )
+            console.print(table)
