@@ -32,7 +32,8 @@ __all__ = [
     "review_items",
 ]
 
-_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+# Any local part (names are not ASCII-only): keep its first character and the domain.
+_EMAIL = re.compile(r"([^\s@<>()\[\],;:\"'])[^\s@<>()\[\],;:\"']*@([\w.-]+\.\w{2,})")
 _SEARCH_LIMIT = 50
 _PHONE_SCAN = 2000  # messages a phone search looks at after the SQL narrowing
 
@@ -309,13 +310,19 @@ _RUN_COUNTS = (
 )
 
 
-def review_items(store: Store, limit: int = 50) -> list[dict[str, Any]]:
-    """Deliveries held for review, oldest first, each with its message and candidate ids."""
+def review_items(
+    store: Store, limit: int = 50, delivery_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Deliveries held for review (or the one ``delivery_id`` if it is), oldest first, each
+    with its message and candidate ids."""
+    held = deliveries.c.state == State.REVIEW
+    if delivery_id is not None:
+        held = and_(held, deliveries.c.id == delivery_id)
     with store.engine.connect() as conn:
         rows = conn.execute(
             select(deliveries, messages.c.account, messages.c.message_id, messages.c.fields)
             .join(messages, messages.c.id == deliveries.c.message_pk)
-            .where(deliveries.c.state == State.REVIEW)
+            .where(held)
             .order_by(deliveries.c.id)
             .limit(limit)
         )

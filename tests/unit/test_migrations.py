@@ -15,7 +15,16 @@ from syncd.store import migrate
 from syncd.store.schema import metadata
 from syncd.store.store import Store
 
-TABLES = {"cursors", "deliveries", "delivery_events", "leases", "match_cache", "messages", "quarantine", "runs"}
+TABLES = {
+    "cursors",
+    "deliveries",
+    "delivery_events",
+    "leases",
+    "match_cache",
+    "messages",
+    "quarantine",
+    "runs",
+}
 
 
 def _diffs(store: Store) -> list[object]:
