@@ -12,6 +12,7 @@ from typing import TextIO
 
 from syncd.config import Settings
 from syncd.connector import TargetContext, available, load_factory
+from syncd.console.security import exposure_warnings
 from syncd.errors import AuthError, SyncdError
 from syncd.models import CheckResult
 from syncd.source.client import BerkshireClient
@@ -28,6 +29,8 @@ def run_check(settings: Settings, out: TextIO | None = None) -> int:
     out = out or sys.stdout  # looked up now: a default bound at import outlives a redirect
     results: list[CheckResult] = [CheckResult("config", True, str(settings.path or "in memory"))]
     results += [CheckResult("config warning", False, w) for w in settings.warnings]
+    exposed = exposure_warnings(settings.daemon.health_address, settings.daemon.console_token)
+    results += [CheckResult("config warning", False, w) for w in exposed]
     auth_failed = False
     for account in settings.accounts.values():
         name = f"source account {account.name} ({account.base_url})"

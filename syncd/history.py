@@ -211,9 +211,14 @@ def _with_attempts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for event in events:
         if event["kind"] == "claimed":
             attempt = event["attempt"]
+        elif event["kind"] in _OPERATOR:
+            attempt = None  # the count starts again from the operator's requeue
         elif event["attempt"] is None:
             event["attempt"] = attempt
     return events
+
+
+_OPERATOR = frozenset({"retried", "replayed", "settled"})
 
 
 # -- the console's overview, review queue and dead letters --------------------------------------

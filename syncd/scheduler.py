@@ -18,6 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from syncd import systemd
+from syncd.console import create_console
 from syncd.daemon import Daemon
 from syncd.health import HealthServer
 
@@ -89,9 +90,12 @@ def run_forever(daemon: Daemon) -> int:
     health: HealthServer | None = None
     address = _parse_address(settings.health_address)
     if address is not None:
+        # The console shares the address; it reads the daemon's store and pauses.
+        console = create_console(daemon.settings, daemon.store, paused=lambda: dict(daemon.paused))
         health = HealthServer(
-            address[0], address[1], metrics=daemon.metrics, alive=alive, ready=daemon.readiness
-        )
+            address[0], address[1], metrics=daemon.metrics, alive=alive, ready=daemon.readiness,
+            console=console,
+        )  # fmt: skip
         health.start()
         log.info("health endpoint listening", url=health.url)
     watchdog = systemd.Watchdog(healthy=alive)
@@ -112,5 +116,6 @@ def run_forever(daemon: Daemon) -> int:
         watchdog.stop()
         if health is not None:
             health.stop()
+            console.state.console.close()
         log.info("syncd stopped")
     return 3 if beat.source_auth_failed else 0

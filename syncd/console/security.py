@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
-__all__ = ["Guard", "session_key"]
+__all__ = ["Guard", "exposure_warnings", "session_key"]
 
 SESSION_COOKIE = "syncd_console"
 SESSION_SECONDS = 8 * 3600
@@ -87,3 +88,23 @@ class Guard:
         if not sent or not hmac.compare_digest(sent.encode(), self.csrf_token(request).encode()):
             return "Refused: the form has expired or did not come from this console."
         return None
+
+
+def exposure_warnings(health_address: str, token: str | None) -> list[str]:
+    """``syncd check``'s warning: the console (on the health address) reachable beyond this
+    machine with no operator token. Reading stays open there, actions are off; a token at
+    least proves who may act, so set one (and put TLS in front) before binding wider."""
+    if not health_address or token:
+        return []
+    host = health_address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return []
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return []
+    except ValueError:
+        pass  # a host name: assume it resolves beyond loopback
+    return [
+        f"health_address {health_address} serves the console beyond loopback without an "
+        "operator token: set console_token_env in [syncd], or bind 127.0.0.1"
+    ]
