@@ -1,7 +1,9 @@
 """The console's pages and actions: overview, review queue, dead letters, message history.
 
-Server-rendered (Jinja2 templates, one CSS file, no JavaScript): every page reads with
-JavaScript off, and every action is an HTML form POST guarded by :mod:`syncd.console.security`.
+Server-rendered (Jinja2 templates, one CSS file): every page reads with JavaScript off, and
+every action is an HTML form POST guarded by :mod:`syncd.console.security`. The one script
+(``static/console.js``) only refreshes the overview's figures in place, while the reader lets
+it.
 Handlers are plain functions, so Starlette runs their store and CRM reads on its thread pool.
 """
 
@@ -48,14 +50,15 @@ Paused = Callable[[], Mapping[str, tuple[datetime, str]]]
 REFRESH_SECONDS = 30
 
 _HEADERS = {
-    # No script, no frames, forms only to ourselves: a page that renders caller text must
-    # not be able to run it.
+    # Only our own script file, no frames, forms only to ourselves: a page that renders
+    # caller text must not be able to run it.
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+        "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": under it browsers send "Origin: null" on our own form posts.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -93,8 +96,10 @@ class Console:
         *,
         paused: Paused | None = None,
         reader: CandidateReader | None = None,
+        refresh_seconds: int = REFRESH_SECONDS,
     ) -> None:
         self.settings = settings
+        self.refresh_seconds = refresh_seconds
         self.store = store
         self.paused = paused
         token = settings.daemon.console_token
@@ -159,7 +164,7 @@ class Console:
             "overview.html",
             view=view,
             pause_known=self.paused is not None,
-            refresh=REFRESH_SECONDS,
+            refresh=self.refresh_seconds,
         )
 
     def review(self, request: Request) -> Response:
@@ -291,10 +296,13 @@ def create_console(
     *,
     paused: Paused | None = None,
     reader: CandidateReader | None = None,
+    refresh_seconds: int = REFRESH_SECONDS,
 ) -> Starlette:
     """The console as an ASGI app (mount it, e.g. under ``/console`` on the health server).
     ``paused`` reports the daemon's paused targets (until, why) when the console runs in it."""
-    console = Console(settings, store, paused=paused, reader=reader)
+    console = Console(
+        settings, store, paused=paused, reader=reader, refresh_seconds=refresh_seconds
+    )
     static = StaticFiles(directory=str(files("syncd.console") / "static"))
     app = Starlette(
         routes=[
