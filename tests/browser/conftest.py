@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,13 +55,31 @@ class Served:
             page.screenshot(path=str(Path(where) / f"console-{name}.png"), full_page=True)
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+@contextmanager
+def _serve(tmp_path: Path, refresh_seconds: int) -> Iterator[Served]:
     with console_world(tmp_path) as cw:
-        app = create_console(cw.settings, cw.store, refresh_seconds=1)
+        app = create_console(
+            cw.settings,
+            cw.store,
+            paused=lambda: dict(cw.daemon.paused),
+            refresh_seconds=refresh_seconds,
+        )
         with HealthServer(
             "127.0.0.1", 0, metrics=Metrics(), alive=lambda: True,
             ready=lambda: (True, "ok"), console=app,
         ) as server:  # fmt: skip
             yield Served(cw, f"{server.url}/console")
         app.state.console.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    with _serve(tmp_path, 30) as made:
+        yield made
+
+
+@pytest.fixture
+def fast_served(tmp_path: Path) -> Iterator[Served]:
+    """The same, with the overview refreshing every second."""
+    with _serve(tmp_path, 1) as made:
+        yield made

@@ -193,7 +193,8 @@ def test_reading_works_with_javascript_off(browser: Any, served: Served) -> None
     context.close()
 
 
-def test_overview_refreshes_itself_until_told_not_to(browser: Any, served: Served) -> None:
+def test_overview_refreshes_itself_until_told_not_to(browser: Any, fast_served: Served) -> None:
+    served = fast_served
     cw = served.cw
     page = browser.new_page()
     page.goto(f"{served.url}/")

@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -96,6 +97,25 @@ def test_overview_shows_queues_accounts_and_runs(cw: ConsoleWorld, serve: Client
     headers = page.headers
     assert "script-src 'self';" in headers["content-security-policy"]  # no inline script
     assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_overview_says_which_targets_are_paused_and_why(cw: ConsoleWorld) -> None:
+    until = datetime.now(UTC) + timedelta(hours=1)
+    app = create_console(
+        cw.settings, cw.store, paused=lambda: {"salesforce": (until, "daily API limit reached")}
+    )
+    with HealthServer(
+        "127.0.0.1", 0, metrics=Metrics(), alive=lambda: True, ready=lambda: (True, "ok"),
+        console=app,
+    ) as server:  # fmt: skip
+        html = httpx.get(f"{server.url}/console/", timeout=10).text
+    row = re.search(r"<th scope=\"row\">salesforce</th>(.*?)</tr>", html, re.S)
+    assert row
+    assert "Paused" in row.group(1)
+    assert "daily API limit reached" in row.group(1)
+    row = re.search(r"<th scope=\"row\">hubspot</th>(.*?)</tr>", html, re.S)
+    assert row
+    assert "Running" in row.group(1)
 
 
 def test_review_queue_shows_message_and_candidates_side_by_side(
@@ -308,3 +328,43 @@ def test_the_health_server_serves_the_console_over_real_http(
         css = httpx.get(f"{server.url}/console/static/console.css", timeout=10)
         assert css.status_code == 200
         assert "text/css" in css.headers["content-type"]
+
+
+def test_retry_one_then_the_group_and_a_script_with_the_bearer_token(tmp_path: Path) -> None:
+    with console_world(tmp_path) as made:
+        app = create_console(made.settings, made.store)
+        with (
+            HealthServer(
+                "127.0.0.1", 0, metrics=Metrics(), alive=lambda: True,
+                ready=lambda: (True, "ok"), console=app,
+            ) as server,
+            httpx.Client(base_url=server.url, timeout=20, follow_redirects=True) as client,
+        ):  # fmt: skip
+            csrf = _sign_in(client)
+            dead = made.store.problems(["dead"])
+            one = client.post(
+                "/console/dead/retry",
+                data={"delivery_id": str(dead[0]["delivery_id"]), "csrf": csrf},
+            )
+            assert "Requeued 1 delivery" in one.text
+            assert made.store.counts()["salesforce"]["dead"] == 15
+            # Retrying it again does nothing: it is no longer dead.
+            again = client.post(
+                "/console/dead/retry",
+                data={"delivery_id": str(dead[0]["delivery_id"]), "csrf": csrf},
+            )
+            assert "Requeued 0 deliveries" in again.text
+            # A script acts with the token itself (no cookie, no CSRF token needed).
+            page = client.get("/console/dead").text
+            reason = re.search(r'name="reason" value="([^"]+)"', page)
+            assert reason
+            script = httpx.post(
+                f"{server.url}/console/dead/retry",
+                data={"target": "salesforce", "reason": reason.group(1)},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=20,
+            )
+            assert script.status_code == 303
+            counts = made.store.counts()["salesforce"]
+            assert (counts["dead"], counts["pending"]) == (0, 16)
+        app.state.console.close()
