@@ -14,6 +14,7 @@ from datetime import datetime
 from importlib.resources import files
 from typing import Any
 
+import anyio
 import jinja2
 import structlog
 from starlette.applications import Starlette
@@ -209,6 +210,7 @@ class Console:
             return self.refused(request, "Refused: the form was not posted from this console.")
         if not self.guard.check_token(str(form.get("token", ""))):
             _log.warning("console sign-in refused")
+            await anyio.sleep(1.0)  # a guesser gets one try a second per connection
             return self.page(request, "login.html", status_code=403, error="Wrong token.")
         self.guard.sign_in(request)
         _log.info("console operator signed in")

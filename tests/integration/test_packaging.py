@@ -130,6 +130,9 @@ def test_wheel_ships_migrations_and_type_marker(installed: Installed) -> None:
     assert "syncd/_migrations/env.py" in names
     assert any(re.fullmatch(r"syncd/_migrations/versions/[^/]+\.py", name) for name in names)
     assert "syncd/py.typed" in names
+    # The console's templates and assets (no build step: they ship as they are).
+    assert {"syncd/console/templates/base.html", "syncd/console/static/console.css"} <= names
+    assert "syncd/console/static/console.js" in names
 
 
 @pytest.mark.slow
