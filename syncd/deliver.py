@@ -194,7 +194,10 @@ class _Batch:
                     item.record, item.known = None, {}
                     continue
                 item.record = record
-                item.decision = Decision("existing", record=record, matched_by="cache")
+                chosen = item.claimed.action == "resolved_record"  # an operator's choice
+                item.decision = Decision(
+                    "existing", record=record, matched_by="operator" if chosen else "cache"
+                )
 
     def from_crm(self, items: list[_Item]) -> None:
         pending = [i for i in items if i.decision is None]

@@ -1,8 +1,9 @@
 """One line saying how a delivery's match was decided, for the per-message sync log.
 
-"existing by phone +15551234567", "existing by cache email jo@example.com", "new",
-"new (operator)", "review by phone: 2 candidates". Keys are stored as found; whoever shows the
-line to a person masks phones and emails (:func:`syncd.history.mask_text`).
+"existing by phone +15551234567", "existing by cache email jo@example.com",
+"existing (operator's choice)", "new", "new (operator)", "review by phone: 2 candidates".
+Keys are stored as found; whoever shows the line to a person masks phones and emails
+(:class:`syncd.history.Masker`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ __all__ = ["describe"]
 
 def describe(decision: Decision, keys: CallerKeys) -> str:
     if decision.kind == "existing":
+        if decision.matched_by == "operator":
+            return "existing (operator's choice)"
         key = _key_that_matched(decision, keys)
         text = f"existing by {decision.matched_by or 'match'}"
         return f"{text} {key}" if key else text

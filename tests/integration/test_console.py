@@ -289,7 +289,7 @@ def test_status_message_tells_each_attempt(tmp_path: Path, in_process: InProcess
         ]  # fmt: skip
         done = by_target["hubspot"]["events"][-1]
         assert done["record_id"] == chosen
-        assert done["decision"].startswith("existing by")
+        assert done["decision"] == "existing (operator's choice)"
         settled = by_target["hubspot"]["events"][2]
         assert settled["record_id"] == chosen
         assert settled["action"] == "resolved_record"
