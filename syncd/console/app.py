@@ -242,7 +242,10 @@ class Console:
                 return self.refused(request, "Refused: that record is not one of the candidates.")
         else:
             return self.refused(request, "Refused: choose a record or 'create new'.")
-        if not self.store.resolve_review(delivery_id, record_id=record_id, record_kind=kind):
+        settled = self.store.resolve_review(
+            delivery_id, record_id=record_id, record_kind=kind, by=actions.WORKER
+        )
+        if not settled:
             return self.back(request, "/review", f"Delivery {delivery_id} is no longer held.")
         _log.info("console settled review item", delivery_id=delivery_id, record_id=record_id)
         what = f"attached to {record_id}" if record_id else "to be created as a new record"

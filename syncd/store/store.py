@@ -897,7 +897,12 @@ class Store:
             return events.requeued(conn, list(ids), events.Kind.RETRIED)
 
     def resolve_review(
-        self, delivery_id: int, *, record_id: str | None = None, record_kind: str = "contact"
+        self,
+        delivery_id: int,
+        *,
+        record_id: str | None = None,
+        record_kind: str = "contact",
+        by: str | None = None,
     ) -> bool:
         """Settle a review item: attach it to ``record_id``, or (None) create a new record."""
         with self.engine.begin() as conn:
@@ -916,6 +921,7 @@ class Store:
                     conn,
                     [delivery_id],
                     events.Kind.SETTLED,
+                    worker=by,
                     record_id=record_id,
                     action="resolved_record" if record_id else "resolved_new",
                 )

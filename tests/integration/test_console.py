@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
@@ -13,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from console_world import TOKEN, ConsoleWorld, console_world
-from syncd_cli import Result
+from syncd_cli import Result, syncd_env
 
 from syncd.console import create_console
 from syncd.console.security import exposure_warnings
@@ -368,3 +373,39 @@ def test_retry_one_then_the_group_and_a_script_with_the_bearer_token(tmp_path: P
             counts = made.store.counts()["salesforce"]
             assert (counts["dead"], counts["pending"]) == (0, 16)
         app.state.console.close()
+
+
+def test_the_daemon_serves_the_console_on_its_health_address(tmp_path: Path) -> None:
+    with console_world(tmp_path) as made:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        doc = json.loads(json.dumps(made.doc))
+        doc["syncd"].update(health_address=f"127.0.0.1:{port}", interval_seconds=3600)
+        config = tmp_path / "daemon.toml"
+        config.write_text(dumps(doc), encoding="utf-8")
+        config.chmod(0o600)
+        made.daemon.close()  # the subprocess takes over the poll lease
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "syncd", "run", "--config", str(config)],
+            env=syncd_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            page = None
+            for _ in range(300):  # bounded: up to 30 s for the daemon to come up
+                try:
+                    page = httpx.get(f"http://127.0.0.1:{port}/console/dead", timeout=5)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            assert page is not None, "the daemon's health address never answered"
+            assert page.status_code == 200
+            assert "Dead letters" in page.text
+            assert "Running" in httpx.get(f"http://127.0.0.1:{port}/console/", timeout=5).text
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).text == "ok\n"
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            _, err = daemon.communicate(timeout=60)
+        assert daemon.returncode == 0, err.decode()[-2000:]
