@@ -175,7 +175,8 @@ class Console:
                 item["target"], item["candidates"], item["message"], item["account"]
             )
             items.append({"item": item, "candidates": candidates, "error": error})
-        return self.page(request, "review.html", items=items)
+        held = sum(by_state.get("review", 0) for by_state in self.store.counts().values())
+        return self.page(request, "review.html", items=items, held=held)
 
     def dead(self, request: Request) -> Response:
         return self.page(request, "dead.html", groups=dead_groups(self.store))
