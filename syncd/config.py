@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from syncd.connector import read_secret
 from syncd.errors import ConfigError
+from syncd.owners.settings import OWNER_KEYS, OwnerSettings, parse_owner_settings
 
 __all__ = [
     "AccountSettings",
@@ -101,6 +102,8 @@ class TargetSettings:
     # The console's link to a CRM record: "{id}" and "{kind}" are filled in.
     console_record_url: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)  # given to the connector
+    # Owner rules (syncd.owners), kept out of the connector's options.
+    owners: OwnerSettings = field(default_factory=OwnerSettings)
 
 
 @dataclass(frozen=True)
@@ -341,7 +344,11 @@ def _target(name: str, table: Any) -> TargetSettings:
     )
     contact_fields = _expect(table.get("contact_fields", {}), dict, f"{prefix}.contact_fields")
     activity_fields = _expect(table.get("activity_fields", {}), dict, f"{prefix}.activity_fields")
-    options = {k: v for k, v in table.items() if k not in (*_POLICY_KEYS, "console_record_url")}
+    options = {
+        k: v
+        for k, v in table.items()
+        if k not in (*_POLICY_KEYS, *OWNER_KEYS, "console_record_url")
+    }
     # The connector reads the extra fields it must fetch from the same map.
     options["contact_fields"] = dict(contact_fields)
     return TargetSettings(
@@ -357,6 +364,7 @@ def _target(name: str, table: Any) -> TargetSettings:
         )
         or None,
         options=options,
+        owners=parse_owner_settings(table, prefix),
     )
 
 

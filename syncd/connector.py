@@ -20,6 +20,7 @@ from syncd.models import (
     ActivityRef,
     CheckResult,
     CrmRecord,
+    CrmUser,
     MatchKey,
     Outcome,
     Plan,
@@ -30,6 +31,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "Connector",
     "ConnectorFactory",
+    "ListsOwners",
     "PlanProgress",
     "RequestObserver",
     "SetsUp",
@@ -126,6 +128,20 @@ class SetsUp(Protocol):
         """Create what is missing (idempotently) or, with ``dry_run``, only say what would be
         created. Steps it lacks the permission for come back as ``manual`` with instructions."""
         ...
+
+
+@runtime_checkable
+class ListsOwners(Protocol):
+    """Optional capability: the connector can list the CRM users who may own work.
+
+    Connectors that have it also read each record's owner into ``CrmRecord.owner_id`` and
+    write ``Plan.owner_id`` on the activity and emergency task (and, with
+    ``Plan.owner_on_record``, on a record the plan creates). The core caches the list for
+    ``owners_refresh_seconds``, so implement it as one plain read of every user, inactive
+    and archived ones included (marked ``active=False``).
+    """
+
+    def owners(self) -> Sequence[CrmUser]: ...
 
 
 class ConnectorFactory(Protocol):

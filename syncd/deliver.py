@@ -39,6 +39,7 @@ from syncd.models import (
     Plan,
     activity_marker,
 )
+from syncd.owners.assign import OwnerStep
 from syncd.store.store import CacheEntry, CacheWrite, Claimed, DeliveryResult, State, Store
 
 __all__ = ["DeliveryStats", "TargetPaused", "deliver_target"]
@@ -490,6 +491,10 @@ def _deliver_batch(
             creating.acquire()
             _recheck_new(batch, items)
         plans = batch.plan(items, stats)
+        owners = OwnerStep(store, connector, target.name, target.owners, dry_run=dry_run)
+        plans = owners.assign(
+            plans, {i.claimed.delivery_id: i.decision.record if i.decision else None for i in items}
+        )
         outcomes = connector.apply(plans) if plans else []
         answered = {o.delivery_id for o in outcomes}
         missing = [p for p in plans if p.delivery_id not in answered]
@@ -532,6 +537,7 @@ def _deliver_batch(
             cache_drops=batch.cache_drops,
             now=now,
         )
+        owners.record(plans, outcomes, now)
 
 
 class _NewCallerLease:

@@ -20,6 +20,7 @@ __all__ = [
     "ActivitySpec",
     "CheckResult",
     "CrmRecord",
+    "CrmUser",
     "KeyKind",
     "MatchKey",
     "Message",
@@ -126,10 +127,27 @@ class CrmRecord:
     company: str = ""
     company_id: str | None = None
     fields: Mapping[str, str] = field(default_factory=dict)
+    # The CRM user who owns the record (HubSpot ``hubspot_owner_id``, Salesforce ``OwnerId``),
+    # when the connector read it; see :mod:`syncd.owners`.
+    owner_id: str | None = None
 
     @property
     def full_name(self) -> str:
         return " ".join(p for p in (self.first_name.strip(), self.last_name.strip()) if p)
+
+
+@dataclass(frozen=True, slots=True)
+class CrmUser:
+    """A CRM user who can own records and activities (a HubSpot owner, a Salesforce User).
+
+    ``active`` is False for a deactivated user or an archived owner: the CRM refuses (or
+    should not be given) them as the owner of new work.
+    """
+
+    id: str
+    email: str = ""
+    name: str = ""
+    active: bool = True
 
 
 class Action(StrEnum):
@@ -177,6 +195,12 @@ class Plan:
     # emergency task by marker) through an immediately consistent read *before* writing it,
     # and write only the parts that are missing. Never a plain resend.
     in_doubt: bool = False
+    # The CRM user the activity and any emergency task go to (see :mod:`syncd.owners`), the
+    # rule that chose them ("record", "mapping", "name", "round_robin", "default"), and
+    # whether a record this plan creates gets that owner too. None: the CRM's default.
+    owner_id: str | None = None
+    owner_rule: str = ""
+    owner_on_record: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,8 @@ __all__ = [
     "match_cache",
     "messages",
     "metadata",
+    "owner_assignments",
+    "owner_turns",
     "quarantine",
     "runs",
     "windows",
@@ -205,4 +207,30 @@ delivery_events = Table(
     Column("activity_id", String(100)),
     Column("error", Text),
     Index("ix_delivery_events_log", "delivery_id", "id"),
+)
+
+# Round-robin owner turns per target: one counter row, taken with UPDATE .. RETURNING so two
+# replicas never get the same turn and a restart continues the rotation (syncd.store.owners).
+owner_turns = Table(
+    "owner_turns",
+    metadata,
+    Column("target", String(200), primary_key=True),
+    Column("next_turn", BigInteger, nullable=False, default=0),
+)
+
+# The owner each delivered message got, by which rule, and why earlier rules fell through;
+# also the matched record's owner, for the next call from a caller the match cache knows.
+owner_assignments = Table(
+    "owner_assignments",
+    metadata,
+    Column("delivery_id", Id, ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True),
+    Column("target", String(200), nullable=False),
+    Column("message_id", String(200), nullable=False),
+    Column("record_id", String(100)),
+    Column("record_owner_id", String(100)),
+    Column("owner_id", String(100)),
+    Column("rule", String(20), nullable=False),
+    Column("reasons", Text),
+    Column("at", UTCDateTime(), nullable=False),
+    Index("ix_owner_assignments_record", "target", "record_id"),
 )

@@ -22,6 +22,8 @@ TABLES = {
     "leases",
     "match_cache",
     "messages",
+    "owner_assignments",
+    "owner_turns",
     "quarantine",
     "runs",
 }
