@@ -19,10 +19,26 @@ __all__ = ["directory_for", "forget"]
 log = structlog.get_logger(__name__)
 
 _lock = threading.Lock()
-# Keyed by the connector object: a daemon keeps one per target for its life.
-_cache: weakref.WeakKeyDictionary[object, tuple[float, OwnerDirectory]] = (
-    weakref.WeakKeyDictionary()
-)
+# Keyed by the connector object's id (connectors need not be hashable): a daemon keeps one
+# per target for its life. The entry holds a weak reference to tell a new object that got a
+# dead one's id apart.
+_cache: dict[int, tuple[Callable[[], object], float, OwnerDirectory]] = {}
+
+
+def _get(connector: object) -> tuple[float, OwnerDirectory] | None:
+    entry = _cache.get(id(connector))
+    if entry is None or entry[0]() is not connector:
+        return None
+    return entry[1], entry[2]
+
+
+def _put(connector: object, at: float, directory: OwnerDirectory) -> None:
+    key = id(connector)
+    try:
+        ref: Callable[[], object] = weakref.ref(connector, lambda _: _cache.pop(key, None))
+    except TypeError:  # no weak references to this type: keep it alive with its entry
+        ref = lambda: connector  # noqa: E731
+    _cache[key] = (ref, at, directory)
 
 
 def directory_for(
@@ -40,7 +56,7 @@ def directory_for(
         return None
     now = clock()
     with _lock:
-        cached = _cache.get(connector)
+        cached = _get(connector)
     if cached is not None and now - cached[0] < refresh_seconds:
         return cached[1]
     try:
@@ -51,11 +67,11 @@ def directory_for(
         log.warning("owner list refresh failed; using the previous one", error=str(exc))
         return cached[1]
     with _lock:
-        _cache[connector] = (now, directory)
+        _put(connector, now, directory)
     return directory
 
 
 def forget(connector: object) -> None:
     """Drop the cached users of ``connector`` (tests; an operator changed users)."""
     with _lock:
-        _cache.pop(connector, None)
+        _cache.pop(id(connector), None)
