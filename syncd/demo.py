@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from syncd.daemon import CycleReport, Daemon
 from syncd.sandbox.world import SandboxWorld
+from syncd.store.owners import owners_assigned
 
 __all__ = ["run_demo"]
 
@@ -62,6 +63,14 @@ def _counts(report: CycleReport, requests: dict[str, int]) -> dict[str, Any]:
     return out
 
 
+def _add_owners(summary: dict[str, Any], after: dict[str, int], before: dict[str, int]) -> None:
+    """``owners_assigned`` (contract): activities and tasks given an owner resolved from the
+    CRM, per target and in total."""
+    for name, t in summary["targets"].items():
+        t["owners_assigned"] = after.get(name, 0) - before.get(name, 0)
+    summary["owners_assigned"] = sum(t["owners_assigned"] for t in summary["targets"].values())
+
+
 def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {name: after[name] - before.get(name, 0) for name in after}
 
@@ -85,6 +94,7 @@ def run_demo(
             daemon.migrate()
             before = world.crm_requests()
             first = daemon.run_cycle()
+            owned_mid = owners_assigned(daemon.store)
             mid = world.crm_requests()
             # Server-side counts by endpoint for the first cycle (the repoll makes none).
             by_endpoint = {
@@ -92,6 +102,7 @@ def run_demo(
             }
             writes_mid = world.crm_writes()
             second = daemon.run_cycle()
+            owned_after = owners_assigned(daemon.store)
             after = world.crm_requests()
             repoll_writes = sum(_delta(world.crm_writes(), writes_mid).values())
         finally:
@@ -99,7 +110,9 @@ def run_demo(
         summary = _counts(first, _delta(mid, before))
         for name, counts in by_endpoint.items():
             summary["targets"][name]["requests_by_endpoint"] = counts
+        _add_owners(summary, owned_mid, {})
         summary["repoll"] = _counts(second, _delta(after, mid))
+        _add_owners(summary["repoll"], owned_after, owned_mid)
         summary["repoll"]["crm_writes"] = repoll_writes
         summary["seconds"] = round(time.monotonic() - started, 3)
         summary["exit_code"] = max(first.exit_code, second.exit_code)
@@ -128,6 +141,7 @@ def _print_table(summary: dict[str, Any], out: TextIO) -> None:
         "review",
         "failed",
         "CRM requests",
+        "owners",
     ):
         table.add_column(heading, justify="right")
     for name, t in summary["targets"].items():
@@ -140,6 +154,7 @@ def _print_table(summary: dict[str, Any], out: TextIO) -> None:
             str(t["review"]),
             str(t["failed"]),
             str(t["crm_requests"]),
+            str(t["owners_assigned"]),
         )
     console.print(table)
     repoll = summary["repoll"]

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from syncd.config import Settings
 from syncd.history import Masker, message_history
+from syncd.store.owners import owner_summary
 from syncd.store.store import Store
 
 __all__ = ["collect_status", "print_message_log", "print_status"]
@@ -52,6 +53,8 @@ def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
         "review": store.problems(["review"]),
         "passed_over": store.passed_over(),
         "quarantined": store.quarantined(),
+        # Per target: owners assigned (by rule) and the messages that fell back, with why.
+        "owners": owner_summary(store),
     }
 
 
@@ -125,11 +128,34 @@ def print_status(status: dict[str, Any], out: TextIO, as_json: bool) -> None:
                 ", ".join(r["passed_over"])[:60],
             )
         console.print(table)
+    _print_owners(status.get("owners", {}), console)
     if status["quarantined"]:
         console.print(
             f"[yellow]{len(status['quarantined'])} source payload(s) quarantined[/yellow] "
             "(see status --json for reasons)"
         )
+
+
+def _print_owners(owners: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    if not owners:
+        return
+    table = Table(title="owners assigned")
+    for col in ("target", "assigned", "by rule"):
+        table.add_column(col)
+    for name, o in owners.items():
+        rules = ", ".join(f"{rule} {n}" for rule, n in sorted(o["by_rule"].items()))
+        table.add_row(name, str(o["owners_assigned"]), rules)
+    console.print(table)
+    fell = [(name, f) for name, o in owners.items() for f in o["fell_back"]]
+    if fell:
+        table = Table(title="messages whose owner fell back to the default (or to none)")
+        for col in ("target", "message", "owner", "why"):
+            table.add_column(col, overflow="fold")
+        for name, f in fell:
+            table.add_row(name, f["message_id"], f["owner_id"] or "CRM default", f["why"])
+        console.print(table)
 
 
 def print_message_log(

@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 
+from syncd.sandbox.team import delivered_to
+
 __all__ = ["CUSTOM_PREFIX", "Caller", "callers_of", "make_callers", "make_messages"]
 
 CUSTOM_PREFIX = "content with additional details table"
@@ -306,7 +308,7 @@ def _message(
         "delivered at": (local + timedelta(minutes=2)).strftime("%m/%d/%Y %I:%M %p")
         if delivered
         else "",
-        "delivered to": "office@example.com" if delivered else "",
+        "delivered to": delivered_to(message_id) if delivered else "",
         "content with additional details": "\n".join(f"{k}: {v}" for k, v in custom.items()),
     }
     for label, value in custom.items():

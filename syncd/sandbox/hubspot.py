@@ -35,6 +35,7 @@ from typing import Any
 
 import phonenumbers
 
+from syncd.sandbox import hubspot_owners
 from syncd.sandbox.crm import StoredActivity, StoredContact
 from syncd.sandbox.http import Emulator, Faults, Request, Response, json_response
 
@@ -274,6 +275,7 @@ class HubSpotEmulator(Emulator):
     """HubSpot's CRM v3/v4 API, enough of it for syncd. See the module docstring."""
 
     name = "hubspot"
+    owner_book: hubspot_owners.OwnerBook  # GET /crm/v3/owners (syncd.sandbox.hubspot_owners)
 
     def __init__(
         self,
@@ -362,6 +364,7 @@ class HubSpotEmulator(Emulator):
             self.add_property("contacts", "syncd_key", unique=True)
             for object_type in _ACTIVITY_TYPES:
                 self.add_property(object_type, "syncd_marker", unique=True)
+            hubspot_owners.reset(self)
 
     # -- routes ----------------------------------------------------------------------------
     def _register_routes(self) -> None:
@@ -394,6 +397,7 @@ class HubSpotEmulator(Emulator):
         )
         self._add("POST", f"{pair}/read", "associations.batch_read", self._handle_assoc_read, "")
         self._add("GET", "/account-info/v3/details", "account.details", self._handle_account, "")
+        hubspot_owners.register(self)
 
     def _add(
         self,
@@ -672,6 +676,7 @@ class HubSpotEmulator(Emulator):
                         "name": name,
                     }
                 )
+        problems += hubspot_owners.owner_problems(self, props)
         if problems:
             raise _Refused(400, f"Property values were not valid: {json.dumps(problems)}")
         return {name: "" if value is None else str(value) for name, value in props.items()}
@@ -1180,6 +1185,23 @@ class HubSpotEmulator(Emulator):
         with self.lock:
             self._properties[object_type].pop(name, None)
             self._unique.pop((object_type, name), None)
+
+    def seed_user(self, first_name: str, last_name: str, email: str, active: bool = True) -> str:
+        """Add an owner (an inactive one is archived); returns its owner id."""
+        with self.lock:
+            return self.owner_book.add(first_name, last_name, email, archived=not active)
+
+    def seed_owner(self, record_id: str, owner_id: str | None) -> None:
+        """Set a record's owner directly (no request counted), as a HubSpot user would."""
+        with self.lock:
+            record = self._records[str(record_id)]
+            record.props["hubspot_owner_id"] = owner_id or ""
+            self._store(record, lag=0.0)
+
+    def owner_ids(self) -> dict[str, str]:
+        """Owner id by email, archived owners included (tests)."""
+        with self.lock:
+            return {o.email: o.id for o in self.owner_book.owners.values()}
 
     def seed_company(self, name: str) -> str:
         with self.lock:

@@ -32,6 +32,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from syncd.sandbox import salesforce_users
 from syncd.sandbox.crm import StoredActivity, StoredContact
 from syncd.sandbox.http import Emulator, Request, Response, json_response
 
@@ -101,7 +102,7 @@ def _computed_name() -> _Field:
     return _Field("Name", "string", 121, createable=False, updateable=False)
 
 
-_PREFIXES = {"Account": "001", "Contact": "003", "Lead": "00Q", "Task": "00T"}
+_PREFIXES = {"Account": "001", "Contact": "003", "Lead": "00Q", "Task": "00T", "User": "005"}
 
 
 def _default_schema() -> dict[str, dict[str, _Field]]:
@@ -863,6 +864,7 @@ class SalesforceEmulator(Emulator):
         # Operations carried out inside composite requests, by endpoint (``counts`` has the
         # HTTP requests, each composite once).
         self.composite_counts: Counter[str] = Counter()
+        salesforce_users.install(self)  # User, OwnerId, the sandbox team
         self._routes_setup()
 
     # -- CrmEmulator API ---------------------------------------------------------------------
@@ -907,6 +909,21 @@ class SalesforceEmulator(Emulator):
         if company_id:
             values["AccountId"] = company_id
         return self._seed("Contact", values)
+
+    def seed_user(self, first_name: str, last_name: str, email: str, active: bool = True) -> str:
+        return salesforce_users.seed_user(self, first_name, last_name, email, active)
+
+    def seed_owner(self, record_id: str, owner_id: str | None) -> None:
+        """Set a record's owner directly (no request counted)."""
+        with self.lock:
+            record = self._records[record_id]
+            record.fields["OwnerId"] = owner_id
+            self._store(record)
+
+    def owner_ids(self) -> dict[str, str]:
+        """User id by email, inactive users included (tests)."""
+        with self.lock:
+            return {str(r.fields.get("Email")): r.id for r in self._live("User")}
 
     def seed_lead(self, **values: Any) -> str:
         values.setdefault("LastName", "Unknown")
@@ -1780,7 +1797,9 @@ class SalesforceEmulator(Emulator):
             if spec.type == "phone" and text:
                 text = us_format(text)
             if spec.type == "reference" and text:
-                problem = self._reference_problem(spec, text)
+                problem = self._reference_problem(spec, text) or (
+                    salesforce_users.owner_problem(name, self._find(text), sobject)
+                )
                 if problem is not None:
                     return None, [problem]
             clean[name] = text if value is not None else None
@@ -1795,6 +1814,8 @@ class SalesforceEmulator(Emulator):
                 )
             ]
         merged = {**(existing.fields if existing else {}), **clean}
+        if existing is None:
+            salesforce_users.default_owner(sobject, merged)
         missing = [f.name for f in schema.values() if f.required and not merged.get(f.name)]
         if missing:
             return None, [

@@ -18,6 +18,7 @@ from syncd.match.phones import format_variants
 from syncd.sandbox.berkshire import BerkshireSimulator
 from syncd.sandbox.crm import CrmEmulator, emulator_types, load_emulator
 from syncd.sandbox.generate import Caller
+from syncd.sandbox.team import SeedsOwners, owner_config, record_owner
 
 __all__ = ["SandboxWorld"]
 
@@ -81,6 +82,7 @@ class SandboxWorld:
 
     def _seed(self, emulator: CrmEmulator, callers: Sequence[Caller]) -> None:
         rng = random.Random(self.seed)
+        owners = emulator.owner_ids() if isinstance(emulator, SeedsOwners) else {}
         for caller in callers:
             roll = rng.random()
             if roll < self.known_share:
@@ -89,13 +91,15 @@ class SandboxWorld:
                 email = caller.email or ""
                 if phone and rng.random() < 0.4:
                     email = ""
-                emulator.seed_contact(
+                record_id = emulator.seed_contact(
                     first_name=caller.first_name,
                     last_name=caller.last_name,
                     email=email,
                     phone=phone,
                     company=caller.company,
                 )
+                if isinstance(emulator, SeedsOwners):  # known callers have owners (some left)
+                    emulator.seed_owner(record_id, owners[record_owner(caller.index).email])
             elif roll < self.known_share + self.company_share and caller.company:
                 emulator.seed_company(caller.company)
 
@@ -108,7 +112,8 @@ class SandboxWorld:
         if self.berkshire is None:
             raise RuntimeError("start the sandbox first")
         targets = {
-            name: {"type": name, **emu.connector_options()} for name, emu in self.emulators.items()
+            name: {"type": name, **emu.connector_options(), **owner_config()}
+            for name, emu in self.emulators.items()
         }
         doc: dict[str, Any] = {
             "syncd": {

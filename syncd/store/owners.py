@@ -6,7 +6,7 @@ Functions over a :class:`~syncd.store.store.Store` (its engine and dialect), kep
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -153,7 +153,7 @@ def owner_summary(store: Store, limit: int = 50) -> dict[str, dict[str, Any]]:
     return out
 
 
-def owners_assigned(store: Store) -> Mapping[str, int]:
+def owners_assigned(store: Store) -> dict[str, int]:
     """Per target: delivered messages whose activity (and task) got an owner."""
     t = owner_assignments.c
     with store.engine.connect() as conn:
