@@ -9,13 +9,14 @@ from typing import Any
 
 from connectors.hubspot.lookup import Reader
 from connectors.hubspot.options import HubSpotOptions, parse_options
+from connectors.hubspot.owners import list_owners
 from connectors.hubspot.records import marker_in_body
 from connectors.hubspot.search import Group
 from connectors.hubspot.transport import ApiResult, Transport
 from connectors.hubspot.writes import Writer
 from syncd.connector import TargetContext
 from syncd.errors import AuthError, SyncdError
-from syncd.models import ActivityRef, CheckResult, CrmRecord, MatchKey, Outcome, Plan
+from syncd.models import ActivityRef, CheckResult, CrmRecord, CrmUser, MatchKey, Outcome, Plan
 
 __all__ = ["HubSpotConnector"]
 
@@ -61,6 +62,9 @@ class HubSpotConnector:
 
     def apply(self, plans: Sequence[Plan]) -> Sequence[Outcome]:
         return self._writer.apply(plans)
+
+    def owners(self) -> Sequence[CrmUser]:  # syncd.connector.ListsOwners
+        return list_owners(self._transport)
 
     def find_activities(self, markers: Sequence[str]) -> Mapping[str, ActivityRef]:
         wanted = list(dict.fromkeys(m for m in markers if m))

@@ -38,6 +38,7 @@ CONTACT_PROPERTIES: tuple[str, ...] = (
     "mobilephone",
     "company",
     "associatedcompanyid",
+    "hubspot_owner_id",  # the record's owner, for syncd's owner rules
 )
 COMPANY_PROPERTIES: tuple[str, ...] = ("name", "domain", "phone")
 
@@ -90,6 +91,7 @@ def contact_record(
         company=props.get("company", ""),
         company_id=props.get("associatedcompanyid") or None,
         fields=fields,
+        owner_id=props.get("hubspot_owner_id") or None,
     )
 
 

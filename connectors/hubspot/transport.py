@@ -28,6 +28,7 @@ import urllib3
 from hubspot import HubSpot
 from hubspot.crm.associations.v4.exceptions import ApiException as AssociationsApiException
 from hubspot.crm.objects.exceptions import ApiException as ObjectsApiException
+from hubspot.crm.owners.exceptions import ApiException as OwnersApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
 from connectors.hubspot.options import HubSpotOptions
@@ -42,6 +43,7 @@ _API_EXCEPTIONS: tuple[type[Exception], ...] = (
     ObjectsApiException,
     AssociationsApiException,
     PropertiesApiException,
+    OwnersApiException,
 )
 _SEARCH_POLICIES = frozenset({"SECONDLY", "SEARCH"})
 
@@ -152,12 +154,14 @@ class Transport:
         self.objects_search = client.crm.objects.search_api
         self.associations = client.crm.associations.v4.batch_api
         self.properties = client.crm.properties.core_api
+        self.owners = client.crm.owners.owners_api  # connectors.hubspot.owners
         self._apis = [
             self.objects_basic,
             self.objects_batch,
             self.objects_search,
             self.associations,
             self.properties,
+            self.owners,
         ]
 
     def call(

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from connectors.hubspot.lookup import Reader
 from connectors.hubspot.options import HubSpotOptions
+from connectors.hubspot.owners import activity_owner, record_owner
 from connectors.hubspot.records import contact_properties, marker_in_body, marker_paragraph
 from connectors.hubspot.transport import ApiResult, Transport
 from syncd.connector import PlanProgress
@@ -208,6 +209,8 @@ class _Run:
             ).items():
                 if value and not entry.properties.get(prop):
                     entry.properties[prop] = value
+            for prop, value in record_owner(work.plan).items():
+                entry.properties.setdefault(prop, value)
         entries = list(callers.values())
         for entry in entries:
             if "email" in entry.properties:
@@ -448,6 +451,7 @@ class _Run:
         if self._options.marker_property:
             props[self._options.marker_property] = spec.marker
         props.update(spec.properties)
+        props.update(activity_owner(work.plan))
         return props
 
     def _task_properties(self, work: _Work) -> dict[str, str]:
@@ -462,6 +466,7 @@ class _Run:
         }
         if self._options.task_owner_id:
             props["hubspot_owner_id"] = self._options.task_owner_id
+        props.update(activity_owner(work.plan))  # the resolved owner wins over the fixed one
         if self._options.marker_property:
             props[self._options.marker_property] = spec.marker
         return props

@@ -10,10 +10,11 @@ from simple_salesforce.exceptions import SalesforceError
 from connectors.salesforce.client import SalesforceClient
 from connectors.salesforce.lookup import Lookup
 from connectors.salesforce.options import SalesforceOptions, parse_options
+from connectors.salesforce.owners import list_users
 from connectors.salesforce.writes import Writer
 from syncd.connector import TargetContext
 from syncd.errors import AuthError, SyncdError
-from syncd.models import ActivityRef, CheckResult, CrmRecord, MatchKey, Outcome, Plan
+from syncd.models import ActivityRef, CheckResult, CrmRecord, CrmUser, MatchKey, Outcome, Plan
 
 __all__ = ["SalesforceConnector", "create"]
 
@@ -50,6 +51,9 @@ class SalesforceConnector:
 
     def apply(self, plans: Sequence[Plan]) -> Sequence[Outcome]:
         return self._writer.apply(plans)
+
+    def owners(self) -> Sequence[CrmUser]:  # syncd.connector.ListsOwners
+        return list_users(self.client)
 
     def find_activities(self, markers: Sequence[str]) -> Mapping[str, ActivityRef]:
         return self._lookup.find_activities(markers)

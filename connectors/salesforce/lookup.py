@@ -55,8 +55,9 @@ _BASE_FIELDS = {
         "MobilePhone",
         "AccountId",
         "Account.Name",
+        "OwnerId",
     ),
-    "Lead": ("Id", "FirstName", "LastName", "Email", "Phone", "MobilePhone", "Company"),
+    "Lead": ("Id", "FirstName", "LastName", "Email", "Phone", "MobilePhone", "Company", "OwnerId"),
     "Account": ("Id", "Name", "Phone"),
     "Task": ("Id", "Subject", "WhoId", "Status", "Priority", "ActivityDate"),
 }
@@ -156,6 +157,7 @@ def to_record(
         company=company,
         company_id=company_id,
         fields=fields,
+        owner_id=_text(raw, "OwnerId") or None,
     )
 
 

@@ -20,6 +20,7 @@ from connectors.salesforce.client import COMPOSITE_QUERIES, SalesforceClient
 from connectors.salesforce.errors import GONE_CODES, SfError, parse_errors, summary
 from connectors.salesforce.lookup import Lookup, written_phone
 from connectors.salesforce.options import SalesforceOptions
+from connectors.salesforce.owners import record_owner, task_owner
 from syncd.connector import PlanProgress
 from syncd.errors import RateLimited, RetriableError
 from syncd.match.phones import normalize_phone
@@ -295,6 +296,8 @@ class Writer:
                 out.setdefault("Company", _cut("Company", message.company.strip() or _UNKNOWN))
         if sobject == "Contact" and plan.company_id:
             out["AccountId"] = plan.company_id
+        if create:
+            out.update(record_owner(plan))
         return out
 
     def _phone(self, text: str) -> str:
@@ -449,6 +452,7 @@ class Writer:
         }
         if marker_field:
             fields[marker_field] = activity.marker
+        fields.update(task_owner(state.plan))
         if create:
             fields["TaskSubtype"] = "Call"  # settable on insert only
         return fields
