@@ -1203,6 +1203,11 @@ class HubSpotEmulator(Emulator):
         with self.lock:
             return {o.email: o.id for o in self.owner_book.owners.values()}
 
+    def owner_of(self, record_id: str) -> str | None:
+        with self.lock:
+            record = self._records.get(str(record_id))
+            return (record.props.get("hubspot_owner_id") or None) if record else None
+
     def seed_company(self, name: str) -> str:
         with self.lock:
             stamp = _now_iso()

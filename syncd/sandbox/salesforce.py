@@ -918,12 +918,18 @@ class SalesforceEmulator(Emulator):
         with self.lock:
             record = self._records[record_id]
             record.fields["OwnerId"] = owner_id
+            if record.versions:  # as if it had always been so: search sees it at once too
+                record.versions[-1] = (record.versions[-1][0], dict(record.fields))
             self._store(record)
 
     def owner_ids(self) -> dict[str, str]:
         """User id by email, inactive users included (tests)."""
         with self.lock:
             return {str(r.fields.get("Email")): r.id for r in self._live("User")}
+
+    def owner_of(self, record_id: str) -> str | None:
+        found = self.record(record_id)
+        return (found.get("OwnerId") or None) if found else None
 
     def seed_lead(self, **values: Any) -> str:
         values.setdefault("LastName", "Unknown")

@@ -107,3 +107,7 @@ class SeedsOwners(Protocol):
     def owner_ids(self) -> dict[str, str]:
         """Every user's owner id by email, inactive ones included."""
         ...
+
+    def owner_of(self, record_id: str) -> str | None:
+        """The owner of a record, activity or task as stored (None: none set)."""
+        ...

@@ -1,0 +1,69 @@
+"""Owners end to end on the sandbox: the demo's ``owners_assigned`` (a DESIGN.md contract),
+every emergency task owned in both emulators, and ``syncd status`` saying who fell back why."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from syncd_cli import Result
+
+from syncd.sandbox.hubspot import HubSpotEmulator
+from syncd.sandbox.salesforce import USER_ID, SalesforceEmulator
+from syncd.sandbox.team import TEAM
+from syncd.sandbox.world import SandboxWorld
+
+TARGETS = ("hubspot", "salesforce")
+
+
+def test_demo_json_counts_owners_per_target_and_in_total(
+    in_process: Callable[..., Result],
+) -> None:
+    result = in_process("demo", "--json", "--messages", "120")
+    assert result.code == 0, result.err
+    summary = result.last_json()
+    per_target = {name: summary["targets"][name]["owners_assigned"] for name in TARGETS}
+    assert all(n > 0 for n in per_target.values()), per_target
+    # Every delivered message got an owner: the sandbox config ends in a default owner.
+    assert per_target == {n: summary["targets"][n]["activities_logged"] for n in TARGETS}
+    assert summary["owners_assigned"] == sum(per_target.values())
+    assert summary["repoll"]["owners_assigned"] == 0
+
+
+def test_every_emergency_task_has_an_owner_and_status_says_who_fell_back(
+    tmp_path: Path, in_process: Callable[..., Result]
+) -> None:
+    with SandboxWorld(messages=300, seed=5) as world:
+        config = tmp_path / "syncd.toml"
+        world.write_config(str(config), f"sqlite:///{tmp_path / 'state.db'}", log_format="json")
+        run = in_process("run", "--once", "--config", str(config))
+        assert run.code == 0, run.err
+
+        hubspot = world.emulators["hubspot"]
+        salesforce = world.emulators["salesforce"]
+        assert isinstance(hubspot, HubSpotEmulator)
+        assert isinstance(salesforce, SalesforceEmulator)
+        team = {hubspot.owner_ids()[m.email] for m in TEAM if m.active}
+        urgent = [t for t in hubspot.records("tasks") if t.get("hs_task_priority") == "HIGH"]
+        assert urgent, "the sandbox should have emergencies"
+        assert all(t.get("hubspot_owner_id") in team for t in urgent), urgent
+        sf_team = {salesforce.owner_ids()[m.email] for m in TEAM if m.active}
+        sf_urgent = [t for t in salesforce.records("Task") if t.get("Priority") == "High"]
+        assert len(sf_urgent) == len(urgent)
+        assert all(t.get("OwnerId") in sf_team for t in sf_urgent), sf_urgent
+        assert all(t.get("OwnerId") != USER_ID for t in salesforce.records("Task"))
+
+        status = in_process("status", "--json", "--config", str(config))
+        assert status.code == 0, status.err
+        owners = status.last_json()["owners"]
+        for name in TARGETS:
+            rules = owners[name]["by_rule"]
+            # The sandbox's routing exercises every rule.
+            assert set(rules) == {"record", "mapping", "name", "round_robin", "default"}, rules
+            assert owners[name]["owners_assigned"] == sum(rules.values())
+            fell = owners[name]["fell_back"]
+            assert fell
+            assert all(f["rule"] == "default" and f["why"] for f in fell)
+        table = in_process("status", "--config", str(config))
+        assert "owners assigned" in table.out
+        assert "fell back to the default" in table.out
