@@ -552,7 +552,8 @@ def test_a_log_plan_writes_no_contact(emulator: HubSpotEmulator) -> None:
 
 def test_emergency_creates_a_high_priority_task(emulator: HubSpotEmulator) -> None:
     contact = emulator.seed_contact(first_name="Em")
-    outcome = connect(emulator, task_owner_id="4242").apply(
+    owner = emulator.owner_ids()["ana.lopez@example.com"]  # HubSpot refuses an unknown owner
+    outcome = connect(emulator, task_owner_id=owner).apply(
         [
             plan(1, action=Action.LOG, record_id=contact, emergency=True),
             plan(2, action=Action.LOG, record_id=contact),
@@ -561,7 +562,7 @@ def test_emergency_creates_a_high_priority_task(emulator: HubSpotEmulator) -> No
     assert all(o.ok for o in outcome)
     (task,) = emulator.records("tasks")
     assert task["hs_task_priority"] == "HIGH"
-    assert task["hubspot_owner_id"] == "4242"
+    assert task["hubspot_owner_id"] == owner
     assert task["hs_task_subject"] == "Emergency: Message 1"
     assert emulator.associated(task["id"], "contacts") == [contact]
     assert len(emulator.records("notes")) == 2
