@@ -495,7 +495,7 @@ def _deliver_batch(
         plans = owners.assign(
             plans, {i.claimed.delivery_id: i.decision.record if i.decision else None for i in items}
         )
-        outcomes = connector.apply(plans) if plans else []
+        outcomes = owners.checked(connector.apply(plans) if plans else [])
         answered = {o.delivery_id for o in outcomes}
         missing = [p for p in plans if p.delivery_id not in answered]
         outcomes = list(outcomes) + [

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from syncd.models import Action, CrmRecord, Outcome, Plan
-from syncd.owners.directory import directory_for
+from syncd.owners.directory import directory_for, forget
 from syncd.owners.rules import OwnerFacts, Resolution, resolve_owner
 from syncd.owners.settings import OwnerSettings
 from syncd.store import owners as owner_store
@@ -27,6 +27,8 @@ __all__ = ["OwnerStep"]
 
 log = structlog.get_logger(__name__)
 _warned: set[str] = set()
+# What the CRMs answer when the owner we wrote is no longer valid (Salesforce, HubSpot).
+OWNER_REFUSALS = ("INACTIVE_OWNER_OR_USER", "INVALID_OWNER_ID")
 
 
 class OwnerStep:
@@ -108,6 +110,27 @@ class OwnerStep:
                     owner_on_record=self.settings.on_new_records and plan.action is Action.CREATE,
                 )
             )
+        return out
+
+    def checked(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        """An owner deactivated since the users were read is refused by the CRM: read the
+        users again and retry those deliveries (they then fall through to the next rule)
+        instead of setting them aside as failed."""
+        out = list(outcomes)
+        refused = [
+            i
+            for i, o in enumerate(out)
+            if not o.ok
+            and o.delivery_id in self.decided
+            and self.decided[o.delivery_id][0].owner_id
+            and any(code in (o.error or "") for code in OWNER_REFUSALS)
+        ]
+        if refused:
+            forget(self.connector)
+            log.warning("owner refused by the CRM; re-reading its users", target=self.target,
+                        deliveries=len(refused))  # fmt: skip
+            for i in refused:
+                out[i] = dataclasses.replace(out[i], retriable=True)
         return out
 
     def record(self, plans: Sequence[Plan], outcomes: Sequence[Outcome], now: datetime) -> None:

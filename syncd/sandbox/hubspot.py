@@ -1203,6 +1203,10 @@ class HubSpotEmulator(Emulator):
         with self.lock:
             return {o.email: o.id for o in self.owner_book.owners.values()}
 
+    def set_user_active(self, owner_id: str, active: bool) -> None:
+        with self.lock:
+            self.owner_book.owners[owner_id].archived = not active
+
     def owner_of(self, record_id: str) -> str | None:
         with self.lock:
             record = self._records.get(str(record_id))

@@ -927,6 +927,12 @@ class SalesforceEmulator(Emulator):
         with self.lock:
             return {str(r.fields.get("Email")): r.id for r in self._live("User")}
 
+    def set_user_active(self, owner_id: str, active: bool) -> None:
+        with self.lock:
+            user = self._records[owner_id]
+            user.fields["IsActive"] = active
+            self._store(user)
+
     def owner_of(self, record_id: str) -> str | None:
         found = self.record(record_id)
         return (found.get("OwnerId") or None) if found else None

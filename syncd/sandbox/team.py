@@ -111,3 +111,7 @@ class SeedsOwners(Protocol):
     def owner_of(self, record_id: str) -> str | None:
         """The owner of a record, activity or task as stored (None: none set)."""
         ...
+
+    def set_user_active(self, owner_id: str, active: bool) -> None:
+        """Deactivate (archive) a user or bring them back, as an admin would."""
+        ...

@@ -8,6 +8,7 @@ office manager, and Carl, who has left (an archived HubSpot owner, an inactive S
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -57,13 +58,22 @@ def _to(msg: Message, delivered_to: str) -> Message:
     return replace(msg, delivered_to=delivered_to)
 
 
-def _deliver(crm: Crm, batch: list[Message], table: dict[str, Any] | None = None) -> DeliveryStats:
+def _deliver(
+    crm: Crm,
+    batch: list[Message],
+    table: dict[str, Any] | None = None,
+    *,
+    at: datetime | None = None,
+) -> DeliveryStats:
     crm.store.ingest(ACCOUNT, batch, [crm.type])
     target = replace(crm.target(), owners=parse_owner_settings(table or OWNERS, "targets.t"))
     daemon = DaemonSettings(
         database_url=crm.store.url, retry_base_seconds=1.0, worker_id="contract"
     )
-    return deliver_target(crm.store, crm.connector, target, daemon, regions={ACCOUNT: "US"})
+    moment = at or datetime.now(UTC)
+    return deliver_target(
+        crm.store, crm.connector, target, daemon, regions={ACCOUNT: "US"}, clock=lambda: moment
+    )
 
 
 def _activity_owners(crm: Crm, msg: Message) -> list[str | None]:
@@ -176,3 +186,27 @@ def test_with_every_rule_spent_the_crm_default_stays_and_status_says_why(owned: 
     assert fell["why"] == (
         "mapping: no entry for 'Nobody'; default: default owner carl.former@example.com is inactive"
     )
+
+
+def test_a_user_deactivated_after_the_list_was_read_costs_a_retry_not_a_message(
+    owned: Crm,
+) -> None:
+    """The users are cached for an hour; the CRM refuses an owner deactivated meanwhile. The
+    delivery is retried with the users read again and lands with the next rule's owner."""
+    first = _to(message(first_name="Ann", last_name="One", phone="(415) 555-0108"), "Ana Lopez")
+    _deliver(owned, [first])
+    ana = _id(owned, "ana.lopez@example.com")
+    assert _activity_owners(owned, first) == [ana]
+    _emu(owned).set_user_active(ana, False)
+    later = _to(message(first_name="Ann", last_name="One", phone="(415) 555-0108",
+                        emergency=True), "Ana Lopez")  # fmt: skip
+    now = datetime.now(UTC)
+    refused = _deliver(owned, [later], at=now)
+    assert refused.retry == 1
+    assert refused.dead == 0
+    assert owned.activities(activity_marker(ACCOUNT, later.message_id)) == []
+    again = _deliver(owned, [], at=now + timedelta(minutes=5))
+    assert again.done == 1
+    office = _id(owned, "office@example.com")
+    owners = _activity_owners(owned, later)
+    assert owners == [office] * len(owners)  # every rule before the default named Ana
