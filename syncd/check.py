@@ -15,6 +15,7 @@ from syncd.connector import TargetContext, available, load_factory
 from syncd.console.security import exposure_warnings
 from syncd.errors import AuthError, SyncdError
 from syncd.models import CheckResult
+from syncd.owners.check import owner_checks
 from syncd.source.client import BerkshireClient
 
 __all__ = ["run_check"]
@@ -70,6 +71,9 @@ def run_check(settings: Settings, out: TextIO | None = None) -> int:
                             f"{name}: {result.name}", result.ok, result.detail, result.auth_failed
                         )
                     )
+                for result in owner_checks(connector, target.name, target.owners):
+                    named = result.name if result.name == "config warning" else f"{name}: owners"
+                    results.append(CheckResult(named, result.ok, result.detail))
             finally:
                 connector.close()
         except AuthError as exc:

@@ -3,9 +3,9 @@
 Every emulator seeds these people as its users (HubSpot owners, Salesforce Users), the
 generated messages carry a ``delivered to`` drawn from :data:`DELIVERED_TO`, and the sandbox
 config maps some of those names (:data:`OWNER_MAPPING`). So the demo shows every owner rule:
-a user's own name, a mapped name, a mapped name whose user has left (falls through), a name
-nobody has (round-robin for new callers, the default owner otherwise), and known callers whose
-record owner is active -- or has left.
+a user's own name, a mapped name, a name nobody has (round-robin for new callers, the default
+owner otherwise), and known callers whose record owner is active -- or has left (falls
+through). The config names only active users, so ``syncd check`` passes on it.
 """
 
 from __future__ import annotations
@@ -53,21 +53,15 @@ DELIVERED_TO = (
     "ben okafor",  # the same, spelt loosely (exact after normalizing)
     "Front desk",  # mapped
     "Billing",  # mapped
-    "Sales line",  # mapped to the user who left: falls through
+    "Sales line",  # nobody
     "Dr. Rivera",  # nobody
     "",  # not delivered to anyone in particular
 )
 OWNER_MAPPING = {
     "Front desk": "office@example.com",
     "Billing": "chloe.martin@example.com",
-    "Sales line": "carl.former@example.com",
 }
-ROUND_ROBIN = (
-    "ana.lopez@example.com",
-    "ben.okafor@example.com",
-    "dev.patel@example.com",
-    "carl.former@example.com",  # inactive: skipped
-)
+ROUND_ROBIN = ("ana.lopez@example.com", "ben.okafor@example.com", "dev.patel@example.com")
 DEFAULT_OWNER = "office@example.com"
 
 

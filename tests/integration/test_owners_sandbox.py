@@ -11,6 +11,7 @@ from syncd_cli import Result
 from syncd.sandbox.hubspot import HubSpotEmulator
 from syncd.sandbox.salesforce import USER_ID, SalesforceEmulator
 from syncd.sandbox.team import TEAM
+from syncd.sandbox.toml import dumps
 from syncd.sandbox.world import SandboxWorld
 
 TARGETS = ("hubspot", "salesforce")
@@ -67,3 +68,30 @@ def test_every_emergency_task_has_an_owner_and_status_says_who_fell_back(
         table = in_process("status", "--config", str(config))
         assert "owners assigned" in table.out
         assert "fell back to the default" in table.out
+
+
+def test_check_lists_the_users_and_warns_of_named_users_who_left(
+    tmp_path: Path, in_process: Callable[..., Result]
+) -> None:
+    with SandboxWorld(messages=10, seed=5) as world:
+        doc = world.settings_doc(f"sqlite:///{tmp_path / 'state.db'}")
+        config = tmp_path / "syncd.toml"
+        config.write_text(dumps(doc), encoding="utf-8")
+        config.chmod(0o600)
+        clean = in_process("check", "--config", str(config))
+        for target in doc["targets"].values():
+            target["owners"]["Sales line"] = "carl.former@example.com"  # has left
+            target["owner_round_robin"].append("nobody@example.com")  # never was
+        config.write_text(dumps(doc), encoding="utf-8")
+        warned = in_process("check", "--config", str(config))
+    assert clean.code == 0, clean.out
+    assert "[ok  ] target hubspot (hubspot): owners: 6 users listed, 5 active" in clean.out
+    assert "[ok  ] target salesforce (salesforce): owners: 7 users listed, 6 active" in clean.out
+    assert "[FAIL]" not in clean.out
+    assert warned.code == 0, warned.out  # a warning, not a failure: messages fall through
+    for name in TARGETS:
+        for line in (
+            f"targets.{name}.owners.sales line: carl.former@example.com is inactive",
+            f"targets.{name}.owner_round_robin: nobody@example.com is not a user in the CRM",
+        ):
+            assert f"[FAIL] config warning: {line}" in warned.out, warned.out

@@ -59,7 +59,8 @@ def test_two_replicas_share_one_rotation_on_postgresql(postgres_url: str) -> Non
     for s in replicas:
         s.close()
     turns = taken[0] + taken[1]
-    assert taken[0] and taken[1]
+    assert taken[0]
+    assert taken[1]
     assert len(turns) == len(set(turns)), "a turn was handed out twice"
     assert sorted(turns) == list(range(len(turns))), "a turn was skipped"
     directory = OwnerDirectory.of(MEMBERS)
