@@ -53,7 +53,7 @@ class OwnerStep:
             return list(plans)
         directory = directory_for(self.connector, self.settings.refresh_seconds)
         if directory is None:
-            if self.target not in _warned:
+            if not self.dry_run and self.target not in _warned:
                 _warned.add(self.target)
                 log.warning("owner rules configured but the connector cannot list users",
                             target=self.target)  # fmt: skip

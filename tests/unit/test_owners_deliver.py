@@ -1,15 +1,14 @@
-"""The owner step inside the delivery loop, against a real SQLite store and a fake CRM that
-can list its users (the ListsOwners capability). Real connectors: tests/contract."""
+"""The owner step inside the delivery loop, against a real store (SQLite, and PostgreSQL when
+it answers) and a fake CRM that can list its users (the ListsOwners capability). Real
+connectors: tests/contract."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from syncd.config import DaemonSettings, TargetSettings
@@ -87,14 +86,6 @@ class OwnedCrm:
 
     def close(self) -> None:
         return None
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    s.migrate()
-    yield s
-    s.close()
 
 
 OWNERS: dict[str, Any] = {
