@@ -1,0 +1,93 @@
+"""Who fetches an account from the source, and when: the leases around polls and backfills.
+
+Two leases per account, both in the store's ``leases`` table:
+
+* ``poll:<account>`` is held while anything fetches the account (a poll, a reconcile, a
+  backfill), so two processes never ingest the same account at once. It is short
+  (``poll_lease_seconds``) and renewed between day windows, and released at the end: a
+  killed process blocks the next one for at most that long.
+* ``poll-turn:<account>`` says which replica polls the account on schedule. Its holder keeps
+  it from cycle to cycle (``interval * 1.5`` plus jitter); the other replicas skip the account
+  while it is held, so replicas share accounts instead of polling each one twice. A backfill
+  ignores it. A clean shutdown hands it back (the next ``run --once`` is another process).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy import select
+
+from syncd.config import DaemonSettings
+from syncd.store.schema import leases
+from syncd.store.store import Store
+
+__all__ = ["PollLease", "poll_lease_name", "take_turn", "turn_lease_name"]
+
+
+def poll_lease_name(account: str) -> str:
+    return f"poll:{account}"
+
+
+def turn_lease_name(account: str) -> str:
+    return f"poll-turn:{account}"
+
+
+class PollLease:
+    """The ``poll:<account>`` lease for one holder. Renewal is ``acquire_lease`` again as the
+    same holder (the store decides expiry)."""
+
+    def __init__(self, store: Store, account: str, holder: str, ttl: float) -> None:
+        self.store = store
+        self.name = poll_lease_name(account)
+        self.holder = holder
+        self.ttl = ttl
+
+    def take(self) -> bool:
+        return self.store.acquire_lease(self.name, self.holder, self.ttl)
+
+    def renew(self) -> bool:
+        """Extend the lease between windows; False when another process took it over."""
+        return self.take()
+
+    def wait(
+        self,
+        limit: float,
+        stop: threading.Event | None = None,
+        *,
+        every: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> bool:
+        """Take the lease, waiting up to ``limit`` seconds for its holder to finish (or, if it
+        died, for the lease to run out). False when it is still held then, or on ``stop``."""
+        until = clock() + limit
+        while True:
+            if self.take():
+                return True
+            left = until - clock()
+            if left <= 0:
+                return False
+            pause = min(every, left)
+            if stop is not None:
+                if stop.wait(pause):
+                    return False
+            else:
+                time.sleep(pause)
+
+    def current_holder(self) -> str | None:
+        with self.store.engine.connect() as conn:
+            holder: str | None = conn.execute(
+                select(leases.c.holder).where(leases.c.name == self.name)
+            ).scalar()
+        return holder
+
+    def release(self) -> None:
+        self.store.release_lease(self.name, self.holder)
+
+
+def take_turn(store: Store, account: str, settings: DaemonSettings) -> bool:
+    """Keep (or take) this replica's turn to poll ``account`` on schedule."""
+    ttl = settings.interval_seconds * 1.5 + settings.jitter_seconds
+    return store.acquire_lease(turn_lease_name(account), settings.worker_id, ttl)
