@@ -354,8 +354,7 @@ class Daemon:
                 days = backfill_days(span[0], span[1], done)
                 if not days:
                     log.info(
-                        "every window of the backfill was done already; "
-                        "--refetch reads them again",
+                        "every window of the backfill was done already; --refetch reads them again",
                         account=account.name,
                     )
                 stats = ingest_days(
