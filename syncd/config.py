@@ -210,6 +210,10 @@ def _daemon(table: Mapping[str, Any]) -> DaemonSettings:
             table["log_format"], ("auto", "json", "console"), "syncd.log_format"
         )
     kw["alert_webhook_url"] = read_secret(table, "alert_webhook_url")
+    if "poll_lease_seconds" not in kw:  # short, and never longer than a delivery claim's
+        kw["poll_lease_seconds"] = min(
+            DaemonSettings.poll_lease_seconds, kw.get("lease_seconds", 300.0)
+        )
     return DaemonSettings(**kw)
 
 

@@ -8,6 +8,10 @@ CRM is counted at the HubSpot emulator, never in our store.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,6 +21,9 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from syncd_cli import run_syncd, syncd_env
 
 from syncd.alerts import Alerter
 from syncd.daemon import Daemon
@@ -25,7 +32,9 @@ from syncd.sandbox.crm import CrmEmulator, StoredActivity
 from syncd.sandbox.http import Request, Response
 from syncd.sandbox.world import SandboxWorld
 from syncd.status import collect_status
+from syncd.store.schema import leases
 from syncd.store.source_state import open_gaps
+from syncd.store.store import Store
 
 TZ = ZoneInfo("America/New_York")
 NOW = datetime.now(UTC)
@@ -477,3 +486,69 @@ def test_cli_refuses_refetch_without_backfill(
         main(["run", "--once", "--refetch", "--config", str(config)])
     assert exited.value.code == 2
     assert "--refetch are only for --backfill" in capsys.readouterr().err
+
+
+def test_a_backfill_rerun_right_after_sigkill_completes(
+    world: SandboxWorld, tmp_path: Path
+) -> None:
+    """The killed run's lease is not handed back; the rerun must not be blocked by it (the
+    holder is provably gone, or its short lease runs out) and must finish every window."""
+    berkshire = sim(world)
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    config = tmp_path / "syncd.toml"
+    world.write_config(str(config), url)
+    start, end = TODAY - timedelta(days=6), TODAY - timedelta(days=1)
+    args = ["run", "--backfill", "--from", str(start), "--to", str(end), "--config", str(config)]
+    berkshire.faults.delay = 0.1  # every answer takes a while: the kill lands mid-backfill
+    store = Store(url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncd", *args],
+        cwd=tmp_path,
+        env=syncd_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if store.done_days("demo", start, end):
+                    break
+            except OperationalError:  # not migrated yet
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the backfill ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert len(store.done_days("demo", start, end)) < 6  # killed mid-way
+        assert _lease_holder(store) is not None  # and its lease left behind
+
+        berkshire.faults.delay = 0.0
+        rerun = run_syncd(*args, cwd=tmp_path)
+        done = store.done_days("demo", start, end)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        store.close()
+    assert rerun.code == 0, rerun.output[-2000:]
+    assert len(done) == 6
+    in_range = [
+        m
+        for m in berkshire.messages
+        if start
+        <= datetime.fromisoformat(str(m["utc created at"]).replace("Z", "+00:00"))
+        .astimezone(TZ)
+        .date()
+        <= end
+    ]
+    assert in_range
+    assert len(logged(world)) == len(in_range)
+    assert set(logged(world).values()) == {1}
+
+
+def _lease_holder(store: Store) -> str | None:
+    with store.engine.connect() as conn:
+        holder: str | None = conn.execute(
+            select(leases.c.holder).where(leases.c.name == "poll:demo")
+        ).scalar()
+    return holder
