@@ -285,13 +285,16 @@ class Daemon:
                 report.errors.append(problem)
                 log.error("backfill could not start", account=account.name, holder=holder)
                 return
-        elif kind == "poll" and not take_turn(self.store, account.name, daemon):
-            log.info("another replica polls this account", account=account.name)
-            return
-        elif not lease.take():
-            if kind == "reconcile":  # not done: the next cycle tries again
-                report.errors.append(f"{account.name}: reconcile skipped, account busy")
-            log.info("another process is fetching this account", account=account.name)
+        elif kind == "poll":
+            if not take_turn(self.store, account.name, daemon):
+                log.info("another replica polls this account", account=account.name)
+                return
+            if not lease.take():
+                log.info("another process is fetching this account", account=account.name)
+                return
+        elif not lease.wait(2 * daemon.poll_lease_seconds, self.stop):
+            # A reconcile waits out a poll; not done, it is due again next cycle.
+            report.errors.append(f"{account.name}: reconcile skipped, account busy")
             return
         today = started.astimezone(account.timezone).date()
 

@@ -148,6 +148,11 @@ def test_an_email_only_in_the_detail_reaches_the_crm_with_one_detail_request_eac
     assert berkshire.counts["detail"] == total
     assert berkshire.counts["list"] == sum(windows)
     assert [r.accounts["demo"].details for r in reports] == [total, 0, 0]
+    metric = d.metrics.registry.get_sample_value
+    assert metric("syncd_source_requests_total", {"account": "demo", "kind": "detail"}) == total
+    assert metric("syncd_source_requests_total", {"account": "demo", "kind": "list"}) == sum(
+        windows
+    )
     # The list holds no email: it came from the detail's custom-field table.
     headers = {"X-API-EMAIL": berkshire.email, "X-API-TOKEN": berkshire.token}
     listed = httpx.get(f"{berkshire.base_url}/v2/messages", headers=headers).text
@@ -312,6 +317,26 @@ def test_a_backfill_waits_for_a_lease_left_by_a_dead_process(
         d.close()
     assert report.ok
     assert report.accounts["demo"].windows == 2
+
+
+def test_a_run_that_loses_its_lease_stops_between_windows(
+    world: SandboxWorld, tmp_path: Path
+) -> None:
+    d = daemon(world, tmp_path)
+    me = d.settings.daemon.worker_id
+
+    def stolen(day: object, stats: object) -> None:
+        # Another process takes the lease (ours ran out while a window was slow).
+        d.store.release_lease("poll:demo", me)
+        assert d.store.acquire_lease("poll:demo", "other-replica", 600)
+
+    try:
+        report = d.backfill(TODAY - timedelta(days=5), TODAY - timedelta(days=1), stolen)
+    finally:
+        d.close()
+    assert report.accounts["demo"].windows == 1  # the renewal between windows failed
+    assert report.exit_code == 1
+    assert "lost the poll lease after 1 of 5 windows" in report.errors[0]
 
 
 def test_replicas_share_accounts_and_a_poll_releases_its_lease(
