@@ -7,6 +7,7 @@ CRM is counted at the HubSpot emulator, never in our store.
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -31,7 +32,7 @@ from syncd.sandbox.berkshire import BerkshireSimulator
 from syncd.sandbox.crm import CrmEmulator, StoredActivity
 from syncd.sandbox.http import Request, Response
 from syncd.sandbox.world import SandboxWorld
-from syncd.status import collect_status
+from syncd.status import collect_status, print_status
 from syncd.store.schema import leases
 from syncd.store.source_state import open_gaps
 from syncd.store.store import Store
@@ -492,12 +493,15 @@ def test_status_masks_phones_and_emails_in_quarantined_payloads(
         status = collect_status(d.settings, d.store)
     finally:
         d.close()
-    text = json.dumps(status["quarantined"])
-    assert "555-1212" not in text
-    assert "4155551212" not in text
-    assert "jane.doe" not in text
-    assert "example.com" not in text
-    assert "***@***.com" in text
+    out = io.StringIO()
+    print_status(status, out, as_json=False)
+    for text in (json.dumps(status["quarantined"]), out.getvalue()):
+        assert "555-1212" not in text
+        assert "4155551212" not in text
+        assert "jane.doe" not in text
+        assert "example.com" not in text
+    assert "***@***.com" in json.dumps(status["quarantined"])
+    assert "quarantined source payloads" in out.getvalue()
 
 
 def test_cli_refuses_refetch_without_backfill(
