@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 
 from syncd.config import AccountSettings
 from syncd.models import Message
@@ -153,9 +154,17 @@ def ingest_days(
                 count=len(window.quarantined),
                 reasons=sorted({q.reason for q in window.quarantined})[:5],
             )
-        result = store.ingest(
-            account.name, window.messages, account.targets, fingerprints=window.fingerprints
-        )
+        try:
+            result = store.ingest(
+                account.name, window.messages, account.targets, fingerprints=window.fingerprints
+            )
+        except IntegrityError:
+            # Another process stored some of these messages a moment ago (its lease ran out
+            # while ours was held, or the other way round): read again, they are known now.
+            log.warning("window stored concurrently; ingesting again", day=day.isoformat())
+            result = store.ingest(
+                account.name, window.messages, account.targets, fingerprints=window.fingerprints
+            )
         stats = IngestStats(
             windows=1,
             fetched=len(window.messages) + len(window.quarantined) + window.unchanged,

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from syncd_cli import run_syncd, syncd_env
 
 from syncd.alerts import Alerter
@@ -338,6 +338,37 @@ def test_a_run_that_loses_its_lease_stops_between_windows(
     assert report.accounts["demo"].windows == 1  # the renewal between windows failed
     assert report.exit_code == 1
     assert "lost the poll lease after 1 of 5 windows" in report.errors[0]
+
+
+def test_a_window_stored_concurrently_by_another_process_is_ingested_again(
+    world: SandboxWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = daemon(world, tmp_path)
+    other = Store(d.store.url)
+    real = Store.ingest
+    raced: list[int] = []
+
+    def racing(self: Store, account: str, batch: Any, targets: Any, *a: Any, **kw: Any) -> Any:
+        if not raced and batch:
+            # The other process inserts the same messages between our read and our insert;
+            # the unique (account, message id) index then refuses our insert, as here.
+            raced.append(real(other, account, batch, targets, *a, **kw).new)
+            raise IntegrityError("INSERT INTO messages", {}, Exception("UNIQUE constraint"))
+        return real(self, account, batch, targets, *a, **kw)
+
+    monkeypatch.setattr(Store, "ingest", racing)
+    try:
+        report = d.run_cycle()
+        counts = d.store.counts()["hubspot"]
+    finally:
+        d.close()
+        other.close()
+    assert report.ok, report.errors
+    assert len(raced) == 1  # the race happened once
+    assert raced[0] > 0
+    assert counts["done"] == len(sim(world).messages)  # none lost
+    assert len(logged(world)) == len(sim(world).messages)
+    assert set(logged(world).values()) == {1}  # none twice
 
 
 def test_replicas_share_accounts_and_a_poll_releases_its_lease(
