@@ -329,6 +329,7 @@ class Daemon:
                     stop=self.stop,
                     on_window=window_done,
                     keep_going=lease.renew,
+                    renew_every=daemon.poll_lease_seconds / 3,
                 )
                 if not self.stop.is_set() and stats.windows == len(days):
                     # Signpost: the next poll starts from where this run *started*.
@@ -343,6 +344,7 @@ class Daemon:
                     stop=self.stop,
                     on_window=window_done,
                     keep_going=lease.renew,
+                    renew_every=daemon.poll_lease_seconds / 3,
                 )
                 self.metrics.reconcile_found.labels(account=account.name, found="new").inc(
                     stats.new
@@ -370,6 +372,7 @@ class Daemon:
                     on_window=window_done,
                     refetch=refetch,
                     keep_going=lease.renew,
+                    renew_every=daemon.poll_lease_seconds / 3,
                 )
             if stats.windows < len(days) and not self.stop.is_set():
                 report.errors.append(

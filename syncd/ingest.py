@@ -9,6 +9,7 @@ windows all completed, never past it.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -109,6 +110,25 @@ class IngestStats:
 WindowCallback = Callable[[date, IngestStats], None]
 
 
+class _Heartbeat:
+    """Renews the lease during a long window's detail fetches, at most every ``every``
+    seconds, from whichever fetching thread comes first. A renewal that fails is noticed at
+    the next window boundary, where ``keep_going`` is asked again."""
+
+    def __init__(self, renew: Callable[[], bool], every: float = 5.0) -> None:
+        self._renew = renew
+        self._every = every
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            if time.monotonic() - self._last < self._every:
+                return
+            self._last = time.monotonic()
+        self._renew()
+
+
 def ingest_days(
     store: Store,
     client: BerkshireClient,
@@ -120,13 +140,15 @@ def ingest_days(
     on_window: WindowCallback | None = None,
     refetch: bool = False,
     keep_going: Callable[[], bool] | None = None,
+    renew_every: float = 5.0,
 ) -> IngestStats:
     """Fetch each day window and store it. Days before ``mark_before`` are recorded as done
     (a backfill resumes after them); today is never marked, it may still grow.
 
     A summary's detail is fetched only when it is new or its list item changed (``refetch``:
     always). ``keep_going`` is asked before each window (the poll lease is renewed there);
-    False stops the run as ``stop`` does.
+    False stops the run as ``stop`` does. During a window's detail fetches it is also called,
+    at most every ``renew_every`` seconds, so a slow window keeps its lease.
 
     Source errors propagate: the caller leaves the cursor where it was.
     """
@@ -135,13 +157,21 @@ def ingest_days(
     def unchanged(prints: Mapping[str, str]) -> set[str]:
         return unchanged_summaries(store, account.name, prints)
 
+    beat = _Heartbeat(keep_going, renew_every) if keep_going is not None else None
+
     for day in days:
         if stop is not None and stop.is_set():
             break
         if keep_going is not None and not keep_going():
             break
         window = client.fetch_window(
-            account.name, day, day, account.timezone, unchanged=unchanged, refetch=refetch
+            account.name,
+            day,
+            day,
+            account.timezone,
+            unchanged=unchanged,
+            refetch=refetch,
+            heartbeat=beat,
         )
         quarantined = store.quarantine(
             account.name, [(q.message_id, q.reason, q.raw) for q in window.quarantined]

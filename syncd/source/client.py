@@ -188,6 +188,7 @@ class BerkshireClient:
         *,
         unchanged: Unchanged | None = None,
         refetch: bool = False,
+        heartbeat: Callable[[], object] | None = None,
     ) -> WindowResult:
         """Every message of days ``start``..``end`` in the account's time zone ``tz``.
 
@@ -197,6 +198,8 @@ class BerkshireClient:
         changed: ``unchanged`` is given ``{id: fingerprint}`` of those items and answers the
         ids already stored with that fingerprint, which are left out of the result (counted in
         ``WindowResult.unchanged``). ``refetch`` fetches every such detail regardless.
+        ``heartbeat`` is called after each detail fetch, from the fetching thread (a long
+        window renews its lease through it).
         """
         by_id: dict[str, Message] = {}
         prints: dict[str, str] = {}
@@ -223,7 +226,7 @@ class BerkshireClient:
         if wanted and unchanged is not None and not refetch:
             skip = unchanged({m.message_id: prints[m.message_id] for m in wanted})
             wanted = [m for m in wanted if m.message_id not in skip]
-        fetched = self._details(account, wanted, tz)
+        fetched = self._details(account, wanted, tz, heartbeat)
         details = dict(zip((m.message_id for m in wanted), fetched, strict=True))
         messages: list[Message] = []
         for message in by_id.values():
@@ -257,17 +260,28 @@ class BerkshireClient:
         return self._read(response)
 
     def _details(
-        self, account: str, summaries: Sequence[Message], tz: tzinfo
+        self,
+        account: str,
+        summaries: Sequence[Message],
+        tz: tzinfo,
+        heartbeat: Callable[[], object] | None = None,
     ) -> list[tuple[Message | None, Quarantined | None]]:
         """:meth:`_detail` of each of ``summaries``, in their order, at most
         ``detail_concurrency`` at a time. The first failure (in list order) is raised, and
         fetches not yet started are dropped."""
+
+        def one(summary: Message) -> tuple[Message | None, Quarantined | None]:
+            found = self._detail(account, summary, tz)
+            if heartbeat is not None:
+                heartbeat()
+            return found
+
         workers = min(self._detail_concurrency, len(summaries))
         if workers <= 1:
-            return [self._detail(account, summary, tz) for summary in summaries]
+            return [one(summary) for summary in summaries]
         # httpx.Client is thread-safe: the workers share its connection pool.
         with ThreadPoolExecutor(workers, thread_name_prefix="berkshire-detail") as pool:
-            futures = [pool.submit(self._detail, account, summary, tz) for summary in summaries]
+            futures = [pool.submit(one, summary) for summary in summaries]
             try:
                 wait(futures, return_when=FIRST_EXCEPTION)
             finally:

@@ -28,6 +28,7 @@ from syncd_cli import run_syncd, syncd_env
 
 from syncd.alerts import Alerter
 from syncd.daemon import Daemon
+from syncd.ingest import ingest_days
 from syncd.sandbox.berkshire import BerkshireSimulator
 from syncd.sandbox.crm import CrmEmulator, StoredActivity
 from syncd.sandbox.http import Request, Response
@@ -338,6 +339,36 @@ def test_a_run_that_loses_its_lease_stops_between_windows(
     assert report.accounts["demo"].windows == 1  # the renewal between windows failed
     assert report.exit_code == 1
     assert "lost the poll lease after 1 of 5 windows" in report.errors[0]
+
+
+def test_a_slow_window_renews_its_lease_while_fetching_details(
+    world: SandboxWorld, tmp_path: Path
+) -> None:
+    berkshire = sim(world)
+    berkshire.faults.delay = 0.02  # each detail takes a while
+    d = daemon(world, tmp_path)
+    account = d.settings.accounts["demo"]
+    renewals: list[float] = []
+
+    def renew() -> bool:
+        renewals.append(time.monotonic())
+        return True
+
+    try:
+        stats = ingest_days(
+            d.store,
+            d.client(account),
+            account,
+            [TODAY - timedelta(days=1), TODAY],
+            keep_going=renew,
+            renew_every=0.05,
+        )
+    finally:
+        d.close()
+    assert stats.details > 10
+    # Once before each window, and more while their details were being fetched.
+    assert len(renewals) > 2 + 1
+    assert renewals[-1] - renewals[0] >= 0.05
 
 
 def test_a_window_stored_concurrently_by_another_process_is_ingested_again(
