@@ -35,7 +35,7 @@ from syncd.logging import register_secret
 from syncd.metrics import Metrics
 from syncd.polling import PollLease, poll_lease_name, take_turn, turn_lease_name
 from syncd.source.client import BerkshireClient
-from syncd.store.source_state import open_gaps, record_gap
+from syncd.store.source_state import first_read_day, open_gaps, record_gap
 from syncd.store.store import Store
 
 __all__ = ["CycleReport", "Daemon"]
@@ -335,7 +335,12 @@ class Daemon:
                     # Signpost: the next poll starts from where this run *started*.
                     self.store.set_cursor(account.name, started)
             elif kind == "reconcile":
-                days = reconcile_days(started, account.timezone, daemon.reconcile_days)
+                floor = first_read_day(self.store, account.name, daemon.lookback_days)
+                days = [
+                    day
+                    for day in reconcile_days(started, account.timezone, daemon.reconcile_days)
+                    if floor is not None and day >= floor
+                ]
                 stats = ingest_days(
                     self.store,
                     self.client(account),

@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from syncd.store.schema import messages, source_gaps, windows
+from syncd.store.schema import messages, runs, source_gaps, windows
 from syncd.store.store import Store
 
-__all__ = ["Gap", "open_gaps", "record_gap", "unchanged_summaries"]
+__all__ = ["Gap", "first_read_day", "open_gaps", "record_gap", "unchanged_summaries"]
 
 _CHUNK = 500
 
@@ -88,9 +88,26 @@ def open_gaps(store: Store) -> list[Gap]:
     return out
 
 
+def first_read_day(store: Store, account: str, lookback_days: int) -> date | None:
+    """The earliest day syncd has read for ``account``: the first successful poll's day less
+    the look-back, or the earliest backfilled day. A reconcile never reaches before it: it
+    re-reads what polls saw, it does not pull history nobody asked for (that is a backfill).
+    The poll's day is its UTC date, a day earlier than any account's local one at worst."""
+    with store.engine.connect() as conn:
+        polled = conn.execute(
+            select(func.min(runs.c.started_at)).where(runs.c.kind == "poll", runs.c.status == "ok")
+        ).scalar()
+        backfilled = conn.execute(
+            select(func.min(windows.c.day)).where(windows.c.account == account)
+        ).scalar()
+    found: list[date] = []
+    if polled is not None:
+        start = polled if isinstance(polled, datetime) else datetime.fromisoformat(str(polled))
+        found.append(start.date() - timedelta(days=lookback_days + 1))
+    if backfilled is not None:
+        found.append(backfilled)
+    return min(found) if found else None
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def days(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]

@@ -235,7 +235,8 @@ def test_a_late_and_a_changed_message_reach_the_crm_through_reconcile(
 
     assert reconcile.ok, reconcile.errors
     stats = reconcile.accounts["demo"]
-    assert (stats.windows, stats.new, stats.changed) == (15, 1, 1)
+    # The 14 days back, from the earliest day syncd read (the backfill's first, 8 days back).
+    assert (stats.windows, stats.new, stats.changed) == (9, 1, 1)
     assert stats.details == 2  # only the new and the changed summary were fetched whole
     (late,) = by_marker(world, "R-2")
     assert late.record_id == rita_first.record_id  # on the right contact
@@ -246,6 +247,26 @@ def test_a_late_and_a_changed_message_reach_the_crm_through_reconcile(
     assert sum(logged(world).values()) == activities_before + 1
     assert runs[0]["kind"] == "reconcile"
     assert runs[0]["status"] == "ok"
+
+
+def test_reconcile_rereads_what_polls_saw_not_older_history(
+    world: SandboxWorld, tmp_path: Path
+) -> None:
+    """A fresh install polls today plus the look-back; its reconcile must not pull the
+    account's older history into the CRM (that is what a backfill is for)."""
+    berkshire = sim(world)
+    berkshire.add_messages([message("H-1", NOW - timedelta(days=10), "Hal", "(212) 555-0166")])
+    d = daemon(world, tmp_path, reconcile_days=14)
+    try:
+        assert d.run_cycle().ok
+        reconcile = d.reconcile()
+    finally:
+        d.close()
+    assert reconcile.ok
+    lookback = d.settings.daemon.lookback_days
+    assert reconcile.accounts["demo"].windows <= lookback + 3
+    assert reconcile.accounts["demo"].new == 0
+    assert by_marker(world, "H-1") == []
 
 
 def test_reconcile_is_due_once_per_interval(world: SandboxWorld, tmp_path: Path) -> None:
