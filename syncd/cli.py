@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--from", dest="start", type=_date, metavar="YYYY-MM-DD")
     run.add_argument("--to", dest="end", type=_date, metavar="YYYY-MM-DD")
+    run.add_argument(
+        "--refetch",
+        action="store_true",
+        help="with --backfill: read windows already done again, and every message's detail",
+    )
 
     demo = sub.add_parser(
         "demo", help="sync the bundled sandbox end to end (no credentials, no network)"
@@ -248,15 +253,15 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, settings: Se
             parser.error("--backfill needs --from YYYY-MM-DD and --to YYYY-MM-DD")
         if args.end < args.start:
             parser.error("--to is before --from")
-    elif args.start or args.end:
-        parser.error("--from/--to are only for --backfill")
+    elif args.start or args.end or args.refetch:
+        parser.error("--from/--to/--refetch are only for --backfill")
     daemon = Daemon(settings, dry_run=args.dry_run)
     try:
         daemon.migrate()
         if args.backfill:
             from syncd.progress import run_backfill
 
-            report = run_backfill(daemon, args.start, args.end)
+            report = run_backfill(daemon, args.start, args.end, refetch=args.refetch)
         elif args.once or args.dry_run:
             report = daemon.run_cycle()
         else:

@@ -58,6 +58,15 @@ class DaemonSettings:
     health_address: str = "127.0.0.1:9464"
     alert_webhook_url: str | None = None
     alert_emergencies: bool = False
+    # Source: a poll holds its account's lease this long, renewed between day windows (a
+    # killed poller blocks the next one for at most this long); a backfill waits up to
+    # backfill_wait_seconds for a running poll of its account before it gives up (exit 1).
+    poll_lease_seconds: float = 60.0
+    backfill_wait_seconds: float = 300.0
+    # Reconcile: every reconcile_interval_seconds, re-read the reconcile_days days before
+    # today (late and changed messages); 0 days turns it off.
+    reconcile_days: int = 14
+    reconcile_interval_seconds: float = 86400.0
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # The web console (on health_address): actions need this token; without it, read-only.
     console_token: str | None = field(default=None, repr=False)
@@ -77,6 +86,8 @@ class AccountSettings:
     fetch_details: Literal["auto", "always", "never"] = "auto"
     detail_concurrency: int = 4
     timeout_seconds: float = 30.0
+    # Overall deadline of one HTTP exchange with the source (timeout_seconds bounds each read).
+    deadline_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -182,17 +193,20 @@ def _daemon(table: Mapping[str, Any]) -> DaemonSettings:
     for key in ("database_url", "log_level", "health_address", "worker_id"):
         if key in table:
             kw[key] = _expect(table[key], str, f"syncd.{key}")
-    for key in ("interval_seconds", "lease_seconds", "retry_base_seconds", "retry_cap_seconds"):
+    for key in (
+        "interval_seconds", "lease_seconds", "retry_base_seconds", "retry_cap_seconds",
+        "poll_lease_seconds", "backfill_wait_seconds", "reconcile_interval_seconds",
+    ):  # fmt: skip
         if key in table:
             kw[key] = _positive(table[key], f"syncd.{key}")
     if "jitter_seconds" in table:
         kw["jitter_seconds"] = _positive(
             table["jitter_seconds"], "syncd.jitter_seconds", allow_zero=True
         )
-    for key in ("lookback_days", "batch_size", "max_attempts"):
+    for key in ("lookback_days", "batch_size", "max_attempts", "reconcile_days"):
         if key in table:
             value = _expect(table[key], int, f"syncd.{key}")
-            if value < (0 if key == "lookback_days" else 1):
+            if value < (0 if key in ("lookback_days", "reconcile_days") else 1):
                 raise ConfigError(f"out of range: {value}", key=f"syncd.{key}")
             kw[key] = value
     for key in ("mask_phones", "alert_emergencies", "console_show_pii"):
@@ -204,6 +218,10 @@ def _daemon(table: Mapping[str, Any]) -> DaemonSettings:
         )
     kw["alert_webhook_url"] = read_secret(table, "alert_webhook_url")
     kw["console_token"] = read_secret(table, "console_token")
+    if "poll_lease_seconds" not in kw:  # short, and never longer than a delivery claim's
+        kw["poll_lease_seconds"] = min(
+            DaemonSettings.poll_lease_seconds, kw.get("lease_seconds", 300.0)
+        )
     return DaemonSettings(**kw)
 
 
@@ -234,7 +252,7 @@ def _account(name: str, table: Any, targets: Mapping[str, TargetSettings]) -> Ac
     table = _expect(table, dict, prefix)
     allowed = {
         "base_url", "email", "token", "token_env", "token_file", "timezone", "region",
-        "targets", "fetch_details", "detail_concurrency", "timeout_seconds",
+        "targets", "fetch_details", "detail_concurrency", "timeout_seconds", "deadline_seconds",
     }  # fmt: skip
     for key in table:
         if key not in allowed:
@@ -277,6 +295,7 @@ def _account(name: str, table: Any, targets: Mapping[str, TargetSettings]) -> Ac
             f"must be >= 1; got {detail_concurrency!r}", key=f"{prefix}.detail_concurrency"
         )
     timeout = _positive(table.get("timeout_seconds", 30.0), f"{prefix}.timeout_seconds")
+    deadline = _positive(table.get("deadline_seconds", 120.0), f"{prefix}.deadline_seconds")
     return AccountSettings(
         name=name,
         base_url=base_url.rstrip("/"),
@@ -288,6 +307,7 @@ def _account(name: str, table: Any, targets: Mapping[str, TargetSettings]) -> Ac
         fetch_details=fetch,  # type: ignore[arg-type]
         detail_concurrency=detail_concurrency,
         timeout_seconds=timeout,
+        deadline_seconds=deadline,
     )
 
 

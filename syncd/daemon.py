@@ -23,10 +23,19 @@ from syncd.config import AccountSettings, Settings
 from syncd.connector import Connector, TargetContext, load_factory
 from syncd.deliver import DeliveryStats, TargetPaused, deliver_target
 from syncd.errors import AuthError, RetriableError, SyncdError
-from syncd.ingest import IngestStats, WindowCallback, backfill_days, ingest_days, poll_days
+from syncd.ingest import (
+    IngestStats,
+    WindowCallback,
+    backfill_days,
+    ingest_days,
+    poll_plan,
+    reconcile_days,
+)
 from syncd.logging import register_secret
 from syncd.metrics import Metrics
+from syncd.polling import PollLease, poll_lease_name, take_turn, turn_lease_name
 from syncd.source.client import BerkshireClient
+from syncd.store.source_state import first_read_day, open_gaps, record_gap
 from syncd.store.store import Store
 
 __all__ = ["CycleReport", "Daemon"]
@@ -118,6 +127,7 @@ class Daemon:
                 account.email,
                 account.token,
                 timeout=account.timeout_seconds,
+                deadline_seconds=account.deadline_seconds,
                 fetch_details=account.fetch_details,
                 detail_concurrency=account.detail_concurrency,
             )
@@ -157,7 +167,8 @@ class Daemon:
         # would otherwise skip polling until they expire.
         for account in self.settings.accounts:
             try:
-                self.store.release_lease(f"poll:{account}", self.settings.daemon.worker_id)
+                for lease in (poll_lease_name(account), turn_lease_name(account)):
+                    self.store.release_lease(lease, self.settings.daemon.worker_id)
             except Exception:  # a database that is gone must not hide why we are closing
                 log.warning("could not release poll lease", account=account)
         for client in self._clients.values():
@@ -173,13 +184,38 @@ class Daemon:
         return self._cycle("poll", None, None)
 
     def backfill(
-        self, start: date, end: date, on_window: WindowCallback | None = None
+        self,
+        start: date,
+        end: date,
+        on_window: WindowCallback | None = None,
+        *,
+        refetch: bool = False,
     ) -> CycleReport:
-        """Fetch ``start..end`` by day windows (resuming after finished ones), then deliver."""
-        return self._cycle("backfill", (start, end), on_window)
+        """Fetch ``start..end`` by day windows (resuming after finished ones; ``refetch``:
+        every window again, every detail too), then deliver."""
+        return self._cycle("backfill", (start, end), on_window, refetch=refetch)
+
+    def reconcile(self) -> CycleReport:
+        """Re-read the last ``reconcile_days`` days of every account (late and changed
+        messages), then deliver. Its own run record: kind ``reconcile``."""
+        return self._cycle("reconcile", None, None)
+
+    def reconcile_due(self) -> bool:
+        daemon = self.settings.daemon
+        if daemon.reconcile_days <= 0:
+            return False
+        last = self.store.last_success("reconcile")
+        if last is None:
+            return True
+        return (self.clock() - last).total_seconds() >= daemon.reconcile_interval_seconds
 
     def _cycle(
-        self, kind: str, span: tuple[date, date] | None, on_window: WindowCallback | None
+        self,
+        kind: str,
+        span: tuple[date, date] | None,
+        on_window: WindowCallback | None,
+        *,
+        refetch: bool = False,
     ) -> CycleReport:
         with self._lock:
             started = self.clock()
@@ -191,7 +227,7 @@ class Daemon:
                 for account in self.settings.accounts.values():
                     if self.stop.is_set():
                         break
-                    self._ingest_account(account, report, started, span, on_window)
+                    self._ingest_account(account, report, started, span, on_window, refetch)
                 for name in self._targets_in_use():
                     if self.stop.is_set():
                         break
@@ -233,12 +269,32 @@ class Daemon:
         started: datetime,
         span: tuple[date, date] | None,
         on_window: WindowCallback | None,
+        refetch: bool = False,
     ) -> None:
         daemon = self.settings.daemon
-        lease = f"poll:{account.name}"
-        ttl = max(daemon.lease_seconds, daemon.interval_seconds * 2)
-        if not self.store.acquire_lease(lease, daemon.worker_id, ttl, started):
-            log.info("another replica polls this account", account=account.name)
+        kind = report.kind
+        lease = PollLease(self.store, account.name, daemon.worker_id, daemon.poll_lease_seconds)
+        if kind == "backfill":
+            if not lease.wait(daemon.backfill_wait_seconds, self.stop):
+                holder = lease.current_holder() or "another process"
+                problem = (
+                    f"{account.name}: not backfilled: {holder} is fetching this account and "
+                    f"did not finish within {daemon.backfill_wait_seconds:g}s "
+                    "(syncd.backfill_wait_seconds); run the backfill again later"
+                )
+                report.errors.append(problem)
+                log.error("backfill could not start", account=account.name, holder=holder)
+                return
+        elif kind == "poll":
+            if not take_turn(self.store, account.name, daemon):
+                log.info("another replica polls this account", account=account.name)
+                return
+            if not lease.take():
+                log.info("another process is fetching this account", account=account.name)
+                return
+        elif not lease.wait(2 * daemon.poll_lease_seconds, self.stop):
+            # A reconcile waits out a poll; not done, it is due again next cycle.
+            report.errors.append(f"{account.name}: reconcile skipped, account busy")
             return
         today = started.astimezone(account.timezone).date()
 
@@ -256,13 +312,15 @@ class Daemon:
                 on_window(day, stats)
 
         try:
-            if span is None:
-                days = poll_days(
+            if kind == "poll":
+                days, skipped = poll_plan(
                     started,
                     account.timezone,
                     daemon.lookback_days,
                     self.store.get_cursor(account.name),
                 )
+                if skipped is not None:
+                    self._gap(account.name, *skipped)
                 stats = ingest_days(
                     self.store,
                     self.client(account),
@@ -270,13 +328,45 @@ class Daemon:
                     days,
                     stop=self.stop,
                     on_window=window_done,
+                    keep_going=lease.renew,
+                    renew_every=daemon.poll_lease_seconds / 3,
                 )
-                if not self.stop.is_set():
+                if not self.stop.is_set() and stats.windows == len(days):
                     # Signpost: the next poll starts from where this run *started*.
                     self.store.set_cursor(account.name, started)
+            elif kind == "reconcile":
+                floor = first_read_day(self.store, account.name, daemon.lookback_days)
+                days = [
+                    day
+                    for day in reconcile_days(started, account.timezone, daemon.reconcile_days)
+                    if floor is not None and day >= floor
+                ]
+                stats = ingest_days(
+                    self.store,
+                    self.client(account),
+                    account,
+                    days,
+                    stop=self.stop,
+                    on_window=window_done,
+                    keep_going=lease.renew,
+                    renew_every=daemon.poll_lease_seconds / 3,
+                )
+                self.metrics.reconcile_found.labels(account=account.name, found="new").inc(
+                    stats.new
+                )
+                self.metrics.reconcile_found.labels(account=account.name, found="changed").inc(
+                    stats.changed
+                )
+                log.info("account reconciled", account=account.name, **stats.as_dict())
             else:
-                done = self.store.done_days(account.name, span[0], span[1])
+                assert span is not None
+                done = set() if refetch else self.store.done_days(account.name, *span)
                 days = backfill_days(span[0], span[1], done)
+                if not days:
+                    log.info(
+                        "every window of the backfill was done already; --refetch reads them again",
+                        account=account.name,
+                    )
                 stats = ingest_days(
                     self.store,
                     self.client(account),
@@ -285,6 +375,14 @@ class Daemon:
                     mark_before=today,
                     stop=self.stop,
                     on_window=window_done,
+                    refetch=refetch,
+                    keep_going=lease.renew,
+                    renew_every=daemon.poll_lease_seconds / 3,
+                )
+            if stats.windows < len(days) and not self.stop.is_set():
+                report.errors.append(
+                    f"{account.name}: lost the poll lease after {stats.windows} of "
+                    f"{len(days)} windows; the rest are fetched next time"
                 )
             report.accounts[account.name] = stats
             log.info("account polled", account=account.name, **stats.as_dict())
@@ -297,6 +395,31 @@ class Daemon:
             log.warning(
                 "source unavailable; cursor left where it was", account=account.name, error=str(exc)
             )
+        finally:
+            try:
+                lease.release()
+            except OperationalError:
+                log.warning("could not release the poll lease", account=account.name)
+
+    def _gap(self, account: str, first: date, last: date) -> None:
+        """Days before the catch-up cap: say so once, loudly, with the command that fills them."""
+        if not record_gap(self.store, account, first, last):
+            return
+        days = (last - first).days + 1
+        command = f"syncd run --backfill --from {first} --to {last}"
+        log.error(
+            "days skipped by the catch-up cap; a backfill fills them",
+            account=account,
+            first_day=first.isoformat(),
+            last_day=last.isoformat(),
+            days=days,
+            command=command,
+        )
+        self.alerter.send(
+            f"{days} day(s) of account {account} were not polled (daemon down too long)",
+            fields={"Account": account, "Days": f"{first} .. {last}", "Fill them with": command},
+            severity="warning",
+        )
 
     def _deliver(self, name: str, report: CycleReport) -> None:
         now = self.clock()
@@ -337,6 +460,8 @@ class Daemon:
             m.messages_fetched.labels(account=account).inc(stats.fetched)
             m.messages_new.labels(account=account).inc(stats.new)
             m.messages_quarantined.labels(account=account).inc(stats.quarantined)
+            m.source_requests.labels(account=account, kind="list").inc(stats.windows)
+            m.source_requests.labels(account=account, kind="detail").inc(stats.details)
             if report.ok:
                 m.last_success_timestamp.labels(account=account).set(report.started_at.timestamp())
         m.cycle_duration_seconds.labels(kind=report.kind).observe(report.seconds)
@@ -347,8 +472,13 @@ class Daemon:
                 m.set_api_usage(name, int(usage[0]), int(usage[1]))
         try:
             counts = self.store.counts()
+            gaps: dict[str, int] = dict.fromkeys(self.settings.accounts, 0)
+            for gap in open_gaps(self.store):
+                gaps[gap.account] = gaps.get(gap.account, 0) + gap.missing
         except Exception:  # metrics must never break a cycle
             return
+        for account, missing in gaps.items():
+            m.source_gap_days.labels(account=account).set(missing)
         m.set_deliveries({(t, s): n for t, states in counts.items() for s, n in states.items()})
 
     # -- readiness -------------------------------------------------------------------------

@@ -66,6 +66,13 @@ def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {name: after[name] - before.get(name, 0) for name in after}
 
 
+def _source_requests(world: SandboxWorld) -> dict[str, int]:
+    berkshire = world.berkshire
+    if berkshire is None:
+        return {"list": 0, "detail": 0}
+    return {"list": berkshire.list_requests, "detail": berkshire.detail_requests}
+
+
 def run_demo(
     *,
     messages: int = 200,
@@ -84,8 +91,10 @@ def run_demo(
         try:
             daemon.migrate()
             before = world.crm_requests()
+            source_before = _source_requests(world)
             first = daemon.run_cycle()
             mid = world.crm_requests()
+            source_mid = _source_requests(world)
             # Server-side counts by endpoint for the first cycle (the repoll makes none).
             by_endpoint = {
                 name: dict(sorted(e.counts.items())) for name, e in world.emulators.items()
@@ -93,6 +102,7 @@ def run_demo(
             writes_mid = world.crm_writes()
             second = daemon.run_cycle()
             after = world.crm_requests()
+            source_after = _source_requests(world)
             repoll_writes = sum(_delta(world.crm_writes(), writes_mid).values())
         finally:
             daemon.close()
@@ -101,6 +111,9 @@ def run_demo(
             summary["targets"][name]["requests_by_endpoint"] = counts
         summary["repoll"] = _counts(second, _delta(after, mid))
         summary["repoll"]["crm_writes"] = repoll_writes
+        # Counted by the Berkshire simulator: a detail per new message, none on the re-poll.
+        summary["source_requests"] = _delta(source_mid, source_before)
+        summary["repoll"]["source_requests"] = _delta(source_after, source_mid)
         summary["seconds"] = round(time.monotonic() - started, 3)
         summary["exit_code"] = max(first.exit_code, second.exit_code)
         summary["errors"] = (

@@ -94,6 +94,24 @@ class Metrics:
             ["target", "kind"],
             registry=reg,
         )
+        self.source_requests = Counter(
+            "syncd_source_requests",
+            "Requests to the source API by account and kind (list windows, message details).",
+            ["account", "kind"],
+            registry=reg,
+        )
+        self.reconcile_found = Counter(
+            "syncd_reconcile_found",
+            "Messages a reconcile pass found that polls had missed (new) or not seen change.",
+            ["account", "found"],
+            registry=reg,
+        )
+        self.source_gap_days = Gauge(
+            "syncd_source_gap_days",
+            "Days the catch-up cap left unpolled that no backfill has filled yet.",
+            ["account"],
+            registry=reg,
+        )
         self.build_info = Info("syncd_build", "Version of the running syncd.", registry=reg)
         self.build_info.info({"version": __version__})
         self._delivery_labels: set[tuple[str, str]] = set()

@@ -61,6 +61,10 @@ def run_forever(daemon: Daemon) -> int:
         try:
             report = daemon.run_cycle()
             log.info("cycle finished", **report.as_dict())
+            if not stop.is_set() and report.ok and daemon.reconcile_due():
+                # The deep re-scan for late and changed messages (its own run record).
+                reconciled = daemon.reconcile()
+                log.info("reconcile finished", **reconciled.as_dict())
             if report.auth_failures and any("berkshire" in f for f in report.auth_failures):
                 # A refused source token will not fix itself: stop so the operator sees it.
                 beat.source_auth_failed = True

@@ -157,6 +157,9 @@ def test_demo_json_reports_a_sync_and_a_repoll_that_writes_nothing(tmp_path: Pat
     assert repoll["crm_writes"] == 0
     for name, counts in repoll["targets"].items():
         assert counts["activities_logged"] == counts["contacts_created"] == 0, name
+    # Counted by the simulator: each message's detail once, and the re-poll lists only.
+    assert summary["source_requests"]["detail"] == 60
+    assert repoll["source_requests"] == {"list": summary["source_requests"]["list"], "detail": 0}
 
 
 def test_demo_prints_a_readable_table(tmp_path: Path) -> None:
