@@ -1,21 +1,25 @@
 """New Contacts join an Account: found by company name, or created (``account`` option).
 
 ``match_or_create`` (default): a new caller who names a company is linked to the Account of
-that name. The matcher's look-up may already have found it (``plan.company_id``); otherwise an
-immediately consistent SOQL read by name (exact, then normalized, then fuzzy as the matcher
-compares companies) runs before anything is created, so a caller from a company another caller
-named a minute ago joins that Account, and a retried batch does not create it twice. Callers of
-one batch naming the same company share one new Account. ``match_only`` links only what the
-matcher found; ``none`` never links (a "private" Contact). Leads carry ``Company`` instead.
+that name. The matcher's look-up may already have found it (``plan.company_id``): that look-up
+read Accounts by name through SOQL (immediately consistent) moments ago, so a company it
+covered and found nothing for is created without asking again. Any other company (the matcher
+not asked about companies, a look-up older than a few seconds, a plan in doubt) is read first by
+name: exact, then normalized, then fuzzy as the matcher compares companies. So a caller from a
+company another caller named a minute ago joins that Account, and a retried batch does not
+create it twice. Callers of one batch naming the same company share one new Account.
+``match_only`` links only what the matcher found; ``none`` never links (a "private" Contact).
+Leads carry ``Company`` instead.
 
-Cost: one SOQL request, plus one sObject Collections create when an Account is missing, per
-batch with new callers whose company has no Account yet.
+Cost: nothing extra in the common case (the Account create rides in the composite request that
+creates the Contacts, which reference it); one SOQL request when a company was not just looked
+up; a separate create only for batches too big to fold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -27,13 +31,64 @@ from syncd.connector import PlanProgress
 from syncd.match.names import normalize_company, same_company
 from syncd.models import Action, KeyKind, MatchKey
 
-__all__ = ["Accounts"]
+__all__ = ["Accounts", "Pending", "created_or_duplicate"]
 
 log = structlog.get_logger("syncd.connectors.salesforce")
 
 _NAME_MAX = 255  # Account.Name
-# Sends one Collections create: (records) -> results, or None when the request was refused.
-Create = Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None]
+
+
+@dataclass
+class Pending:
+    """Accounts still to create: normalized company key -> name, and which states need each."""
+
+    names: dict[str, str] = field(default_factory=dict)
+    states: dict[str, list[PlanProgress]] = field(default_factory=dict)
+    ids: dict[str, str] = field(default_factory=dict)  # as they become known
+
+    def key_of(self, state: PlanProgress) -> str | None:
+        return next((k for k, group in self.states.items() if state in group), None)
+
+    def reference(self, key: str, ref: str) -> str:
+        """``@{ref[i].id}``: the id a create of :meth:`records` under ``ref`` gave ``key``."""
+        return f"@{{{ref}[{list(self.names).index(key)}].id}}"
+
+    def resolved(self, record: dict[str, Any], ref: str) -> dict[str, Any]:
+        """``record`` with an ``AccountId`` reference to ``ref`` replaced by the known id, or
+        left out when that Account could not be made."""
+        value = record.get("AccountId")
+        prefix = f"@{{{ref}["
+        if not isinstance(value, str) or not value.startswith(prefix):
+            return record
+        key = list(self.names)[int(value[len(prefix) :].split("]", 1)[0])]
+        out = {k: v for k, v in record.items() if k != "AccountId"}
+        if key in self.ids:
+            out["AccountId"] = self.ids[key]
+        return out
+
+    def records(self) -> list[dict[str, Any]]:
+        return [{"attributes": {"type": "Account"}, "Name": name} for name in self.names.values()]
+
+    def resolve(self, results: Sequence[dict[str, Any]]) -> dict[str, str]:
+        """Account ids by key from a create's results (a duplicate rule's match counts)."""
+        out: dict[str, str] = {}
+        for key, result in zip(self.names, results, strict=False):
+            account_id = created_or_duplicate(result)
+            if account_id:
+                out[key] = account_id
+            else:  # the contact is still worth creating: unlinked, not lost
+                log.warning(
+                    "salesforce.account_not_created",
+                    errors="; ".join(map(str, parse_errors(result.get("errors")))),
+                )
+        return out
+
+    def link(self, ids: dict[str, str]) -> None:
+        self.ids.update(ids)
+        for key, states in self.states.items():
+            if key in ids:
+                for state in states:
+                    state.plan = replace(state.plan, company_id=ids[key])
 
 
 def _company(state: PlanProgress) -> str:
@@ -45,44 +100,34 @@ class Accounts:
         self.options = options
         self.lookup = lookup
 
-    def link(self, states: Sequence[PlanProgress], create: Create) -> None:
-        """Set ``company_id`` on the new-caller plans as the ``account`` option says."""
+    def plan(self, states: Sequence[PlanProgress]) -> Pending:
+        """Set ``company_id`` on the new-caller plans as the ``account`` option says, from
+        Accounts found; what is left to create comes back."""
+        pending = Pending()
         new = [s for s in states if s.plan.action is Action.CREATE and not s.failed]
         if self.options.record_type != "Contact":
-            return
+            return pending
         if self.options.account == "none":
             for state in new:
                 state.plan = replace(state.plan, company_id=None)
-            return
+            return pending
         if self.options.account != "match_or_create":
-            return
-        wanted: dict[str, list[PlanProgress]] = {}
+            return pending
         for state in new:
             name = _company(state)
             key = normalize_company(name) or name.casefold()
             if not state.plan.company_id and key:
-                wanted.setdefault(key, []).append(state)
-        if not wanted:
-            return
-        names = {key: _company(group[0]) for key, group in wanted.items()}
-        found = self.find(names)
-        missing = [key for key in wanted if key not in found]
-        if missing:
-            records = [{"attributes": {"type": "Account"}, "Name": names[k]} for k in missing]
-            results = create(records) or []
-            for key, result in zip(missing, results, strict=False):
-                account_id = _created_or_duplicate(result)
-                if account_id:
-                    found[key] = account_id
-                else:  # the contact is still worth creating: unlinked, not lost
-                    log.warning(
-                        "salesforce.account_not_created",
-                        errors="; ".join(map(str, parse_errors(result.get("errors")))),
-                    )
-        for key, group in wanted.items():
-            for state in group:
-                if key in found:
-                    state.plan = replace(state.plan, company_id=found[key])
+                pending.states.setdefault(key, []).append(state)
+                pending.names.setdefault(key, name)
+        doubtful = {k for k, group in pending.states.items() if any(s.plan.in_doubt for s in group)}
+        ask = {
+            k: n for k, n in pending.names.items() if k in doubtful or not self.lookup.looked_up(k)
+        }
+        found = self.find(ask) if ask else {}
+        pending.link(found)
+        for key in found:
+            del pending.names[key], pending.states[key]
+        return pending
 
     def find(self, names: dict[str, str]) -> dict[str, str]:
         """Accounts for these companies (normalized key -> name), by an immediately consistent
@@ -99,7 +144,7 @@ class Accounts:
         return out
 
 
-def _created_or_duplicate(result: dict[str, Any]) -> str | None:
+def created_or_duplicate(result: dict[str, Any]) -> str | None:
     if result.get("success") and result.get("id"):
         return str(result["id"])
     for error in parse_errors(result.get("errors")):

@@ -14,6 +14,7 @@ per batch; a batch of new callers: one SOSL plus one SOQL per object (plus one f
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ SOBJECT_BY_KIND = {
 _MAX_SOSL_ROWS = 2000  # Salesforce's cap on one search's results: at the cap, split and ask again
 _MAX_SOSL_TERMS = 100
 _NAME_MAX = 255  # longest Name/Company/Email Salesforce stores: longer keys cannot match
+_COMPANY_READ_FRESH = 30.0  # seconds: a lookup and the apply that follows it
+_COMPANY_READ_MAX = 20_000
 _MARKER_HEAD = 80  # of a long marker, kept readable before its digest
 _LIKE_MIN = 3  # shorter company names are compared exactly, never as a LIKE prefix
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -177,6 +180,14 @@ class Lookup:
         self.client = client
         self.options = options
         self.region = region
+        # Company keys whose Accounts a SOQL read just returned (key -> monotonic time), so
+        # the writer need not ask again before creating one (see accounts.py).
+        self._companies_read: dict[str, float] = {}
+
+    def looked_up(self, company_key: str) -> bool:
+        """True when Accounts were read by SOQL for this company key in the last seconds."""
+        at = self._companies_read.get(company_key)
+        return at is not None and time.monotonic() - at <= _COMPANY_READ_FRESH
 
     # -- fields ----------------------------------------------------------------------------
     def extra_fields(self, sobject: str) -> tuple[str, ...]:
@@ -222,6 +233,7 @@ class Lookup:
         statements += self._account_statements(companies)
         queried = self._run(statements)
         add(queried)
+        self._remember_companies(companies)
         if companies and "Contact" in per_object:
             # The Contact statement matched Account.Name like the Account statement matched
             # Name: only accounts that search alone found still need their contacts read.
@@ -326,6 +338,15 @@ class Lookup:
             _Statement("Account", soql, chunk)
             for chunk, soql in pack(items, lambda c: prefix + _company_where("Name", c))
         ]
+
+    def _remember_companies(self, keys: Sequence[MatchKey]) -> None:
+        now = time.monotonic()
+        if len(self._companies_read) > _COMPANY_READ_MAX:
+            self._companies_read = {
+                k: t for k, t in self._companies_read.items() if now - t <= _COMPANY_READ_FRESH
+            }
+        for key in keys:
+            self._companies_read[key.value] = now
 
     def accounts(self, keys: Sequence[MatchKey]) -> dict[MatchKey, list[CrmRecord]]:
         """Accounts whose name is, or fuzzily resembles, each (normalized) company key: one

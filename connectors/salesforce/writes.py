@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import structlog
 from simple_salesforce.exceptions import SalesforceMalformedRequest, SalesforceResourceNotFound
 
-from connectors.salesforce.accounts import Accounts
+from connectors.salesforce.accounts import Accounts, Pending
 from connectors.salesforce.client import COMPOSITE_QUERIES, SalesforceClient
 from connectors.salesforce.errors import GONE_CODES, SfError, parse_errors, summary
 from connectors.salesforce.lookup import Lookup, stored_marker, written_phone
@@ -79,6 +79,9 @@ def _describe(errors: Sequence[SfError]) -> str:
     return "; ".join(map(str, errors)) or "rejected"
 
 
+_ACCOUNTS = "accounts0"  # the reference of the Account create in a composite request
+
+
 def _kind_of(record_id: str | None, default: str) -> str:
     """A record's kind from its id's key prefix (003 Contact, 00Q Lead)."""
     if record_id and record_id.startswith("00Q"):
@@ -129,6 +132,7 @@ class _Op:
     groups: Sequence[_Group]
     done: Callable[[Sequence[_Group], list[dict[str, Any]]], None]
     task: bool = False
+    accounts: Pending | None = None  # the new Accounts this op creates or references
 
 
 class Writer:
@@ -143,7 +147,12 @@ class Writer:
     def apply(self, plans: Sequence[Plan]) -> list[Outcome]:
         states = [_State(p, record_id=p.record_id, record_kind=p.record_kind) for p in plans]
         found_whole = self._reconcile([s for s in states if s.plan.in_doubt])
-        self.accounts.link(states, self._create_accounts)
+        pending = self.accounts.plan(states)
+        new_callers = {s.plan.caller_key for s in states if s.plan.action is Action.CREATE}
+        if pending.names and not (self.options.caller_key_field and len(new_callers) <= BATCH):
+            # Too many to fold into the first composite request: create them first.
+            pending.link(pending.resolve(self._create_accounts(pending.records()) or []))
+            pending = Pending()
         groups: dict[str, _Group] = {}
         updates: list[_State] = []
         for state in states:
@@ -160,7 +169,7 @@ class Writer:
             record_id = str(state.plan.record_id)
             by_record.setdefault(record_id, _Group(record_id)).states.append(state)
         if self.options.caller_key_field:
-            self._in_composites(list(groups.values()), list(by_record.values()), states)
+            self._in_composites(list(groups.values()), list(by_record.values()), states, pending)
         else:
             self._insert(list(groups.values()))
             self._update(list(by_record.values()))
@@ -246,6 +255,23 @@ class Writer:
         have = record.fields.get(name) or record.fields.get(api_name) or ""
         return bool(have) and have == _cut(_CANONICAL.get(name, api_name), value)
 
+    def _resend(self, op: _Op) -> None:
+        """An idempotent contact write again, alone, its Account references resolved."""
+        records = op.records
+        if op.accounts is not None:
+            records = [op.accounts.resolved(r, _ACCOUNTS) for r in records]
+        results = self._send(op.groups, op.method, op.path, records, idempotent=True)
+        if results is not None:
+            op.done(op.groups, results)
+
+    def _accounts_missing(self, pending: Pending) -> None:
+        """After a composite request whose Account create failed or went unanswered: the
+        Accounts that did land are found by name, the rest created alone."""
+        pending.link(self.accounts.find(dict(pending.names)))
+        left = Pending({k: n for k, n in pending.names.items() if k not in pending.ids})
+        if left.names:
+            pending.link(left.resolve(self._create_accounts(left.records()) or []))
+
     def _create_accounts(self, records: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         """New Accounts in one Collections create. An ambiguous failure propagates: the retry
         comes in doubt and finds by name what did land."""
@@ -259,7 +285,7 @@ class Writer:
 
     # -- one composite request for contacts and their tasks -------------------------------
     def _in_composites(
-        self, groups: list[_Group], updates: list[_Group], states: list[_State]
+        self, groups: list[_Group], updates: list[_Group], states: list[_State], pending: Pending
     ) -> None:
         """Upserts, updates and the Tasks on them, up to five Collections per composite request
         (one API call). A Task's WhoId references the contact write's result
@@ -269,8 +295,27 @@ class Writer:
         for n, chunk in enumerate(_chunks(groups)):
             ref = f"upsert{n}"
             path = f"composite/sobjects/{self.options.record_type}/{self.options.caller_key_field}"
-            op = _Op(ref, "PATCH", path, self._upsert_records(chunk), chunk, self._contact_results)
-            units.append([op, *self._task_ops(ref, chunk)])
+            records = self._upsert_records(chunk)
+            first: list[_Op] = []
+            if n == 0 and pending.names:
+                # New Accounts first, in the same request: the Contacts reference their ids.
+                for group, record in zip(chunk, records, strict=True):
+                    key = pending.key_of(group.states[0])
+                    if key is not None:
+                        record["AccountId"] = pending.reference(key, _ACCOUNTS)
+                first.append(
+                    _Op(
+                        _ACCOUNTS,
+                        "POST",
+                        "composite/sobjects",
+                        pending.records(),
+                        [],
+                        lambda _groups, results: pending.link(pending.resolve(results)),
+                        accounts=pending,
+                    )
+                )
+            op = _Op(ref, "PATCH", path, records, chunk, self._contact_results, accounts=pending)
+            units.append([*first, op, *self._task_ops(ref, chunk)])
         for n, chunk in enumerate(_chunks(updates)):
             ref = f"update{n}"
             records = self._update_records(chunk)
@@ -356,10 +401,10 @@ class Writer:
             for op in ops:
                 if op.task:
                     self._tasks_missing(op.groups)
+                elif op.ref == _ACCOUNTS and op.accounts is not None:
+                    self._accounts_missing(op.accounts)
                 else:
-                    results = self._send(op.groups, op.method, op.path, op.records, idempotent=True)
-                    if results is not None:
-                        op.done(op.groups, results)
+                    self._resend(op)
             return
         for op in ops:
             answer = answers.get(op.ref) or {}
@@ -370,6 +415,12 @@ class Writer:
             errors = parse_errors(body)
             if op.task and any(e.code == "PROCESSING_HALTED" for e in errors):
                 continue  # a referenced contact write failed: these Tasks go afterwards
+            if op.ref == _ACCOUNTS and op.accounts is not None:
+                self._accounts_missing(op.accounts)  # whatever went wrong: find, then create
+                continue
+            if op.accounts is not None and any(e.code == "PROCESSING_HALTED" for e in errors):
+                self._resend(op)  # an Account it referenced failed: send it on known ids
+                continue
             for group in op.groups:
                 group.fail(f"{op.method} {op.path}: {_describe(errors)}", retriable=status >= 500)
 
