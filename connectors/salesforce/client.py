@@ -264,13 +264,13 @@ class SalesforceClient:
     # -- conveniences ----------------------------------------------------------------------
     def query_all(self, soql: str) -> list[dict[str, Any]]:
         result = _expect(self._read("query", lambda sf: sf.query_all(soql)), Mapping, "query")
-        return _rows_of(_expect(result.get("records") or [], list, "query"), "query")
+        return _rows_of(_expect(result.get("records"), list, "query"), "query")
 
     def search(self, sosl: str) -> list[dict[str, Any]]:
         result = self._read("search", lambda sf: sf.search(sosl))
         if isinstance(result, Mapping):
-            result = result.get("searchRecords") or []
-        return _rows_of(_expect(result or [], list, "search"), "search")
+            result = result.get("searchRecords")
+        return _rows_of(_expect(result, list, "search"), "search")
 
     def data_path(self, rest: str) -> str:
         """A subrequest URL: ``/services/data/v59.0/<rest>``."""
@@ -323,11 +323,11 @@ class SalesforceClient:
         if status >= 300:
             raise self._refused_query("query", body)
         body = _expect(body, Mapping, "query")
-        rows = _rows_of(_expect(body.get("records") or [], list, "query"), "query")
+        rows = _rows_of(_expect(body.get("records"), list, "query"), "query")
         while not body.get("done", True) and body.get("nextRecordsUrl"):
             more = self.call("query", partial(_query_more, str(body["nextRecordsUrl"])))
             body = _expect(more, Mapping, "query")
-            rows += _rows_of(_expect(body.get("records") or [], list, "query"), "query")
+            rows += _rows_of(_expect(body.get("records"), list, "query"), "query")
         return rows
 
     def _refused_query(self, what: str, content: Any) -> ConfigError:

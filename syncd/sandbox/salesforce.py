@@ -1580,7 +1580,16 @@ class SalesforceEmulator(Emulator):
         fields = self.schema.get(sobject)
         if fields is None:
             return self._not_found()
-        return self._answer({"name": sobject, "fields": [f.describe() for f in fields.values()]})
+        # REST API Developer Guide, sObject Describe: object-level permissions of the user.
+        return self._answer(
+            {
+                "name": sobject,
+                "createable": True,
+                "updateable": True,
+                "queryable": True,
+                "fields": [f.describe() for f in fields.values()],
+            }
+        )
 
     def _not_found(self) -> Response:
         return self._answer(

@@ -261,7 +261,15 @@ def test_session_refused_after_relogin_is_an_auth_error() -> None:
 def test_check_reports_good_and_bad_credentials(emulator: SalesforceEmulator) -> None:
     good = {r.name: r for r in connect(emulator).check()}
     assert all(r.ok for r in good.values()), good
-    assert set(good) == {"login", "API v59.0", "Contact fields", "API limits"}
+    assert set(good) == {
+        "login",
+        "API v59.0",
+        "Contact fields",
+        "Lead fields",
+        "Task fields",
+        "Account fields",
+        "API limits",
+    }
 
     bad = connect(emulator, **{**soap(emulator), "security_token": "stale"}).check()
     assert [(r.name, r.ok, r.auth_failed) for r in bad] == [("login", False, True)]
