@@ -31,7 +31,7 @@ from connectors.salesforce.client import COMPOSITE_QUERIES, SalesforceClient
 from connectors.salesforce.errors import GONE_CODES, SfError, parse_errors, summary
 from connectors.salesforce.lookup import Lookup, stored_marker, written_phone
 from connectors.salesforce.options import SalesforceOptions
-from connectors.salesforce.soql import soql_in
+from connectors.salesforce.soql import pack, soql_in
 from syncd.connector import PlanProgress
 from syncd.errors import RateLimited, RetriableError
 from syncd.match.phones import normalize_phone
@@ -219,9 +219,12 @@ class Writer:
             external_id(s.plan.caller_key or f"delivery:{s.plan.delivery_id}"): s for s in states
         }
         sobject = self.options.record_type
-        rows = self.client.query_all(
-            f"SELECT Id, {key_field} FROM {sobject} WHERE " + soql_in(key_field, list(by_key))
-        )
+        select = f"SELECT Id, {key_field} FROM {sobject} WHERE "
+        rows = [
+            row
+            for _, soql in pack(list(by_key), lambda chunk: select + soql_in(key_field, chunk))
+            for row in self.client.query_all(soql)
+        ]
         ids = {str(r.get(key_field)): str(r.get("Id")) for r in rows}
         for state in states:
             key = external_id(state.plan.caller_key or f"delivery:{state.plan.delivery_id}")
