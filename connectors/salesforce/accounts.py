@@ -46,6 +46,11 @@ class Pending:
     states: dict[str, list[PlanProgress]] = field(default_factory=dict)
     ids: dict[str, str] = field(default_factory=dict)  # as they become known
 
+    @property
+    def for_updates(self) -> bool:
+        """True when an existing Contact waits for one of these Accounts."""
+        return any(s.plan.action is Action.UPDATE for g in self.states.values() for s in g)
+
     def key_of(self, state: PlanProgress) -> str | None:
         return next((k for k, group in self.states.items() if state in group), None)
 
@@ -105,15 +110,23 @@ class Accounts:
         Accounts found; what is left to create comes back."""
         pending = Pending()
         new = [s for s in states if s.plan.action is Action.CREATE and not s.failed]
-        if self.options.record_type != "Contact":
-            return pending
+        new = new if self.options.record_type == "Contact" else []
+        # An existing Contact offered a company (fill_blanks: it has no Account yet) gets
+        # linked like a new one: filled, never overwritten unless the field policy says so.
+        existing = [
+            s
+            for s in states
+            if s.plan.action is Action.UPDATE
+            and s.plan.record_kind == "contact"
+            and s.plan.fields.get("company")
+            and not s.plan.company_id
+            and not s.failed
+        ]
         if self.options.account == "none":
             for state in new:
                 state.plan = replace(state.plan, company_id=None)
             return pending
-        if self.options.account != "match_or_create":
-            return pending
-        for state in new:
+        for state in [*new, *existing]:
             name = _company(state)
             key = normalize_company(name) or name.casefold()
             if not state.plan.company_id and key:
@@ -127,6 +140,8 @@ class Accounts:
         pending.link(found)
         for key in found:
             del pending.names[key], pending.states[key]
+        if self.options.account == "match_only":
+            return Pending()
         return pending
 
     def find(self, names: dict[str, str]) -> dict[str, str]:

@@ -149,8 +149,10 @@ class Writer:
         found_whole = self._reconcile([s for s in states if s.plan.in_doubt])
         pending = self.accounts.plan(states)
         new_callers = {s.plan.caller_key for s in states if s.plan.action is Action.CREATE}
-        if pending.names and not (self.options.caller_key_field and len(new_callers) <= BATCH):
-            # Too many to fold into the first composite request: create them first.
+        foldable = self.options.caller_key_field and len(new_callers) <= BATCH
+        if pending.names and (pending.for_updates or not foldable):
+            # For existing Contacts, or too many to fold into the first composite request:
+            # create them first, alone.
             pending.link(pending.resolve(self._create_accounts(pending.records()) or []))
             pending = Pending()
         groups: dict[str, _Group] = {}
@@ -483,7 +485,8 @@ class Writer:
 
     # -- contacts ------------------------------------------------------------------------
     def _resolved(self, group: _Group, record_id: str, *, created: bool) -> None:
-        kind = self.options.record_type.lower()
+        # A duplicate rule may name a record of the other kind (a Lead's rule, a Contact).
+        kind = _kind_of(record_id, self.options.record_type.lower())
         for index, state in enumerate(group.states):
             state.record_id, state.record_kind = record_id, kind
             state.created = created and index == 0  # one contact, counted once

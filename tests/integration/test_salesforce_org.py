@@ -382,6 +382,32 @@ def test_new_account_costs_no_request_after_a_lookup() -> None:
         assert emulator.operations()["collections.create"] == 2  # the Account, the Task
 
 
+def test_an_existing_contact_without_an_account_is_linked_not_moved() -> None:
+    with org() as emulator:
+        acme = emulator.seed_company("Acme")
+        private = emulator.seed_contact(first_name="Jane", last_name="Doe")
+        placed = emulator.seed_contact(first_name="Jim", last_name="Roe", company_id=acme)
+        connector = connect(emulator)
+        fill = plan(1, msg=message(1, company="Umbrella"), action=Action.UPDATE)
+        fill = replace(fill, record_id=private, fields={"company": "Umbrella"})
+        one(connector.apply([fill]))
+        [umbrella] = [a["Id"] for a in emulator.records("Account") if a["Name"] == "Umbrella"]
+        assert emulator.record(private)["AccountId"] == umbrella
+        assert emulator.record(placed)["AccountId"] == acme  # not in the plan: untouched
+
+
+def test_match_only_links_what_exists_and_creates_nothing() -> None:
+    with org() as emulator:
+        acme = emulator.seed_company("Acme Inc.")
+        connector = connect(emulator, account="match_only")
+        known = one(connector.apply([plan(1, msg=message(1, company="ACME"))]))
+        bob = message(2, company="Nowhere Ltd", first_name="Bob", last_name="Ray")
+        unknown = one(connector.apply([plan(2, msg=bob, caller_key="phone:+14155550000")]))
+        assert emulator.record(str(known.record_id))["AccountId"] == acme
+        assert emulator.record(str(unknown.record_id)).get("AccountId") is None
+        assert [a["Id"] for a in emulator.records("Account")] == [acme]
+
+
 def test_leads_carry_the_company_and_no_account() -> None:
     with org() as emulator:
         outcome = one(
