@@ -49,12 +49,11 @@ class Needs:
         self._describe: dict[str, Mapping[str, Any]] = {}
 
     def fields_wanted(self) -> list[tuple[str, str]]:
-        """(sObject, field) pairs syncd needs created: the caller key on Contact and Lead,
-        the marker on Task."""
+        """(sObject, field) pairs syncd needs created: the caller key on the object new callers
+        become (Contact or Lead, ``new_record``), the marker on Task."""
         wanted: list[tuple[str, str]] = []
         if self.options.caller_key_field:
-            objects = dict.fromkeys([self.options.record_type, *self.options.search_objects])
-            wanted += [(sobject, self.options.caller_key_field) for sobject in objects]
+            wanted.append((self.options.record_type, self.options.caller_key_field))
         if self.options.marker_field:
             wanted.append(("Task", self.options.marker_field))
         return wanted

@@ -265,7 +265,6 @@ def test_check_reports_good_and_bad_credentials(emulator: SalesforceEmulator) ->
         "login",
         "API v59.0",
         "Contact fields",
-        "Lead fields",
         "Task fields",
         "Account fields",
         "API limits",

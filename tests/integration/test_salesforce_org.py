@@ -616,15 +616,15 @@ def test_setup_on_a_fresh_org_then_check_is_green(tmp_path: Path) -> None:
 
         dry = io.StringIO()
         assert run_setup(settings, "salesforce", dry_run=True, out=dry) == 1
-        assert dry.getvalue().count("[would_create]") == 3
+        assert dry.getvalue().count("[would_create]") == 2
 
         done = io.StringIO()
         assert run_setup(settings, "salesforce", dry_run=False, out=done) == 0, done.getvalue()
-        assert done.getvalue().count("[created]") == 3
+        assert done.getvalue().count("[created]") == 2
 
         again = io.StringIO()
         assert run_setup(settings, "salesforce", dry_run=False, out=again) == 0
-        assert again.getvalue().count("[present]") == 3
+        assert again.getvalue().count("[present]") == 2
         out = io.StringIO()
         assert run_check(settings, out) == 0, out.getvalue()
 
@@ -632,5 +632,5 @@ def test_setup_on_a_fresh_org_then_check_is_green(tmp_path: Path) -> None:
 def test_setup_without_permission_prints_the_steps(tmp_path: Path) -> None:
     with org(custom_fields=False, can_customize=False) as emulator:
         steps = connect(emulator).setup(dry_run=False)
-        assert [s.state for s in steps] == ["manual"] * 3
+        assert [s.state for s in steps] == ["manual"] * 2
         assert all("Fields & Relationships > New" in s.detail for s in steps)
