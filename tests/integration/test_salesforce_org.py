@@ -575,6 +575,31 @@ def test_applied_then_applied_again_in_doubt_writes_nothing() -> None:
         assert len(emulator.records("Task")) == 1
 
 
+def test_a_write_that_landed_unanswered_is_found_not_repeated() -> None:
+    with org() as emulator:
+        connector = connect(emulator, timeout=0.5, deadline=1.0, retries=0)
+        connector.lookup([MatchKey(KeyKind.PHONE, JANE)])  # log in
+        original = emulator.dispatch
+        release = threading.Event()
+
+        def landed_then_silent(request: Request) -> Response:
+            response = original(request)  # the org carries the writes out...
+            if request.path.endswith("/composite"):
+                release.wait(3.0)  # ...and its answer never arrives in time
+            return response
+
+        emulator.dispatch = landed_then_silent  # type: ignore[method-assign]
+        with pytest.raises(RetriableError):
+            connector.apply([plan(1)])
+        release.set()
+        emulator.dispatch = original  # type: ignore[method-assign]
+        assert len(emulator.contacts()) == 1  # it did land
+        again = one(connector.apply([plan(1, in_doubt=True)]))
+        assert again.reconciled
+        assert len(emulator.contacts()) == 1
+        assert len(emulator.records("Task")) == 1
+
+
 def test_a_contact_that_landed_before_an_interruption_is_found_not_written() -> None:
     with org() as emulator:
         # The earlier attempt's upsert landed (the record carries our key); its Task did not.
