@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from syncd.sandbox import salesforce as salesforce_module
 from syncd.sandbox.http import Request
 from syncd.sandbox.salesforce import SalesforceEmulator
+from syncd.sandbox.salesforce import org as salesforce_module
 
 API = "/services/data/v59.0"
 SOSL_RESERVED = set("?&|!{}[]()^~*:\\\"'+-")
