@@ -148,7 +148,11 @@ class Writer:
         states = [_State(p, record_id=p.record_id, record_kind=p.record_kind) for p in plans]
         found_whole = self._reconcile([s for s in states if s.plan.in_doubt])
         pending = self.accounts.plan(states)
-        new_callers = {s.plan.caller_key for s in states if s.plan.action is Action.CREATE}
+        new_callers = {
+            s.plan.caller_key or f"delivery:{s.plan.delivery_id}"
+            for s in states
+            if s.plan.action is Action.CREATE
+        }
         foldable = self.options.caller_key_field and len(new_callers) <= BATCH
         if pending.names and (pending.for_updates or not foldable):
             # For existing Contacts, or too many to fold into the first composite request:

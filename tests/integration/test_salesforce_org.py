@@ -319,6 +319,15 @@ def test_duplicate_rule_on_upsert_links_the_record_it_names() -> None:
         assert len(tasks_on(emulator, seeded)) == 1
 
 
+def test_a_new_lead_that_duplicates_a_contact_joins_the_contact() -> None:
+    with org(duplicate_rule=True) as emulator:
+        seeded = emulator.seed_contact(first_name="Jane", last_name="Doe", phone="415-555-1212")
+        outcome = one(connect(emulator, new_record="lead").apply([plan(1)]))
+        assert (outcome.record_id, outcome.record_kind) == (seeded, "contact")
+        assert emulator.records("Lead") == []
+        assert len(tasks_on(emulator, seeded)) == 1
+
+
 def test_duplicate_rule_on_update_keeps_the_match_and_logs_the_call() -> None:
     with org(duplicate_rule=True) as emulator:
         other = emulator.seed_contact(first_name="Jane", last_name="Doe", email="jane@acme.test")
