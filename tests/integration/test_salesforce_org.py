@@ -44,6 +44,7 @@ from syncd.models import (
 )
 from syncd.sandbox.http import Request, Response, json_response
 from syncd.sandbox.salesforce import SalesforceEmulator
+from syncd.sandbox.salesforce import org as org_module
 from syncd.sandbox.world import SandboxWorld
 from syncd.setup import run_setup
 
@@ -661,6 +662,24 @@ def test_setup_on_a_fresh_org_then_check_is_green(tmp_path: Path) -> None:
         assert again.getvalue().count("[present]") == 2
         out = io.StringIO()
         assert run_check(settings, out) == 0, out.getvalue()
+
+
+def test_check_names_a_missing_picklist_value_and_a_read_only_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(org_module.PICKLISTS, ("Task", "CallType"), ("Internal", "Outbound"))
+    with org() as emulator:
+        marker = emulator.schema["Task"]["Syncd_Marker__c"]
+        emulator.schema["Task"]["Syncd_Marker__c"] = replace(
+            marker, createable=False, updateable=False
+        )
+        results = {r.name: r for r in connect(emulator).check()}
+        task = results["Task fields"]
+        assert not task.ok
+        assert "Task.CallType lacks the value 'Inbound'" in task.detail
+        assert "Task.Syncd_Marker__c is read-only" in task.detail
+        assert "Edit access" in task.detail
+        assert results["Contact fields"].ok
 
 
 def test_setup_without_permission_prints_the_steps(tmp_path: Path) -> None:
