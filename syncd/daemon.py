@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -22,10 +23,11 @@ from syncd.alerts import Alerter
 from syncd.config import AccountSettings, Settings
 from syncd.connector import Connector, TargetContext, load_factory
 from syncd.deliver import DeliveryStats, TargetPaused, deliver_target
+from syncd.dryrun_store import roll_back, rolled_back_store
 from syncd.errors import AuthError, RetriableError, SyncdError
 from syncd.ingest import IngestStats, WindowCallback, backfill_days, ingest_days, poll_days
 from syncd.logging import register_secret
-from syncd.metrics import Metrics
+from syncd.metrics import Metrics, ObservingTransport
 from syncd.source.client import BerkshireClient
 from syncd.store.store import Store
 
@@ -45,6 +47,7 @@ class CycleReport:
     targets: dict[str, DeliveryStats] = field(default_factory=dict)
     auth_failures: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    run_id: int | None = None
 
     @property
     def ingest(self) -> IngestStats:
@@ -67,6 +70,7 @@ class CycleReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "run_id": self.run_id,
             "kind": self.kind,
             "seconds": round(self.seconds, 3),
             "accounts": {name: s.as_dict() for name, s in self.accounts.items()},
@@ -94,6 +98,13 @@ class Daemon:
         self.clock = clock
         self.stop = stop or threading.Event()
         self.store = Store(settings.daemon.database_url)
+        # Run history always goes to the real store; a dry run does everything else on a
+        # store whose writes are rolled back (syncd.dryrun_store), so it changes no state.
+        self._runs = self.store
+        if dry_run:
+            self.store = rolled_back_store(settings.daemon.database_url)
+        # Last sign of life of a running cycle (a source or CRM answer): the watchdog reads it.
+        self.last_progress = time.monotonic()
         self._clients: dict[str, BerkshireClient] = {}
         self._connectors: dict[str, Connector] = {}
         self.paused: dict[str, tuple[datetime, str]] = {}
@@ -120,6 +131,7 @@ class Daemon:
                 timeout=account.timeout_seconds,
                 fetch_details=account.fetch_details,
                 detail_concurrency=account.detail_concurrency,
+                transport=ObservingTransport(partial(self._observe_source, account.name)),
             )
         return self._clients[account.name]
 
@@ -145,12 +157,17 @@ class Daemon:
             self._connectors[name] = connector
         return self._connectors[name]
 
+    def _observe_source(self, account: str, status: int) -> None:
+        self.last_progress = time.monotonic()
+        self.metrics.source_requests.labels(account=account, status=str(status)).inc()
+
     def _observe(self, target: str, endpoint: str, status: int, waited: float) -> None:
+        self.last_progress = time.monotonic()
         self.crm_waited[target] += waited
         self.metrics.observe_request(target, endpoint, status, waited)
 
     def migrate(self) -> None:
-        self.store.migrate()
+        self._runs.migrate()
 
     def close(self) -> None:
         # Hand the poll leases back: the next `run --once` (another pid, so another holder)
@@ -166,6 +183,8 @@ class Daemon:
             connector.close()
         self.alerter.close()
         self.store.close()
+        if self._runs is not self.store:
+            self._runs.close()
 
     # -- cycles ----------------------------------------------------------------------------
     def run_cycle(self) -> CycleReport:
@@ -183,11 +202,15 @@ class Daemon:
     ) -> CycleReport:
         with self._lock:
             started = self.clock()
-            t0 = time.monotonic()
+            t0 = self.last_progress = time.monotonic()
+            kind = f"dry-{kind}" if self.dry_run else kind
             report = CycleReport(kind=kind, started_at=started)
             run_id: int | None = None
             try:
-                run_id = self.store.start_run(kind, self.settings.daemon.worker_id, started)
+                run_id = self._runs.start_run(kind, self.settings.daemon.worker_id, started)
+                report.run_id = run_id
+                # Every log line of this cycle carries the run id `syncd status` shows.
+                structlog.contextvars.bind_contextvars(run_id=run_id)
                 for account in self.settings.accounts.values():
                     if self.stop.is_set():
                         break
@@ -205,9 +228,10 @@ class Daemon:
             finally:
                 report.seconds = time.monotonic() - t0
                 status = "ok" if report.ok else ("auth_failed" if report.auth_failures else "error")
+                roll_back(self.store)  # a dry run's writes end here, before its run record
                 if run_id is not None:
                     try:
-                        self.store.finish_run(
+                        self._runs.finish_run(
                             run_id,
                             status,
                             report.as_dict(),
@@ -217,6 +241,7 @@ class Daemon:
                         log.error("could not record the run", error=_db_problem(exc))
                 self._update_metrics(report)
                 self.last_cycle = report
+                structlog.contextvars.unbind_contextvars("run_id")
             return report
 
     def _targets_in_use(self) -> list[str]:
@@ -340,16 +365,37 @@ class Daemon:
             if report.ok:
                 m.last_success_timestamp.labels(account=account).set(report.started_at.timestamp())
         m.cycle_duration_seconds.labels(kind=report.kind).observe(report.seconds)
+        result = "ok" if report.ok else ("auth_failed" if report.auth_failures else "error")
+        m.cycles.labels(kind=report.kind, result=result).inc()
+        for name, delivered in report.targets.items():
+            for outcome in ("done", "review", "skipped", "retry", "dead"):
+                m.delivery_outcomes.labels(target=name, outcome=outcome).inc(
+                    getattr(delivered, outcome)
+                )
+            failed_here = any(e.startswith(f"{name}:") for e in report.errors)
+            if not failed_here and not self.dry_run:
+                m.target_last_success_timestamp.labels(target=name).set(
+                    report.started_at.timestamp()
+                )
         for name, connector in self._connectors.items():
             # Optional: connectors that know their API quota (Salesforce's Sforce-Limit-Info).
             usage = getattr(connector, "api_usage", None)
             if isinstance(usage, tuple) and len(usage) == 2:
                 m.set_api_usage(name, int(usage[0]), int(usage[1]))
         try:
-            counts = self.store.counts()
+            # Database-wide gauges from one replica only, so a sum over replicas is right.
+            daemon = self.settings.daemon
+            ttl = max(daemon.lease_seconds, daemon.interval_seconds * 3)
+            if not self._runs.acquire_lease("metrics", daemon.worker_id, ttl, self.clock()):
+                m.drop_database_gauges()
+                return
+            counts = self._runs.counts()
+            oldest = self._runs.oldest_pending()
         except Exception:  # metrics must never break a cycle
             return
+        m.database_gauges_exporter.set(1)
         m.set_deliveries({(t, s): n for t, states in counts.items() for s, n in states.items()})
+        m.set_oldest_pending(oldest, set(self._targets_in_use()), self.clock())
 
     # -- readiness -------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
