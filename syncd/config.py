@@ -299,8 +299,8 @@ def parse_address(address: str) -> tuple[str, int] | None:
     if not sep or not port_text.isdigit():
         raise ValueError('expected HOST:PORT, e.g. 127.0.0.1:9464 or [::]:9464 ("" for off)')
     port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range 1-65535")
+    if not 0 <= port <= 65535:  # 0: any free port (tests, the sandbox)
+        raise ValueError(f"port {port} is out of range 0-65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         try:

@@ -172,7 +172,8 @@ class Daemon:
     def close(self) -> None:
         # Hand the poll leases back: the next `run --once` (another pid, so another holder)
         # would otherwise skip polling until they expire.
-        for account in self.settings.accounts:
+        # A daemon that never ran a cycle holds no lease (and may have no database at all).
+        for account in self.settings.accounts if self.last_cycle is not None else ():
             try:
                 self.store.release_lease(f"poll:{account}", self.settings.daemon.worker_id)
             except Exception:  # a database that is gone must not hide why we are closing
