@@ -168,6 +168,10 @@ def daemon_keys() -> set[str]:
     return set(DaemonSettings.__dataclass_fields__) | {
         "alert_webhook_url_env",
         "alert_webhook_url_file",
+        # A PostgreSQL URL holds a password: it may come from a file (a systemd credential,
+        # a Docker secret) or a variable, like any other secret.
+        "database_url_env",
+        "database_url_file",
     }
 
 
@@ -252,10 +256,9 @@ def apply_env_overrides(
 def _file_sources(doc: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     found: dict[str, str] = {}
     for key, value in doc.items():
+        found[f"{prefix}{key}"] = "file"  # a table too: an inline one is a value
         if isinstance(value, Mapping) and key not in ("contact_fields", "activity_fields"):
             found.update(_file_sources(value, f"{prefix}{key}."))
-        else:
-            found[f"{prefix}{key}"] = "file"
     return found
 
 
@@ -325,8 +328,15 @@ def _daemon(table: Mapping[str, Any]) -> DaemonSettings:
         if key not in known:
             raise ConfigError("unknown key", key=f"syncd.{key}")
     kw: dict[str, Any] = {}
+    if "database_url_env" in table or "database_url_file" in table:
+        # The variable, else the file, else an inline database_url: read_secret's order.
+        secret_url = read_secret(table, "database_url")
+        if not secret_url:
+            hint = table.get("database_url_env") or table.get("database_url_file")
+            raise ConfigError(f"no database URL found (looked at {hint})", key="syncd.database_url")
+        kw["database_url"] = secret_url
     for key in ("database_url", "log_level", "health_address", "worker_id"):
-        if key in table:
+        if key in table and key not in kw:
             kw[key] = _expect(table[key], str, f"syncd.{key}")
     for key in ("interval_seconds", "lease_seconds", "retry_base_seconds", "retry_cap_seconds"):
         if key in table:

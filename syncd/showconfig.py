@@ -21,6 +21,8 @@ from syncd.config import (
     Settings,
     TargetSettings,
 )
+from syncd.connector import read_secret
+from syncd.errors import ConfigError
 from syncd.startup import masked_url
 
 __all__ = ["config_lines", "print_config"]
@@ -48,14 +50,13 @@ def _render(value: Any) -> str:
         return repr(value)
 
 
-def _source(sources: Mapping[str, str], key: str, secret: bool) -> str:
+def _source(sources: Mapping[str, str], key: str) -> str:
     if key in sources:
         return sources[key]
-    if secret:
-        # Where a secret was read from: its *_env / *_file key, itself from file or env.
-        for suffix in ("_env", "_file"):
-            if f"{key}{suffix}" in sources:
-                return f"{sources[key + suffix]} via {key.rsplit('.', 1)[-1]}{suffix}"
+    # Where a secret was read from: its *_env / *_file key, itself from file or env.
+    for suffix in ("_env", "_file"):
+        if f"{key}{suffix}" in sources:
+            return f"{sources[key + suffix]} via {key.rsplit('.', 1)[-1]}{suffix}"
     return "default"
 
 
@@ -68,7 +69,7 @@ def _line(sources: Mapping[str, str], key: str, value: Any) -> tuple[str, str, s
         shown = _render(masked_url(value))
     else:
         shown = _render(value)
-    return key, shown, _source(sources, key, secret)
+    return key, shown, _source(sources, key)
 
 
 def config_lines(settings: Settings) -> Iterator[tuple[str, str, str]]:
@@ -99,17 +100,15 @@ def _target_lines(src: Mapping[str, str], target: TargetSettings) -> Iterator[tu
         if key != "contact_fields":  # the same map as above, handed to the connector
             yield _line(src, f"{prefix}.{key}", value)
     # Secrets the connector reads from *_env / *_file: show that they resolve, never the value.
-    for key in target.options:
-        if key.endswith(("_env", "_file")):
-            base = key.rsplit("_", 1)[0]
-            if base not in target.options:
-                from syncd.connector import read_secret
-
-                try:
-                    found = read_secret(target.options, base)
-                except Exception:
-                    found = None
-                yield _line(src, f"{prefix}.{base}", found)
+    suffixed = [k for k in target.options if k.endswith(("_env", "_file"))]
+    for base in dict.fromkeys(k.rsplit("_", 1)[0] for k in suffixed):
+        if base in target.options:
+            continue
+        try:
+            found = read_secret(target.options, base)
+        except ConfigError:
+            found = None
+        yield _line(src, f"{prefix}.{base}", found)
 
 
 def print_config(settings: Settings, out: TextIO) -> None:
