@@ -208,6 +208,7 @@ class Daemon:
             report = CycleReport(kind=kind, started_at=started)
             run_id: int | None = None
             try:
+                roll_back(self.store)  # a dry run's earlier reads may hold SQLite's lock
                 run_id = self._runs.start_run(kind, self.settings.daemon.worker_id, started)
                 report.run_id = run_id
                 # Every log line of this cycle carries the run id `syncd status` shows.
