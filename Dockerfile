@@ -64,8 +64,9 @@ USER 10001:10001
 # scraper outside the container can reach it.
 EXPOSE 9464
 # `syncd health` reads the health address from the same config and asks /readyz: the container
-# is healthy only when the daemon is ready (database reachable, last cycle recent and clean).
-HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+# is healthy only when the daemon is ready (database reachable, last cycle recent and clean);
+# the start period leaves a first sync of a large backlog time to finish its first cycle.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=5m --retries=3 \
     CMD ["syncd", "health"]
 
 # syncd runs as PID 1, where the kernel ignores signals without a handler: the daemon

@@ -347,6 +347,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, settings: Se
     try:
         with database_startup(settings.daemon.database_url):
             daemon.migrate()
+        # Connectors validate their options when built (no request is made): a bad one is a
+        # one-line start-up error here, not a failure in every cycle.
+        for name in dict.fromkeys(t for a in settings.accounts.values() for t in a.targets):
+            daemon.connector(name)
         if args.backfill:
             from syncd.progress import run_backfill
 

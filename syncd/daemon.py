@@ -94,7 +94,8 @@ class Daemon:
         self.settings = settings
         self.dry_run = dry_run
         self.metrics = metrics or Metrics()
-        self.alerter = alerter or Alerter(settings.daemon.alert_webhook_url)
+        # A dry run tells nobody about what it only pretended to do.
+        self.alerter = alerter or Alerter(None if dry_run else settings.daemon.alert_webhook_url)
         self.clock = clock
         self.stop = stop or threading.Event()
         self.store = Store(settings.daemon.database_url)

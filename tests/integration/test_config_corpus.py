@@ -241,6 +241,19 @@ def test_a_state_store_that_cannot_be_opened(home: Path, url: str, command: str)
     assert "hunter2-secret" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("option", "key"),
+    [("acess_token_env", "acess_token_env"), ("rate_limit", "rate_limit")],
+    ids=["misspelt connector option", "bad connector option"],
+)
+def test_a_bad_connector_option_stops_the_run(home: Path, option: str, key: str) -> None:
+    doc = tomllib.loads(BASE)
+    doc["targets"]["hubspot"][option] = "CORPUS_HUBSPOT" if option.endswith("_env") else "lots"
+    config = _write(home, doc)
+    result = run_syncd("run", "--once", "--config", str(config), cwd=home, env=TOKENS)
+    _assert_one_line(result, key)
+
+
 @pytest.fixture
 def taken_port() -> Iterator[int]:
     with socket.socket() as sock:
