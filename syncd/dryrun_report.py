@@ -141,8 +141,16 @@ def print_plans(
             )
             out.write(f"  {entry['action']:6} {who}\n")
             for field, change in entry["fields"].items():
-                old = "(unknown)" if change["old"] is None else json.dumps(change["old"])
-                out.write(f"      {field}: {old} -> {json.dumps(change['new'])}\n")
+                new = json.dumps(change["new"], ensure_ascii=False)
+                if entry["action"] == "create":
+                    out.write(f"      {field}: {new}\n")
+                    continue
+                old = (
+                    "(unread)"
+                    if change["old"] is None
+                    else json.dumps(change["old"], ensure_ascii=False)
+                )
+                out.write(f"      {field}: {old} -> {new}\n")
             for message in entry["messages"]:
                 out.write(f"    {message['message_id']}: {message['activity']}\n")
         left = len(report["plans"]) - limit

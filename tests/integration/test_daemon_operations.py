@@ -40,8 +40,10 @@ def world() -> Iterator[SandboxWorld]:
         yield started
 
 
-def _config(world: SandboxWorld, home: Path, **daemon: Any) -> tuple[Path, str]:
-    database_url = f"sqlite:///{home / 'state.db'}"
+def _config(
+    world: SandboxWorld, home: Path, database_url: str | None = None, **daemon: Any
+) -> tuple[Path, str]:
+    database_url = database_url or f"sqlite:///{home / 'state.db'}"
     path = home / "syncd.toml"
     world.write_config(str(path), database_url, log_format="json", **daemon)
     return path, database_url
@@ -198,9 +200,10 @@ def _run_as(setpriv: str, uid: int, groups: tuple[int, ...], config: Path, cwd: 
 
 
 def test_a_dry_run_changes_no_state_and_prints_an_honest_plan(
-    world: SandboxWorld, tmp_path: Path
+    world: SandboxWorld, tmp_path: Path, store_url: str
 ) -> None:
-    config, database_url = _config(world, tmp_path)
+    # On SQLite and on PostgreSQL: the rolled-back transaction is the whole mechanism.
+    config, database_url = _config(world, tmp_path, database_url=store_url)
     dry = run_syncd("run", "--once", "--dry-run", "--json", "--config", str(config), cwd=tmp_path)
     assert dry.code == 0, dry.err
     plan = dry.last_json()
