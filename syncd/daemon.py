@@ -334,11 +334,12 @@ class Daemon:
             return
         target = self.settings.targets[name]
         regions = {a.name: a.region for a in self.settings.accounts.values()}
+        stats = DeliveryStats()
         try:
-            stats = deliver_target(
+            deliver_target(
                 self.store, self.connector(name), target, self.settings.daemon,
                 regions=regions, stop=self.stop, dry_run=self.dry_run, clock=self.clock,
-                on_batch=self.on_batch,
+                on_batch=self.on_batch, stats=stats,
             )  # fmt: skip
             report.targets[name] = stats
             self.paused.pop(name, None)
@@ -358,6 +359,13 @@ class Daemon:
         except RetriableError as exc:
             report.errors.append(f"{name}: {exc}")
             log.warning("CRM unavailable; deliveries will be retried", target=name, error=str(exc))
+        finally:
+            # What this replica settled, failed batches included (a dry run settles nothing).
+            if not self.dry_run:
+                for outcome in ("done", "review", "skipped", "retry", "dead"):
+                    self.metrics.delivery_outcomes.labels(target=name, outcome=outcome).inc(
+                        getattr(stats, outcome)
+                    )
 
     def _update_metrics(self, report: CycleReport) -> None:
         m = self.metrics
@@ -370,11 +378,7 @@ class Daemon:
         m.cycle_duration_seconds.labels(kind=report.kind).observe(report.seconds)
         result = "ok" if report.ok else ("auth_failed" if report.auth_failures else "error")
         m.cycles.labels(kind=report.kind, result=result).inc()
-        for name, delivered in report.targets.items():
-            for outcome in ("done", "review", "skipped", "retry", "dead"):
-                m.delivery_outcomes.labels(target=name, outcome=outcome).inc(
-                    getattr(delivered, outcome)
-                )
+        for name in report.targets:
             failed_here = any(e.startswith(f"{name}:") for e in report.errors)
             if not failed_here and not self.dry_run:
                 m.target_last_success_timestamp.labels(target=name).set(
