@@ -328,6 +328,49 @@ def test_every_line_of_a_cycle_carries_the_run_id_in_run_history(
     assert finished["run_id"] == last["id"]
 
 
+def test_detail_fetch_threads_log_with_the_run_id(capfd: pytest.CaptureFixture[str]) -> None:
+    from datetime import date
+    from zoneinfo import ZoneInfo
+
+    import structlog
+
+    from syncd.sandbox.berkshire import BerkshireSimulator
+    from syncd.source import BerkshireClient
+
+    with BerkshireSimulator(email="a@example.com", token="tok-123456") as sim:
+        sim.summary_only = True
+        sim.add_messages(
+            [
+                {"message id": f"M{n}", "utc created at": f"2024-03-10T1{n}:00:00Z",
+                 "first name": "Ann", "content": "Call back"}
+                for n in range(8)
+            ]
+        )  # fmt: skip
+        sim.faults.seed = 3
+        sim.faults.error_ratio = 0.4  # some detail fetches are retried: they log
+        configure_logging(fmt="json")
+        structlog.contextvars.bind_contextvars(run_id=4242)
+        try:
+            with BerkshireClient(
+                sim.base_url, "a@example.com", "tok-123456", detail_concurrency=4,
+                max_attempts=10, sleep=lambda _: None,
+            ) as client:  # fmt: skip
+                client.fetch_window(
+                    "acme", date(2024, 3, 9), date(2024, 3, 11), ZoneInfo("America/New_York")
+                )
+        finally:
+            structlog.contextvars.unbind_contextvars("run_id")
+            configure_logging()
+    lines = [json.loads(x) for x in capfd.readouterr().err.splitlines() if x.startswith("{")]
+    detail_retries = [
+        x
+        for x in lines
+        if x.get("event") == "source.retry" and "/v2/messages/" in x.get("path", "")
+    ]
+    assert detail_retries, lines
+    assert {x.get("run_id") for x in detail_retries} == {4242}
+
+
 # -- metrics ---------------------------------------------------------------------------------------
 
 
