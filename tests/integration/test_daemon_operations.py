@@ -92,11 +92,12 @@ def test_the_heartbeat_pings_every_half_watchdog_and_stops_for_a_hung_cycle(
     notify_socket: socket.socket,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # WatchdogSec=0.8 s: pings must come at least every 0.4 s (WATCHDOG_USEC / 2).
-    monkeypatch.setenv("WATCHDOG_USEC", "800000")
+    # WatchdogSec=2 s: pings must come at least every 1 s (WATCHDOG_USEC / 2); the heartbeat
+    # is scheduled every 0.5 s, so a loaded machine has half a second of slack.
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     settings = world.settings(
-        f"sqlite:///{tmp_path / 'state.db'}", lease_seconds=1.5, interval_seconds=3600
+        f"sqlite:///{tmp_path / 'state.db'}", lease_seconds=5, interval_seconds=3600
     )
     daemon = Daemon(settings)
     daemon.migrate()
@@ -116,17 +117,17 @@ def test_the_heartbeat_pings_every_half_watchdog_and_stops_for_a_hung_cycle(
     runner = threading.Thread(target=lambda: code.append(scheduler.run_forever(daemon)))
     runner.start()
     try:
-        alive = _pings(notify_socket, 1.2)
+        alive = _pings(notify_socket, 2.5)
         assert len(alive) >= 3, alive
         gaps = [b - a for a, b in itertools.pairwise(alive)]
-        assert max(gaps) <= 0.4 + 0.15, gaps  # every WatchdogSec/2, with a little slack
+        assert max(gaps) <= 1.0, gaps  # at least every WatchdogSec/2
         # The cycle has now been silent for longer than lease_seconds: pings stop, so
         # systemd would restart the daemon after WatchdogSec instead of 20 minutes.
-        deadline = time.monotonic() + 10
-        while time.monotonic() - daemon.last_progress < 1.6 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 20
+        while time.monotonic() - daemon.last_progress < 5.1 and time.monotonic() < deadline:
             time.sleep(0.05)
-        _pings(notify_socket, 0.3)  # drain what was in flight
-        assert _pings(notify_socket, 1.0) == []
+        _pings(notify_socket, 0.6)  # drain what was in flight
+        assert _pings(notify_socket, 1.5) == []
     finally:
         daemon.stop.set()
         hang.set()
@@ -134,7 +135,7 @@ def test_the_heartbeat_pings_every_half_watchdog_and_stops_for_a_hung_cycle(
         daemon.close()
     assert calls
     assert code == [0]
-    assert systemd.watchdog_interval() == 0.4
+    assert systemd.watchdog_interval() == 1.0
 
 
 # -- a non-root run from the documented 0640 config -----------------------------------------------
