@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -22,6 +23,7 @@ from syncd.alerts import Alerter
 from syncd.config import AccountSettings, Settings
 from syncd.connector import Connector, TargetContext, load_factory
 from syncd.deliver import DeliveryStats, TargetPaused, deliver_target
+from syncd.dryrun_store import roll_back, rolled_back_store
 from syncd.errors import AuthError, RetriableError, SyncdError
 from syncd.ingest import (
     IngestStats,
@@ -32,7 +34,7 @@ from syncd.ingest import (
     reconcile_days,
 )
 from syncd.logging import register_secret
-from syncd.metrics import Metrics
+from syncd.metrics import Metrics, ObservingTransport
 from syncd.polling import PollLease, poll_lease_name, take_turn, turn_lease_name
 from syncd.source.client import BerkshireClient
 from syncd.store.source_state import first_read_day, open_gaps, record_gap
@@ -54,6 +56,7 @@ class CycleReport:
     targets: dict[str, DeliveryStats] = field(default_factory=dict)
     auth_failures: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    run_id: int | None = None
 
     @property
     def ingest(self) -> IngestStats:
@@ -76,6 +79,7 @@ class CycleReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "run_id": self.run_id,
             "kind": self.kind,
             "seconds": round(self.seconds, 3),
             "accounts": {name: s.as_dict() for name, s in self.accounts.items()},
@@ -99,10 +103,18 @@ class Daemon:
         self.settings = settings
         self.dry_run = dry_run
         self.metrics = metrics or Metrics()
-        self.alerter = alerter or Alerter(settings.daemon.alert_webhook_url)
+        # A dry run tells nobody about what it only pretended to do.
+        self.alerter = alerter or Alerter(None if dry_run else settings.daemon.alert_webhook_url)
         self.clock = clock
         self.stop = stop or threading.Event()
         self.store = Store(settings.daemon.database_url)
+        # Run history always goes to the real store; a dry run does everything else on a
+        # store whose writes are rolled back (syncd.dryrun_store), so it changes no state.
+        self._runs = self.store
+        if dry_run:
+            self.store = rolled_back_store(settings.daemon.database_url)
+        # Last sign of life of a running cycle (a source or CRM answer): the watchdog reads it.
+        self.last_progress = time.monotonic()
         self._clients: dict[str, BerkshireClient] = {}
         self._connectors: dict[str, Connector] = {}
         self.paused: dict[str, tuple[datetime, str]] = {}
@@ -130,6 +142,7 @@ class Daemon:
                 deadline_seconds=account.deadline_seconds,
                 fetch_details=account.fetch_details,
                 detail_concurrency=account.detail_concurrency,
+                transport=ObservingTransport(partial(self._observe_source, account.name)),
             )
         return self._clients[account.name]
 
@@ -155,17 +168,23 @@ class Daemon:
             self._connectors[name] = connector
         return self._connectors[name]
 
+    def _observe_source(self, account: str, status: int) -> None:
+        self.last_progress = time.monotonic()
+        self.metrics.source_requests.labels(account=account, status=str(status)).inc()
+
     def _observe(self, target: str, endpoint: str, status: int, waited: float) -> None:
+        self.last_progress = time.monotonic()
         self.crm_waited[target] += waited
         self.metrics.observe_request(target, endpoint, status, waited)
 
     def migrate(self) -> None:
-        self.store.migrate()
+        self._runs.migrate()
 
     def close(self) -> None:
         # Hand the poll leases back: the next `run --once` (another pid, so another holder)
         # would otherwise skip polling until they expire.
-        for account in self.settings.accounts:
+        # A daemon that never ran a cycle holds no lease (and may have no database at all).
+        for account in self.settings.accounts if self.last_cycle is not None else ():
             try:
                 for lease in (poll_lease_name(account), turn_lease_name(account)):
                     self.store.release_lease(lease, self.settings.daemon.worker_id)
@@ -177,6 +196,8 @@ class Daemon:
             connector.close()
         self.alerter.close()
         self.store.close()
+        if self._runs is not self.store:
+            self._runs.close()
 
     # -- cycles ----------------------------------------------------------------------------
     def run_cycle(self) -> CycleReport:
@@ -219,11 +240,16 @@ class Daemon:
     ) -> CycleReport:
         with self._lock:
             started = self.clock()
-            t0 = time.monotonic()
+            t0 = self.last_progress = time.monotonic()
+            kind = f"dry-{kind}" if self.dry_run else kind
             report = CycleReport(kind=kind, started_at=started)
             run_id: int | None = None
             try:
-                run_id = self.store.start_run(kind, self.settings.daemon.worker_id, started)
+                roll_back(self.store)  # a dry run's earlier reads may hold SQLite's lock
+                run_id = self._runs.start_run(kind, self.settings.daemon.worker_id, started)
+                report.run_id = run_id
+                # Every log line of this cycle carries the run id `syncd status` shows.
+                structlog.contextvars.bind_contextvars(run_id=run_id)
                 for account in self.settings.accounts.values():
                     if self.stop.is_set():
                         break
@@ -241,9 +267,10 @@ class Daemon:
             finally:
                 report.seconds = time.monotonic() - t0
                 status = "ok" if report.ok else ("auth_failed" if report.auth_failures else "error")
+                roll_back(self.store)  # a dry run's writes end here, before its run record
                 if run_id is not None:
                     try:
-                        self.store.finish_run(
+                        self._runs.finish_run(
                             run_id,
                             status,
                             report.as_dict(),
@@ -253,6 +280,7 @@ class Daemon:
                         log.error("could not record the run", error=_db_problem(exc))
                 self._update_metrics(report)
                 self.last_cycle = report
+                structlog.contextvars.unbind_contextvars("run_id")
             return report
 
     def _targets_in_use(self) -> list[str]:
@@ -272,7 +300,7 @@ class Daemon:
         refetch: bool = False,
     ) -> None:
         daemon = self.settings.daemon
-        kind = report.kind
+        kind = report.kind.removeprefix("dry-")  # a dry run reads as its kind would
         lease = PollLease(self.store, account.name, daemon.worker_id, daemon.poll_lease_seconds)
         if kind == "backfill":
             if not lease.wait(daemon.backfill_wait_seconds, self.stop):
@@ -429,11 +457,12 @@ class Daemon:
             return
         target = self.settings.targets[name]
         regions = {a.name: a.region for a in self.settings.accounts.values()}
+        stats = DeliveryStats()
         try:
-            stats = deliver_target(
+            deliver_target(
                 self.store, self.connector(name), target, self.settings.daemon,
                 regions=regions, stop=self.stop, dry_run=self.dry_run, clock=self.clock,
-                on_batch=self.on_batch,
+                on_batch=self.on_batch, stats=stats,
             )  # fmt: skip
             report.targets[name] = stats
             self.paused.pop(name, None)
@@ -453,6 +482,13 @@ class Daemon:
         except RetriableError as exc:
             report.errors.append(f"{name}: {exc}")
             log.warning("CRM unavailable; deliveries will be retried", target=name, error=str(exc))
+        finally:
+            # What this replica settled, failed batches included (a dry run settles nothing).
+            if not self.dry_run:
+                for outcome in ("done", "review", "skipped", "retry", "dead"):
+                    self.metrics.delivery_outcomes.labels(target=name, outcome=outcome).inc(
+                        getattr(stats, outcome)
+                    )
 
     def _update_metrics(self, report: CycleReport) -> None:
         m = self.metrics
@@ -460,26 +496,43 @@ class Daemon:
             m.messages_fetched.labels(account=account).inc(stats.fetched)
             m.messages_new.labels(account=account).inc(stats.new)
             m.messages_quarantined.labels(account=account).inc(stats.quarantined)
-            m.source_requests.labels(account=account, kind="list").inc(stats.windows)
-            m.source_requests.labels(account=account, kind="detail").inc(stats.details)
+            m.source_reads.labels(account=account, kind="list").inc(stats.windows)
+            m.source_reads.labels(account=account, kind="detail").inc(stats.details)
             if report.ok:
                 m.last_success_timestamp.labels(account=account).set(report.started_at.timestamp())
         m.cycle_duration_seconds.labels(kind=report.kind).observe(report.seconds)
+        result = "ok" if report.ok else ("auth_failed" if report.auth_failures else "error")
+        m.cycles.labels(kind=report.kind, result=result).inc()
+        for name in report.targets:
+            failed_here = any(e.startswith(f"{name}:") for e in report.errors)
+            if not failed_here and not self.dry_run:
+                m.target_last_success_timestamp.labels(target=name).set(
+                    report.started_at.timestamp()
+                )
         for name, connector in self._connectors.items():
             # Optional: connectors that know their API quota (Salesforce's Sforce-Limit-Info).
             usage = getattr(connector, "api_usage", None)
             if isinstance(usage, tuple) and len(usage) == 2:
                 m.set_api_usage(name, int(usage[0]), int(usage[1]))
         try:
-            counts = self.store.counts()
+            # Database-wide gauges from one replica only, so a sum over replicas is right.
+            daemon = self.settings.daemon
+            ttl = max(daemon.lease_seconds, daemon.interval_seconds * 3)
+            if not self._runs.acquire_lease("metrics", daemon.worker_id, ttl, self.clock()):
+                m.drop_database_gauges()
+                return
+            counts = self._runs.counts()
+            oldest = self._runs.oldest_pending()
             gaps: dict[str, int] = dict.fromkeys(self.settings.accounts, 0)
-            for gap in open_gaps(self.store):
+            for gap in open_gaps(self._runs):
                 gaps[gap.account] = gaps.get(gap.account, 0) + gap.missing
         except Exception:  # metrics must never break a cycle
             return
+        m.database_gauges_exporter.set(1)
         for account, missing in gaps.items():
             m.source_gap_days.labels(account=account).set(missing)
         m.set_deliveries({(t, s): n for t, states in counts.items() for s, n in states.items()})
+        m.set_oldest_pending(oldest, set(self._targets_in_use()), self.clock())
 
     # -- readiness -------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:

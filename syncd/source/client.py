@@ -16,6 +16,7 @@ message built here contains it.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import random
 import time
@@ -281,7 +282,10 @@ class BerkshireClient:
             return [one(summary) for summary in summaries]
         # httpx.Client is thread-safe: the workers share its connection pool.
         with ThreadPoolExecutor(workers, thread_name_prefix="berkshire-detail") as pool:
-            futures = [pool.submit(one, summary) for summary in summaries]
+            # Each fetch runs in a copy of the caller's context: its log lines keep the run id.
+            futures = [
+                pool.submit(contextvars.copy_context().run, one, summary) for summary in summaries
+            ]
             try:
                 wait(futures, return_when=FIRST_EXCEPTION)
             finally:

@@ -151,8 +151,8 @@ def test_an_email_only_in_the_detail_reaches_the_crm_with_one_detail_request_eac
     assert berkshire.counts["list"] == sum(windows)
     assert [r.accounts["demo"].details for r in reports] == [total, 0, 0]
     metric = d.metrics.registry.get_sample_value
-    assert metric("syncd_source_requests_total", {"account": "demo", "kind": "detail"}) == total
-    assert metric("syncd_source_requests_total", {"account": "demo", "kind": "list"}) == sum(
+    assert metric("syncd_source_reads_total", {"account": "demo", "kind": "detail"}) == total
+    assert metric("syncd_source_reads_total", {"account": "demo", "kind": "list"}) == sum(
         windows
     )
     # The list holds no email: it came from the detail's custom-field table.
