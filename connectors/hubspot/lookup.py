@@ -301,6 +301,8 @@ class Reader:
             body: dict[str, Any] = {
                 "inputs": [{"id": i} for i in chunk],
                 "properties": list(properties),
+                # Required by HubSpot's published schema (BatchReadInputSimplePublicObjectId).
+                "propertiesWithHistory": [],
             }
             if id_property:
                 body["idProperty"] = id_property

@@ -245,6 +245,8 @@ class _PropertyDef:
         return {
             "name": self.name,
             "label": self.label or self.name.replace("_", " ").title(),
+            "description": "",
+            "options": [],
             "type": "string",
             "fieldType": "text",
             "groupName": self.group or _default_group(object_type),
@@ -873,7 +875,8 @@ class HubSpotEmulator(Emulator):
             "completedAt": _now_iso(),
         }
         if errors:
-            body["errors"] = errors
+            # HubSpot's StandardError: every item carries links and errors (often empty).
+            body["errors"] = [{"links": {}, "errors": [], "context": {}, **e} for e in errors]
             body["numErrors"] = len(errors)
             return json_response(body, status=207)
         return json_response(body, status=status)
