@@ -8,7 +8,7 @@ target's TOML table) are documented on :class:`HubSpotOptions`; the essentials::
     access_token_env = "HUBSPOT_TOKEN"  # or access_token_file
     activity = "note"  # or "call"
     caller_key_property = "syncd_key"  # unique contact property: idempotent creates
-    marker_property = "syncd_marker"  # unique note/call/task property: crash recovery
+    marker_property = "syncd_marker"  # note/call/task property (not unique): crash recovery
 
 What a message costs, counted by the emulator (tests/integration/test_request_budget.py): a
 known caller's note is one request, shared by up to 100 notes; a new caller costs one contacts
