@@ -286,10 +286,6 @@ class Transport:
             return ApiResult(_MALFORMED, _parse_body(raw), headers)
         return ApiResult(response.status, _parse_body(raw), headers)
 
-    def pause(self, attempt: int) -> None:
-        """Wait as between two retries (for a caller that retries on its own terms)."""
-        self._sleep(self._backoff(attempt))
-
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self._options.backoff_cap, 0.5 * (2**attempt))
         return self._rng.uniform(ceiling / 2, ceiling)

@@ -7,7 +7,8 @@ What makes it safe to repeat after a crash or a timeout:
 * notes/calls/tasks carry the syncd marker in ``marker_property``, which is *not* unique
   (HubSpot has no unique-value properties on activities). A create is never sent twice on
   our own: after an answer that leaves it unknown whether it landed, the chunk's records are
-  read back (:mod:`connectors.hubspot.markers`) and only what is missing is sent again;
+  read back (:mod:`connectors.hubspot.markers`), what landed is kept and the rest is left to
+  a later attempt, in doubt (a write still on its way in could land after a read);
 * a plan the daemon marks ``in_doubt`` (an earlier attempt may have reached HubSpot) has each
   part found before it is written: the contact by caller key (batch read by ``idProperty``),
   the activity and the emergency task by marker on that contact. Only missing parts are
@@ -509,13 +510,12 @@ class _Run:
         return None
 
     def _update_refused(self, entry: _Update, result: ApiResult) -> None:
-        held = _EXISTING_ID.search(result.message) if result.status == 409 else None
-        if held and entry.properties.pop("email", None):
+        if result.status == 409 and entry.properties.pop("email", ""):
             # The caller gave an email another contact already has (HubSpot keeps emails
-            # unique): that contact keeps it; this one gets the rest, and its activity.
+            # unique; its answer to an update names no holder): that contact keeps it; this
+            # one gets the rest, and its activity.
             log.warning(
-                "HubSpot contact %s holds the email the caller gave; not copied to %s",
-                held.group(1),
+                "another HubSpot contact holds the email the caller gave; not copied to %s",
                 entry.record_id,
             )
             retried = self._send_updates([entry]) if entry.properties else None
@@ -681,7 +681,7 @@ class _Run:
 
         A create is not idempotent here (no unique activity property): when HubSpot's answer
         leaves it unknown whether the chunk landed, the chunk's records are read back by
-        marker and only the missing ones are sent again, once."""
+        marker; what landed is kept, the rest is left to a later attempt in doubt."""
 
         def association(work: _Work) -> dict[str, Any]:
             target = _OBJECT_TYPES.get(work.record_kind, "contacts")
@@ -704,20 +704,16 @@ class _Run:
             )
 
         def send(chunk: list[_Work]) -> ApiResult | None:
-            attempt = 0
-            while True:
-                try:
-                    result = create(chunk)
-                    break
-                except InDoubt:
-                    self._wrote = True  # perhaps: the contacts written so far must be kept
-                    if attempt >= self._options.max_retries:
-                        raise  # the daemon retries later, in doubt
-                    self._t.pause(attempt)
-                    attempt += 1
-                    chunk = self._landed(object_type, chunk, assign)
-                    if not chunk:
-                        return None
+            try:
+                result = create(chunk)
+            except InDoubt as exc:
+                # Keep what has landed; never resend now: a write still on its way in
+                # (a slow server) would land after our read and make two. The daemon
+                # retries the rest later, in doubt, and reads again first.
+                self._wrote = True
+                for work in self._landed(object_type, chunk, assign):
+                    work.fail(str(exc), retriable=True)
+                return None
             if not result.ok:
                 return result
             self._wrote = True

@@ -824,14 +824,16 @@ class HubSpotEmulator(Emulator):
                 continue
             holder = self._find_unique(object_type, name, value)
             if holder is not None and holder.id != own_id:
-                if object_type == "contacts" and name == "email":
+                if object_type == "contacts" and name == "email" and own_id is None:
+                    # Documented for create only (contacts API guide).
                     raise _Refused(
                         409, f"Contact already exists. Existing ID: {holder.id}", "CONFLICT"
                     )
+                # Elsewhere HubSpot documents no text: ours names no holder (less forgiving).
                 raise _Refused(
                     409,
                     f"A {_SINGULAR[object_type].lower()} with the unique value {value!r} for "
-                    f"property {name!r} already exists. Existing ID: {holder.id}",
+                    f"property {name!r} already exists.",
                     "CONFLICT",
                 )
             key = (name, value.casefold())

@@ -134,22 +134,21 @@ def test_a_lost_or_garbled_answer_to_a_create_never_doubles_it(
 def test_a_malformed_answer_with_no_retry_left_is_retriable_not_a_traceback(
     emulator: HubSpotEmulator,
 ) -> None:
-    contact = emulator.seed_contact(first_name="Known")
     emulator.after_write = answer_once(
-        "notes.batch_create", Response(status=200, body=b"{", headers={})
+        "contacts.batch_upsert", Response(status=200, body=b"{", headers={})
     )
     connector = connect(emulator, max_retries=0)
+    new = plan(1)
 
-    [first] = connector.apply([plan(1, action=Action.LOG, record_id=contact)])
+    # The contact landed, the answer is unreadable, nothing else was written: the call
+    # fails as a whole, retriable (the daemon retries in doubt), never a traceback.
+    with pytest.raises(RetriableError):
+        connector.apply([new])
 
-    # It may have landed: a retriable failure the daemon retries in doubt, never a traceback.
-    assert not first.ok
-    assert first.retriable
-    [again] = connector.apply(
-        [replace(plan(1, action=Action.LOG, record_id=contact), in_doubt=True)]
-    )
+    [again] = connector.apply([replace(new, in_doubt=True)])
     assert again.ok
-    assert again.reconciled
+    assert not again.reconciled  # the note was still missing
+    assert len(emulator.contacts()) == 1
     assert len(emulator.activities()) == 1
 
 
