@@ -164,9 +164,6 @@ class Rig:
         assert berkshire is not None
         message_callers = callers_of(berkshire.messages, self.world.callers)
         audits = {}
-        # The audit finds every marker again by find_activities, which may search (HubSpot):
-        # old history by then. Let the emulators' search lag pass; the faults ran under it.
-        time.sleep(max((self.world.emulators[n].search_lag for n in targets), default=0.0))
         for name in targets:
             target = self.settings.targets[name]
             connector = load_factory(target.type)(TargetContext(name, target.options))

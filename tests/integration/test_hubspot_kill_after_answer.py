@@ -114,7 +114,6 @@ def test_sigkill_between_hubspots_answer_and_our_commit_doubles_nothing() -> Non
             )
             status = crash_soak._status(config, env)
 
-        time.sleep(emulator.search_lag)  # the audit finds markers by search: old history
         settings = world.settings(database_url)
         assert world.berkshire is not None
         message_callers = callers_of(world.berkshire.messages, world.callers)
