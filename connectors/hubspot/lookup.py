@@ -39,13 +39,13 @@ __all__ = ["Reader"]
 log = logging.getLogger(__name__)
 
 READ_BATCH = 100
-# HubSpot fills these from ``phone``/``mobilephone``: national digits, no country code.
+# HubSpot fills these from ``phone``/``mobilephone``: the number "without country code".
+# They are all a phone search asks: ``phone`` EQ compares strings exactly, so asking it for
+# E.164 only found numbers stored as E.164, whose country code HubSpot strips anyway.
 _CALCULATED_PHONE_PROPERTIES = (
     "hs_searchable_calculated_phone_number",
     "hs_searchable_calculated_mobile_number",
 )
-# Searched with E.164 too, for records HubSpot could not calculate a number for.
-_RAW_PHONE_PROPERTIES = ("phone", "mobilephone")
 
 _OBJECT_TYPES = {"contact": "contacts", "company": "companies"}
 
@@ -185,8 +185,6 @@ class Reader:
             national = list(dict.fromkeys(national))
             for prop in _CALCULATED_PHONE_PROPERTIES:
                 groups += in_groups(prop, national, cap)
-            for prop in _RAW_PHONE_PROPERTIES:
-                groups += in_groups(prop, phones, cap)
         # Values are sent lowercased so the match does not depend on how HubSpot folds case.
         emails = [k.value.casefold() for k in by_kind.get(KeyKind.EMAIL, [])]
         groups += in_groups("email", emails, cap)
