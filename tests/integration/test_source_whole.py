@@ -152,9 +152,7 @@ def test_an_email_only_in_the_detail_reaches_the_crm_with_one_detail_request_eac
     assert [r.accounts["demo"].details for r in reports] == [total, 0, 0]
     metric = d.metrics.registry.get_sample_value
     assert metric("syncd_source_reads_total", {"account": "demo", "kind": "detail"}) == total
-    assert metric("syncd_source_reads_total", {"account": "demo", "kind": "list"}) == sum(
-        windows
-    )
+    assert metric("syncd_source_reads_total", {"account": "demo", "kind": "list"}) == sum(windows)
     # The list holds no email: it came from the detail's custom-field table.
     headers = {"X-API-EMAIL": berkshire.email, "X-API-TOKEN": berkshire.token}
     listed = httpx.get(f"{berkshire.base_url}/v2/messages", headers=headers).text
