@@ -32,6 +32,10 @@ def run_check(settings: Settings, out: TextIO | None = None) -> int:
     results += [CheckResult("config warning", False, w) for w in settings.warnings]
     exposed = exposure_warnings(settings.daemon.health_address, settings.daemon.console_token)
     results += [CheckResult("config warning", False, w) for w in exposed]
+    results.append(_check_database(settings.daemon.database_url))
+    health = _check_health_port(settings.daemon.health_address)
+    if health is not None:
+        results.append(health)
     auth_failed = False
     for account in settings.accounts.values():
         name = f"source account {account.name} ({account.base_url})"
@@ -86,3 +90,66 @@ def run_check(settings: Settings, out: TextIO | None = None) -> int:
     if auth_failed:
         return 3
     return 0 if all(r.ok for r in results if r.name != "config warning") else 1
+
+
+def _check_database(url: str) -> CheckResult:
+    """The state store opens and answers; its schema revision against this version's head."""
+    from syncd.startup import database_startup, masked_url
+    from syncd.store import migrate
+    from syncd.store.store import Store
+
+    name = f"database {masked_url(url)}"
+    try:
+        with database_startup(url):
+            store = Store(url)
+            try:
+                store.ping()
+                current = store.schema_revision()
+            finally:
+                store.close()
+    except SyncdError as exc:
+        return CheckResult(name, False, str(exc).removeprefix("syncd.database_url: "))
+    head = migrate.head_revision()
+    if current == head:
+        return CheckResult(name, True, f"reachable; schema at {current}")
+    return CheckResult(
+        name, True, f"reachable; schema at {current}, `syncd migrate` takes it to {head}"
+    )
+
+
+def _check_health_port(address: str) -> CheckResult | None:
+    """The health address can be bound, or a syncd already answers there."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from syncd.config import parse_address
+
+    parsed = parse_address(address)
+    if parsed is None:
+        return None
+    host, port = parsed
+    name = f"health address {address}"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, port))
+        return CheckResult(name, True, "free to listen on")
+    except OSError as exc:
+        bind_error = exc.strerror or str(exc)
+    probe_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    url = (
+        f"http://[{probe_host}]:{port}/healthz"
+        if ":" in probe_host
+        else f"http://{probe_host}:{port}/healthz"
+    )
+    try:
+        with urllib.request.urlopen(url, timeout=3) as answer:  # noqa: S310 - http on our address
+            server = answer.headers.get("Server", "")
+    except urllib.error.HTTPError as exc:  # a syncd that is not alive answers 503
+        server = exc.headers.get("Server", "")
+    except OSError:
+        server = ""
+    if server.startswith("syncd-health"):
+        return CheckResult(name, True, "in use by a running syncd (it answers /healthz)")
+    return CheckResult(name, False, f"cannot listen: {bind_error}")

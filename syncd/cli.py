@@ -12,6 +12,7 @@ import threading
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from typing import NoReturn
 
 import structlog
 
@@ -35,6 +36,36 @@ def _default_config() -> str | None:
     return next((p for p in DEFAULT_CONFIG_PATHS if Path(p).is_file()), None)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (``syncd review: argument ...``), exit 2, never a traceback."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+_DB_ID_MAX = 2**63 - 1  # the largest id a BIGINT column holds (SQLite and PostgreSQL)
+
+
+def _row_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a delivery id: {text!r}") from exc
+    if not 1 <= value <= _DB_ID_MAX:
+        raise argparse.ArgumentTypeError(f"no such delivery id: {text!r} (out of range)")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from exc
+    if not 1 <= value <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 10000000: {text!r}")
+    return value
+
+
 def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -43,12 +74,14 @@ def _date(text: str) -> date:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="syncd",
         description="Keep a CRM in step with a Berkshire Receptionists answering-service account.",
     )
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     def with_config(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -70,13 +103,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--from", dest="start", type=_date, metavar="YYYY-MM-DD")
     run.add_argument("--to", dest="end", type=_date, metavar="YYYY-MM-DD")
+    run.add_argument(
+        "--refetch",
+        action="store_true",
+        help="with --backfill: read windows already done again, and every message's detail",
+    )
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="with --dry-run: print the whole plan as one JSON object (last line)",
+    )
+    run.add_argument(
+        "--metrics-textfile",
+        metavar="PATH",
+        help="after --once or --backfill, write the metrics there (node_exporter textfile)",
+    )
 
     demo = sub.add_parser(
         "demo", help="sync the bundled sandbox end to end (no credentials, no network)"
     )
     demo.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    demo.add_argument("--messages", type=int, default=200, metavar="N")
-    demo.add_argument("--callers", type=int, default=None, metavar="K")
+    demo.add_argument("--messages", type=_count, default=200, metavar="N")
+    demo.add_argument("--callers", type=_count, default=None, metavar="K")
     demo.add_argument("--seed", type=int, default=7)
 
     sandbox = sub.add_parser(
@@ -97,11 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--database-url", default="sqlite:///syncd-sandbox.db", help="for --config-out"
     )
 
-    for name, text in (
-        ("migrate", "upgrade the state store's schema"),
-        ("check", "validate the config and reach the source and every CRM"),
-    ):
-        with_config(sub.add_parser(name, help=text))
+    with_config(sub.add_parser("migrate", help="upgrade the state store's schema"))
+    check = sub.add_parser(
+        "check", help="validate the config; reach the database, the source and every CRM"
+    )
+    with_config(check)
+    check.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print every key's effective value and its source (file, env, default); "
+        "secrets masked; contacts nothing",
+    )
+    health = sub.add_parser(
+        "health", help="probe the running daemon's /readyz (exit 0 ready, 1 not); for HEALTHCHECK"
+    )
+    with_config(health)
+    health.add_argument(
+        "--live", action="store_true", help="probe /healthz (alive) instead of /readyz"
+    )
+    health.add_argument("--timeout", type=float, default=4.0, metavar="SECONDS")
     setup = sub.add_parser("setup", help="create the fields and properties a target needs")
     with_config(setup)
     setup.add_argument("--target", required=True, help="the target to set up")
@@ -122,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--target", help="only this target")
     review = sub.add_parser("review", help="settle a delivery held for review (see `syncd status`)")
     with_config(review)
-    review.add_argument("delivery_id", type=int, metavar="DELIVERY_ID")
+    review.add_argument("delivery_id", type=_row_id, metavar="DELIVERY_ID")
     choice = review.add_mutually_exclusive_group(required=True)
     choice.add_argument("--record", metavar="CRM_ID", help="attach the message to this CRM record")
     choice.add_argument(
@@ -138,11 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _config_path(args: argparse.Namespace) -> str:
     path = args.config or _default_config()
     if not path:
         raise ConfigError("no config file: pass --config PATH or set SYNCD_CONFIG", key="--config")
-    settings = load_settings(path)
+    return str(path)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    path = _config_path(args)
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        if exc.key == "--config" and not args.config and os.environ.get("SYNCD_CONFIG"):
+            reason = str(exc).removeprefix("--config: ")
+            raise ConfigError(reason, key="SYNCD_CONFIG") from exc
+        raise
     d = settings.daemon
     configure_logging(level=d.log_level, fmt=d.log_format, mask_phones=d.mask_phones)
     for warning in settings.warnings:
@@ -157,7 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args, parser)
     except ConfigError as exc:
-        print(f"syncd: configuration error: {exc}", file=sys.stderr)
+        # One line, whatever the cause: a TOML error or a driver's message may span several.
+        line = " ".join(redact_text(str(exc)).split())
+        print(f"syncd: configuration error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except AuthError as exc:
         print(f"syncd: authentication failed: {exc}", file=sys.stderr)
@@ -180,27 +255,52 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
     if command == "sandbox":
         return _sandbox(args)
+    if command == "health":
+        from syncd.probe import probe
+
+        return probe(_config_path(args), live=args.live, timeout=args.timeout)
     settings = _settings(args)
+    installed = _installed_connectors()
+    for target in settings.targets.values():
+        if target.type not in installed:
+            raise ConfigError(
+                f"no connector {target.type!r} installed "
+                f"(installed: {', '.join(sorted(installed))})",
+                key=f"targets.{target.name}.type",
+            )
     if command == "run":
         return _run(args, parser, settings)
     if command == "check":
         from syncd.check import run_check
 
+        if args.show_config:
+            from syncd.showconfig import print_config
+
+            print_config(settings, sys.stdout)
+            return EXIT_OK
         return run_check(settings)
     if command == "setup":
         from syncd.setup import run_setup
 
         return run_setup(settings, args.target, dry_run=args.dry_run)
 
+    from syncd.startup import database_startup
     from syncd.store.store import Store
 
-    store = Store(settings.daemon.database_url)
+    if getattr(args, "target", None) and args.target not in settings.targets:
+        known = ", ".join(sorted(settings.targets)) or "none"
+        raise ConfigError(f"unknown target {args.target!r} (configured: {known})", key="--target")
+    with database_startup(settings.daemon.database_url):
+        store = Store(settings.daemon.database_url)
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
     try:
         if command == "migrate":
-            store.migrate()
             print(f"schema at revision {store.schema_revision()}")
             return EXIT_OK
-        store.migrate()
         if command == "status" and args.message:
             from syncd.status import print_message_log
 
@@ -211,8 +311,6 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print_status(collect_status(settings, store), sys.stdout, args.json)
             return EXIT_OK
         if command == "replay":
-            if args.target and args.target not in settings.targets:
-                raise ConfigError(f"unknown target {args.target!r}", key="--target")
             count = store.replay(args.message_id, target=args.target)
             if not count:
                 print(f"syncd: no delivery found for message {args.message_id!r}", file=sys.stderr)
@@ -248,15 +346,27 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, settings: Se
             parser.error("--backfill needs --from YYYY-MM-DD and --to YYYY-MM-DD")
         if args.end < args.start:
             parser.error("--to is before --from")
-    elif args.start or args.end:
-        parser.error("--from/--to are only for --backfill")
-    daemon = Daemon(settings, dry_run=args.dry_run)
+    elif args.start or args.end or args.refetch:
+        parser.error("--from/--to/--refetch are only for --backfill")
+    if args.json and not args.dry_run:
+        parser.error("--json is for --dry-run")
+    if args.metrics_textfile and not (args.once or args.backfill or args.dry_run):
+        parser.error("--metrics-textfile is for --once and --backfill runs")
+    from syncd.startup import database_startup
+
+    with database_startup(settings.daemon.database_url):
+        daemon = Daemon(settings, dry_run=args.dry_run)
     try:
-        daemon.migrate()
+        with database_startup(settings.daemon.database_url):
+            daemon.migrate()
+        # Connectors validate their options when built (no request is made): a bad one is a
+        # one-line start-up error here, not a failure in every cycle.
+        for name in dict.fromkeys(t for a in settings.accounts.values() for t in a.targets):
+            daemon.connector(name)
         if args.backfill:
             from syncd.progress import run_backfill
 
-            report = run_backfill(daemon, args.start, args.end)
+            report = run_backfill(daemon, args.start, args.end, refetch=args.refetch)
         elif args.once or args.dry_run:
             report = daemon.run_cycle()
         else:
@@ -268,26 +378,25 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, settings: Se
         for failure in report.auth_failures:
             print(f"syncd: authentication failed: {redact_text(failure)}", file=sys.stderr)
         if args.dry_run:
-            _print_plans(daemon)
+            from syncd.dryrun_report import print_plans
+
+            print_plans(
+                daemon._connectors,
+                sys.stdout,
+                as_json=args.json,
+                mask=settings.daemon.mask_phones,
+            )
+        if args.metrics_textfile:
+            daemon.metrics.write_textfile(args.metrics_textfile)
         return report.exit_code
     finally:
         daemon.close()
 
 
-def _print_plans(daemon: object) -> None:
-    from syncd.daemon import Daemon
+def _installed_connectors() -> set[str]:
+    from syncd.connector import available
 
-    assert isinstance(daemon, Daemon)
-    for name, connector in daemon._connectors.items():
-        plans = getattr(connector, "plans", [])
-        print(f"[dry-run] target {name}: {len(plans)} planned deliveries (nothing written)")
-        for plan in plans[:200]:
-            who = plan.record_id or f"new {plan.record_kind} ({plan.caller_key})"
-            fields = ", ".join(sorted(plan.fields)) or "-"
-            print(
-                f"  {plan.message.message_id}: {plan.action.value:6} {who}  fields: {fields}  "
-                f"activity: {plan.activity.subject}"
-            )
+    return set(available())
 
 
 def _sandbox(args: argparse.Namespace) -> int:

@@ -60,10 +60,14 @@ def read_secret(options: Mapping[str, Any], name: str) -> str | None:
     file_name = options.get(f"{name}_file")
     if isinstance(file_name, str) and file_name:
         try:
-            return Path(file_name).expanduser().read_text(encoding="utf-8").strip()
+            # "$CREDENTIALS_DIRECTORY/token": one config for every systemd unit's credentials.
+            path = Path(os.path.expandvars(file_name)).expanduser()
+            return path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             reason = f"cannot read secret file: {exc.strerror}"
             raise ConfigError(reason, key=f"{name}_file") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError("secret file is not UTF-8 text", key=f"{name}_file") from exc
     inline = options.get(name)
     if isinstance(inline, str) and inline:
         return inline

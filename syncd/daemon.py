@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -22,11 +23,21 @@ from syncd.alerts import Alerter
 from syncd.config import AccountSettings, Settings
 from syncd.connector import Connector, TargetContext, load_factory
 from syncd.deliver import DeliveryStats, TargetPaused, deliver_target
+from syncd.dryrun_store import roll_back, rolled_back_store
 from syncd.errors import AuthError, RetriableError, SyncdError
-from syncd.ingest import IngestStats, WindowCallback, backfill_days, ingest_days, poll_days
+from syncd.ingest import (
+    IngestStats,
+    WindowCallback,
+    backfill_days,
+    ingest_days,
+    poll_plan,
+    reconcile_days,
+)
 from syncd.logging import register_secret
-from syncd.metrics import Metrics
+from syncd.metrics import Metrics, ObservingTransport
+from syncd.polling import PollLease, poll_lease_name, take_turn, turn_lease_name
 from syncd.source.client import BerkshireClient
+from syncd.store.source_state import first_read_day, open_gaps, record_gap
 from syncd.store.store import Store
 
 __all__ = ["CycleReport", "Daemon"]
@@ -45,6 +56,7 @@ class CycleReport:
     targets: dict[str, DeliveryStats] = field(default_factory=dict)
     auth_failures: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    run_id: int | None = None
 
     @property
     def ingest(self) -> IngestStats:
@@ -67,6 +79,7 @@ class CycleReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "run_id": self.run_id,
             "kind": self.kind,
             "seconds": round(self.seconds, 3),
             "accounts": {name: s.as_dict() for name, s in self.accounts.items()},
@@ -90,10 +103,18 @@ class Daemon:
         self.settings = settings
         self.dry_run = dry_run
         self.metrics = metrics or Metrics()
-        self.alerter = alerter or Alerter(settings.daemon.alert_webhook_url)
+        # A dry run tells nobody about what it only pretended to do.
+        self.alerter = alerter or Alerter(None if dry_run else settings.daemon.alert_webhook_url)
         self.clock = clock
         self.stop = stop or threading.Event()
         self.store = Store(settings.daemon.database_url)
+        # Run history always goes to the real store; a dry run does everything else on a
+        # store whose writes are rolled back (syncd.dryrun_store), so it changes no state.
+        self._runs = self.store
+        if dry_run:
+            self.store = rolled_back_store(settings.daemon.database_url)
+        # Last sign of life of a running cycle (a source or CRM answer): the watchdog reads it.
+        self.last_progress = time.monotonic()
         self._clients: dict[str, BerkshireClient] = {}
         self._connectors: dict[str, Connector] = {}
         self.paused: dict[str, tuple[datetime, str]] = {}
@@ -118,8 +139,10 @@ class Daemon:
                 account.email,
                 account.token,
                 timeout=account.timeout_seconds,
+                deadline_seconds=account.deadline_seconds,
                 fetch_details=account.fetch_details,
                 detail_concurrency=account.detail_concurrency,
+                transport=ObservingTransport(partial(self._observe_source, account.name)),
             )
         return self._clients[account.name]
 
@@ -145,19 +168,26 @@ class Daemon:
             self._connectors[name] = connector
         return self._connectors[name]
 
+    def _observe_source(self, account: str, status: int) -> None:
+        self.last_progress = time.monotonic()
+        self.metrics.source_requests.labels(account=account, status=str(status)).inc()
+
     def _observe(self, target: str, endpoint: str, status: int, waited: float) -> None:
+        self.last_progress = time.monotonic()
         self.crm_waited[target] += waited
         self.metrics.observe_request(target, endpoint, status, waited)
 
     def migrate(self) -> None:
-        self.store.migrate()
+        self._runs.migrate()
 
     def close(self) -> None:
         # Hand the poll leases back: the next `run --once` (another pid, so another holder)
         # would otherwise skip polling until they expire.
-        for account in self.settings.accounts:
+        # A daemon that never ran a cycle holds no lease (and may have no database at all).
+        for account in self.settings.accounts if self.last_cycle is not None else ():
             try:
-                self.store.release_lease(f"poll:{account}", self.settings.daemon.worker_id)
+                for lease in (poll_lease_name(account), turn_lease_name(account)):
+                    self.store.release_lease(lease, self.settings.daemon.worker_id)
             except Exception:  # a database that is gone must not hide why we are closing
                 log.warning("could not release poll lease", account=account)
         for client in self._clients.values():
@@ -166,6 +196,8 @@ class Daemon:
             connector.close()
         self.alerter.close()
         self.store.close()
+        if self._runs is not self.store:
+            self._runs.close()
 
     # -- cycles ----------------------------------------------------------------------------
     def run_cycle(self) -> CycleReport:
@@ -173,25 +205,55 @@ class Daemon:
         return self._cycle("poll", None, None)
 
     def backfill(
-        self, start: date, end: date, on_window: WindowCallback | None = None
+        self,
+        start: date,
+        end: date,
+        on_window: WindowCallback | None = None,
+        *,
+        refetch: bool = False,
     ) -> CycleReport:
-        """Fetch ``start..end`` by day windows (resuming after finished ones), then deliver."""
-        return self._cycle("backfill", (start, end), on_window)
+        """Fetch ``start..end`` by day windows (resuming after finished ones; ``refetch``:
+        every window again, every detail too), then deliver."""
+        return self._cycle("backfill", (start, end), on_window, refetch=refetch)
+
+    def reconcile(self) -> CycleReport:
+        """Re-read the last ``reconcile_days`` days of every account (late and changed
+        messages), then deliver. Its own run record: kind ``reconcile``."""
+        return self._cycle("reconcile", None, None)
+
+    def reconcile_due(self) -> bool:
+        daemon = self.settings.daemon
+        if daemon.reconcile_days <= 0:
+            return False
+        last = self.store.last_success("reconcile")
+        if last is None:
+            return True
+        return (self.clock() - last).total_seconds() >= daemon.reconcile_interval_seconds
 
     def _cycle(
-        self, kind: str, span: tuple[date, date] | None, on_window: WindowCallback | None
+        self,
+        kind: str,
+        span: tuple[date, date] | None,
+        on_window: WindowCallback | None,
+        *,
+        refetch: bool = False,
     ) -> CycleReport:
         with self._lock:
             started = self.clock()
-            t0 = time.monotonic()
+            t0 = self.last_progress = time.monotonic()
+            kind = f"dry-{kind}" if self.dry_run else kind
             report = CycleReport(kind=kind, started_at=started)
             run_id: int | None = None
             try:
-                run_id = self.store.start_run(kind, self.settings.daemon.worker_id, started)
+                roll_back(self.store)  # a dry run's earlier reads may hold SQLite's lock
+                run_id = self._runs.start_run(kind, self.settings.daemon.worker_id, started)
+                report.run_id = run_id
+                # Every log line of this cycle carries the run id `syncd status` shows.
+                structlog.contextvars.bind_contextvars(run_id=run_id)
                 for account in self.settings.accounts.values():
                     if self.stop.is_set():
                         break
-                    self._ingest_account(account, report, started, span, on_window)
+                    self._ingest_account(account, report, started, span, on_window, refetch)
                 for name in self._targets_in_use():
                     if self.stop.is_set():
                         break
@@ -205,9 +267,10 @@ class Daemon:
             finally:
                 report.seconds = time.monotonic() - t0
                 status = "ok" if report.ok else ("auth_failed" if report.auth_failures else "error")
+                roll_back(self.store)  # a dry run's writes end here, before its run record
                 if run_id is not None:
                     try:
-                        self.store.finish_run(
+                        self._runs.finish_run(
                             run_id,
                             status,
                             report.as_dict(),
@@ -217,6 +280,7 @@ class Daemon:
                         log.error("could not record the run", error=_db_problem(exc))
                 self._update_metrics(report)
                 self.last_cycle = report
+                structlog.contextvars.unbind_contextvars("run_id")
             return report
 
     def _targets_in_use(self) -> list[str]:
@@ -233,12 +297,32 @@ class Daemon:
         started: datetime,
         span: tuple[date, date] | None,
         on_window: WindowCallback | None,
+        refetch: bool = False,
     ) -> None:
         daemon = self.settings.daemon
-        lease = f"poll:{account.name}"
-        ttl = max(daemon.lease_seconds, daemon.interval_seconds * 2)
-        if not self.store.acquire_lease(lease, daemon.worker_id, ttl, started):
-            log.info("another replica polls this account", account=account.name)
+        kind = report.kind.removeprefix("dry-")  # a dry run reads as its kind would
+        lease = PollLease(self.store, account.name, daemon.worker_id, daemon.poll_lease_seconds)
+        if kind == "backfill":
+            if not lease.wait(daemon.backfill_wait_seconds, self.stop):
+                holder = lease.current_holder() or "another process"
+                problem = (
+                    f"{account.name}: not backfilled: {holder} is fetching this account and "
+                    f"did not finish within {daemon.backfill_wait_seconds:g}s "
+                    "(syncd.backfill_wait_seconds); run the backfill again later"
+                )
+                report.errors.append(problem)
+                log.error("backfill could not start", account=account.name, holder=holder)
+                return
+        elif kind == "poll":
+            if not take_turn(self.store, account.name, daemon):
+                log.info("another replica polls this account", account=account.name)
+                return
+            if not lease.take():
+                log.info("another process is fetching this account", account=account.name)
+                return
+        elif not lease.wait(2 * daemon.poll_lease_seconds, self.stop):
+            # A reconcile waits out a poll; not done, it is due again next cycle.
+            report.errors.append(f"{account.name}: reconcile skipped, account busy")
             return
         today = started.astimezone(account.timezone).date()
 
@@ -256,13 +340,15 @@ class Daemon:
                 on_window(day, stats)
 
         try:
-            if span is None:
-                days = poll_days(
+            if kind == "poll":
+                days, skipped = poll_plan(
                     started,
                     account.timezone,
                     daemon.lookback_days,
                     self.store.get_cursor(account.name),
                 )
+                if skipped is not None:
+                    self._gap(account.name, *skipped)
                 stats = ingest_days(
                     self.store,
                     self.client(account),
@@ -270,13 +356,45 @@ class Daemon:
                     days,
                     stop=self.stop,
                     on_window=window_done,
+                    keep_going=lease.renew,
+                    renew_every=daemon.poll_lease_seconds / 3,
                 )
-                if not self.stop.is_set():
+                if not self.stop.is_set() and stats.windows == len(days):
                     # Signpost: the next poll starts from where this run *started*.
                     self.store.set_cursor(account.name, started)
+            elif kind == "reconcile":
+                floor = first_read_day(self.store, account.name, daemon.lookback_days)
+                days = [
+                    day
+                    for day in reconcile_days(started, account.timezone, daemon.reconcile_days)
+                    if floor is not None and day >= floor
+                ]
+                stats = ingest_days(
+                    self.store,
+                    self.client(account),
+                    account,
+                    days,
+                    stop=self.stop,
+                    on_window=window_done,
+                    keep_going=lease.renew,
+                    renew_every=daemon.poll_lease_seconds / 3,
+                )
+                self.metrics.reconcile_found.labels(account=account.name, found="new").inc(
+                    stats.new
+                )
+                self.metrics.reconcile_found.labels(account=account.name, found="changed").inc(
+                    stats.changed
+                )
+                log.info("account reconciled", account=account.name, **stats.as_dict())
             else:
-                done = self.store.done_days(account.name, span[0], span[1])
+                assert span is not None
+                done = set() if refetch else self.store.done_days(account.name, *span)
                 days = backfill_days(span[0], span[1], done)
+                if not days:
+                    log.info(
+                        "every window of the backfill was done already; --refetch reads them again",
+                        account=account.name,
+                    )
                 stats = ingest_days(
                     self.store,
                     self.client(account),
@@ -285,6 +403,14 @@ class Daemon:
                     mark_before=today,
                     stop=self.stop,
                     on_window=window_done,
+                    refetch=refetch,
+                    keep_going=lease.renew,
+                    renew_every=daemon.poll_lease_seconds / 3,
+                )
+            if stats.windows < len(days) and not self.stop.is_set():
+                report.errors.append(
+                    f"{account.name}: lost the poll lease after {stats.windows} of "
+                    f"{len(days)} windows; the rest are fetched next time"
                 )
             report.accounts[account.name] = stats
             log.info("account polled", account=account.name, **stats.as_dict())
@@ -297,6 +423,31 @@ class Daemon:
             log.warning(
                 "source unavailable; cursor left where it was", account=account.name, error=str(exc)
             )
+        finally:
+            try:
+                lease.release()
+            except OperationalError:
+                log.warning("could not release the poll lease", account=account.name)
+
+    def _gap(self, account: str, first: date, last: date) -> None:
+        """Days before the catch-up cap: say so once, loudly, with the command that fills them."""
+        if not record_gap(self.store, account, first, last):
+            return
+        days = (last - first).days + 1
+        command = f"syncd run --backfill --from {first} --to {last}"
+        log.error(
+            "days skipped by the catch-up cap; a backfill fills them",
+            account=account,
+            first_day=first.isoformat(),
+            last_day=last.isoformat(),
+            days=days,
+            command=command,
+        )
+        self.alerter.send(
+            f"{days} day(s) of account {account} were not polled (daemon down too long)",
+            fields={"Account": account, "Days": f"{first} .. {last}", "Fill them with": command},
+            severity="warning",
+        )
 
     def _deliver(self, name: str, report: CycleReport) -> None:
         now = self.clock()
@@ -306,11 +457,12 @@ class Daemon:
             return
         target = self.settings.targets[name]
         regions = {a.name: a.region for a in self.settings.accounts.values()}
+        stats = DeliveryStats()
         try:
-            stats = deliver_target(
+            deliver_target(
                 self.store, self.connector(name), target, self.settings.daemon,
                 regions=regions, stop=self.stop, dry_run=self.dry_run, clock=self.clock,
-                on_batch=self.on_batch,
+                on_batch=self.on_batch, stats=stats,
             )  # fmt: skip
             report.targets[name] = stats
             self.paused.pop(name, None)
@@ -330,6 +482,13 @@ class Daemon:
         except RetriableError as exc:
             report.errors.append(f"{name}: {exc}")
             log.warning("CRM unavailable; deliveries will be retried", target=name, error=str(exc))
+        finally:
+            # What this replica settled, failed batches included (a dry run settles nothing).
+            if not self.dry_run:
+                for outcome in ("done", "review", "skipped", "retry", "dead"):
+                    self.metrics.delivery_outcomes.labels(target=name, outcome=outcome).inc(
+                        getattr(stats, outcome)
+                    )
 
     def _update_metrics(self, report: CycleReport) -> None:
         m = self.metrics
@@ -337,19 +496,43 @@ class Daemon:
             m.messages_fetched.labels(account=account).inc(stats.fetched)
             m.messages_new.labels(account=account).inc(stats.new)
             m.messages_quarantined.labels(account=account).inc(stats.quarantined)
+            m.source_reads.labels(account=account, kind="list").inc(stats.windows)
+            m.source_reads.labels(account=account, kind="detail").inc(stats.details)
             if report.ok:
                 m.last_success_timestamp.labels(account=account).set(report.started_at.timestamp())
         m.cycle_duration_seconds.labels(kind=report.kind).observe(report.seconds)
+        result = "ok" if report.ok else ("auth_failed" if report.auth_failures else "error")
+        m.cycles.labels(kind=report.kind, result=result).inc()
+        for name in report.targets:
+            failed_here = any(e.startswith(f"{name}:") for e in report.errors)
+            if not failed_here and not self.dry_run:
+                m.target_last_success_timestamp.labels(target=name).set(
+                    report.started_at.timestamp()
+                )
         for name, connector in self._connectors.items():
             # Optional: connectors that know their API quota (Salesforce's Sforce-Limit-Info).
             usage = getattr(connector, "api_usage", None)
             if isinstance(usage, tuple) and len(usage) == 2:
                 m.set_api_usage(name, int(usage[0]), int(usage[1]))
         try:
-            counts = self.store.counts()
+            # Database-wide gauges from one replica only, so a sum over replicas is right.
+            daemon = self.settings.daemon
+            ttl = max(daemon.lease_seconds, daemon.interval_seconds * 3)
+            if not self._runs.acquire_lease("metrics", daemon.worker_id, ttl, self.clock()):
+                m.drop_database_gauges()
+                return
+            counts = self._runs.counts()
+            oldest = self._runs.oldest_pending()
+            gaps: dict[str, int] = dict.fromkeys(self.settings.accounts, 0)
+            for gap in open_gaps(self._runs):
+                gaps[gap.account] = gaps.get(gap.account, 0) + gap.missing
         except Exception:  # metrics must never break a cycle
             return
+        m.database_gauges_exporter.set(1)
+        for account, missing in gaps.items():
+            m.source_gap_days.labels(account=account).set(missing)
         m.set_deliveries({(t, s): n for t, states in counts.items() for s, n in states.items()})
+        m.set_oldest_pending(oldest, set(self._targets_in_use()), self.clock())
 
     # -- readiness -------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:

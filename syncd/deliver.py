@@ -431,10 +431,12 @@ def deliver_target(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     max_batches: int | None = None,
     on_batch: Callable[[str, DeliveryStats], None] | None = None,
+    stats: DeliveryStats | None = None,
 ) -> DeliveryStats:
     """Deliver everything due for ``target``. Raises AuthError (target must pause) after
-    giving its claims back; a spent daily quota raises :class:`TargetPaused`."""
-    stats = DeliveryStats()
+    giving its claims back; a spent daily quota raises :class:`TargetPaused`. Counts go to
+    ``stats`` when given, so a caller still has them when a batch fails and this raises."""
+    stats = stats if stats is not None else DeliveryStats()
     held: list[int] = []  # dry run keeps its claims until the end so it sees each delivery once
     worker = daemon.worker_id
     creating = _NewCallerLease(store, target.name, worker, daemon.lease_seconds, clock, stop)

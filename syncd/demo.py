@@ -75,6 +75,13 @@ def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {name: after[name] - before.get(name, 0) for name in after}
 
 
+def _source_requests(world: SandboxWorld) -> dict[str, int]:
+    berkshire = world.berkshire
+    if berkshire is None:
+        return {"list": 0, "detail": 0}
+    return {"list": berkshire.list_requests, "detail": berkshire.detail_requests}
+
+
 def run_demo(
     *,
     messages: int = 200,
@@ -93,9 +100,11 @@ def run_demo(
         try:
             daemon.migrate()
             before = world.crm_requests()
+            source_before = _source_requests(world)
             first = daemon.run_cycle()
             owned_mid = owners_assigned(daemon.store)
             mid = world.crm_requests()
+            source_mid = _source_requests(world)
             # Server-side counts by endpoint for the first cycle (the repoll makes none).
             by_endpoint = {
                 name: dict(sorted(e.counts.items())) for name, e in world.emulators.items()
@@ -104,6 +113,7 @@ def run_demo(
             second = daemon.run_cycle()
             owned_after = owners_assigned(daemon.store)
             after = world.crm_requests()
+            source_after = _source_requests(world)
             repoll_writes = sum(_delta(world.crm_writes(), writes_mid).values())
         finally:
             daemon.close()
@@ -114,6 +124,9 @@ def run_demo(
         summary["repoll"] = _counts(second, _delta(after, mid))
         _add_owners(summary["repoll"], owned_after, owned_mid)
         summary["repoll"]["crm_writes"] = repoll_writes
+        # Counted by the Berkshire simulator: a detail per new message, none on the re-poll.
+        summary["source_requests"] = _delta(source_mid, source_before)
+        summary["repoll"]["source_requests"] = _delta(source_after, source_mid)
         summary["seconds"] = round(time.monotonic() - started, 3)
         summary["exit_code"] = max(first.exit_code, second.exit_code)
         summary["errors"] = (

@@ -9,19 +9,29 @@ windows all completed, never past it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 
 from syncd.config import AccountSettings
 from syncd.models import Message
 from syncd.source.client import BerkshireClient
+from syncd.store.source_state import unchanged_summaries
 from syncd.store.store import Store
 
-__all__ = ["IngestStats", "backfill_days", "ingest_days", "poll_days"]
+__all__ = [
+    "IngestStats",
+    "backfill_days",
+    "ingest_days",
+    "poll_days",
+    "poll_plan",
+    "reconcile_days",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -32,12 +42,28 @@ def poll_days(
     now: datetime, tz: ZoneInfo, lookback_days: int, cursor: datetime | None
 ) -> list[date]:
     """Days to poll: from min(today - lookback, the cursor's day) through today, in ``tz``."""
+    return poll_plan(now, tz, lookback_days, cursor)[0]
+
+
+def poll_plan(
+    now: datetime, tz: ZoneInfo, lookback_days: int, cursor: datetime | None
+) -> tuple[list[date], tuple[date, date] | None]:
+    """:func:`poll_days`, and the days before them the catch-up cap leaves out (first, last):
+    those are a gap only a backfill fills, and the caller must say so."""
     today = now.astimezone(tz).date()
     start = today - timedelta(days=lookback_days)
     if cursor is not None:
         start = min(start, cursor.astimezone(tz).date())
-    start = max(start, today - timedelta(days=MAX_CATCH_UP_DAYS))
-    return [start + timedelta(days=i) for i in range((today - start).days + 1)]
+    earliest = today - timedelta(days=MAX_CATCH_UP_DAYS)
+    skipped = (start, earliest - timedelta(days=1)) if start < earliest else None
+    start = max(start, earliest)
+    return [start + timedelta(days=i) for i in range((today - start).days + 1)], skipped
+
+
+def reconcile_days(now: datetime, tz: ZoneInfo, days_back: int) -> list[date]:
+    """Days a reconcile pass re-reads: the ``days_back`` days before today, and today."""
+    today = now.astimezone(tz).date()
+    return [today - timedelta(days=i) for i in range(days_back, -1, -1)]
 
 
 def backfill_days(start: date, end: date, done: set[date]) -> list[date]:
@@ -55,6 +81,8 @@ class IngestStats:
     new: int = 0
     changed: int = 0
     quarantined: int = 0
+    unchanged: int = 0  # listed summaries stored already with the same fingerprint
+    details: int = 0  # detail requests made (one per new or changed summary)
     # This window's new emergencies; a total leaves them out (see add), so memory stays flat.
     emergencies: list[Message] = field(default_factory=list)
 
@@ -64,6 +92,8 @@ class IngestStats:
         self.new += other.new
         self.changed += other.changed
         self.quarantined += other.quarantined
+        self.unchanged += other.unchanged
+        self.details += other.details
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -72,10 +102,31 @@ class IngestStats:
             "new": self.new,
             "changed": self.changed,
             "quarantined": self.quarantined,
+            "unchanged": self.unchanged,
+            "details": self.details,
         }
 
 
 WindowCallback = Callable[[date, IngestStats], None]
+
+
+class _Heartbeat:
+    """Renews the lease during a long window's detail fetches, at most every ``every``
+    seconds, from whichever fetching thread comes first. A renewal that fails is noticed at
+    the next window boundary, where ``keep_going`` is asked again."""
+
+    def __init__(self, renew: Callable[[], bool], every: float = 5.0) -> None:
+        self._renew = renew
+        self._every = every
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            if time.monotonic() - self._last < self._every:
+                return
+            self._last = time.monotonic()
+        self._renew()
 
 
 def ingest_days(
@@ -87,17 +138,41 @@ def ingest_days(
     mark_before: date | None = None,
     stop: threading.Event | None = None,
     on_window: WindowCallback | None = None,
+    refetch: bool = False,
+    keep_going: Callable[[], bool] | None = None,
+    renew_every: float = 5.0,
 ) -> IngestStats:
     """Fetch each day window and store it. Days before ``mark_before`` are recorded as done
     (a backfill resumes after them); today is never marked, it may still grow.
 
+    A summary's detail is fetched only when it is new or its list item changed (``refetch``:
+    always). ``keep_going`` is asked before each window (the poll lease is renewed there);
+    False stops the run as ``stop`` does. During a window's detail fetches it is also called,
+    at most every ``renew_every`` seconds, so a slow window keeps its lease.
+
     Source errors propagate: the caller leaves the cursor where it was.
     """
     total = IngestStats()
+
+    def unchanged(prints: Mapping[str, str]) -> set[str]:
+        return unchanged_summaries(store, account.name, prints)
+
+    beat = _Heartbeat(keep_going, renew_every) if keep_going is not None else None
+
     for day in days:
         if stop is not None and stop.is_set():
             break
-        window = client.fetch_window(account.name, day, day, account.timezone)
+        if keep_going is not None and not keep_going():
+            break
+        window = client.fetch_window(
+            account.name,
+            day,
+            day,
+            account.timezone,
+            unchanged=unchanged,
+            refetch=refetch,
+            heartbeat=beat,
+        )
         quarantined = store.quarantine(
             account.name, [(q.message_id, q.reason, q.raw) for q in window.quarantined]
         )
@@ -109,13 +184,25 @@ def ingest_days(
                 count=len(window.quarantined),
                 reasons=sorted({q.reason for q in window.quarantined})[:5],
             )
-        result = store.ingest(account.name, window.messages, account.targets)
+        try:
+            result = store.ingest(
+                account.name, window.messages, account.targets, fingerprints=window.fingerprints
+            )
+        except IntegrityError:
+            # Another process stored some of these messages a moment ago (its lease ran out
+            # while ours was held, or the other way round): read again, they are known now.
+            log.warning("window stored concurrently; ingesting again", day=day.isoformat())
+            result = store.ingest(
+                account.name, window.messages, account.targets, fingerprints=window.fingerprints
+            )
         stats = IngestStats(
             windows=1,
-            fetched=len(window.messages) + len(window.quarantined),
+            fetched=len(window.messages) + len(window.quarantined) + window.unchanged,
             new=result.new,
             changed=result.changed,
             quarantined=quarantined,
+            unchanged=window.unchanged + result.unchanged,
+            details=window.details,
         )
         if result.new:
             fresh = set(result.new_ids)

@@ -68,8 +68,9 @@ class Message:
     def content_hash(self) -> str:
         """Hash of what matters to a CRM; a change schedules an update of the delivery.
 
-        Delivery bookkeeping (``status``, ``delivered_at``/``to``) is left out on purpose: the
-        service changes those after the call and they would re-send every message.
+        ``status``, ``delivered_at`` and ``delivered_to`` count: the service changes them after
+        the call, and the activity (updated in place, never duplicated) shows the current
+        state. ``from``, ``resource``, ``account_number`` and the raw payload do not.
         """
         doc = {
             "id": self.message_id,
@@ -82,6 +83,9 @@ class Message:
             "email": self.email,
             "content": self.content,
             "is_emergency": self.is_emergency,
+            "status": self.status,
+            "delivered_at": self.delivered_at,
+            "delivered_to": self.delivered_to,
             "custom_fields": dict(sorted(self.custom_fields.items())),
         }
         blob = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

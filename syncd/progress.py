@@ -20,10 +20,19 @@ LOG_EVERY_SECONDS = 10.0
 
 
 def run_backfill(
-    daemon: Daemon, start: date, end: date, *, interactive: bool | None = None
+    daemon: Daemon,
+    start: date,
+    end: date,
+    *,
+    interactive: bool | None = None,
+    refetch: bool = False,
 ) -> CycleReport:
     todo = sum(
-        len(backfill_days(start, end, daemon.store.done_days(name, start, end)))
+        len(
+            backfill_days(
+                start, end, set() if refetch else daemon.store.done_days(name, start, end)
+            )
+        )
         for name in daemon.settings.accounts
     )
     total_days = ((end - start).days + 1) * len(daemon.settings.accounts)
@@ -32,7 +41,7 @@ def run_backfill(
         log.info("backfill resumes", windows_done=skipped, windows_left=todo)
     interactive = sys.stderr.isatty() if interactive is None else interactive
     if not interactive:
-        return _with_log_lines(daemon, start, end, todo)
+        return _with_log_lines(daemon, start, end, todo, refetch)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -84,12 +93,14 @@ def run_backfill(
             )
 
         daemon.on_batch = on_batch
-        report = daemon.backfill(start, end, on_window=on_window)
+        report = daemon.backfill(start, end, on_window=on_window, refetch=refetch)
         progress.update(task, description="fetched")
     return report
 
 
-def _with_log_lines(daemon: Daemon, start: date, end: date, todo: int) -> CycleReport:
+def _with_log_lines(
+    daemon: Daemon, start: date, end: date, todo: int, refetch: bool
+) -> CycleReport:
     began = time.monotonic()
     state = {"windows": 0, "messages": 0, "last": began}
 
@@ -124,4 +135,4 @@ def _with_log_lines(daemon: Daemon, start: date, end: date, todo: int) -> CycleR
             )
 
     daemon.on_batch = on_batch
-    return daemon.backfill(start, end, on_window=on_window)
+    return daemon.backfill(start, end, on_window=on_window, refetch=refetch)

@@ -14,7 +14,11 @@ from sqlalchemy.engine import make_url
 
 from syncd.config import Settings
 from syncd.history import Masker, message_history
+from syncd.logging import redact_text
+from syncd.match.emails import mask_emails_in
+from syncd.match.phones import mask_phones_in
 from syncd.store.owners import owner_summary
+from syncd.store.source_state import open_gaps
 from syncd.store.store import Store
 
 __all__ = ["collect_status", "print_message_log", "print_status"]
@@ -52,10 +56,32 @@ def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
         "dead": store.problems(["dead"]),
         "review": store.problems(["review"]),
         "passed_over": store.passed_over(),
-        "quarantined": store.quarantined(),
+        "quarantined": [_masked(q) for q in store.quarantined()],
+        # Days the catch-up cap skipped, with the command that fills them.
+        "source_gaps": [
+            {
+                "account": gap.account,
+                "first_day": gap.first_day.isoformat(),
+                "last_day": gap.last_day.isoformat(),
+                "days_missing": gap.missing,
+                "found_at": gap.found_at.isoformat(),
+                "command": gap.command(),
+            }
+            for gap in open_gaps(store)
+        ],
         # Per target: owners assigned (by rule) and the messages that fell back, with why.
         "owners": owner_summary(store),
     }
+
+
+def _masked(item: dict[str, Any]) -> dict[str, Any]:
+    """A quarantined payload as status shows it: caller data is personal, so phones and emails
+    are masked as in logs (and secrets cut out) wherever they sit in the payload or reason."""
+
+    def mask(text: str | None) -> str | None:
+        return None if text is None else mask_emails_in(mask_phones_in(redact_text(text)))
+
+    return {**item, "raw": mask(item["raw"]), "reason": mask(item["reason"])}
 
 
 def print_status(status: dict[str, Any], out: TextIO, as_json: bool) -> None:
@@ -129,11 +155,31 @@ def print_status(status: dict[str, Any], out: TextIO, as_json: bool) -> None:
             )
         console.print(table)
     _print_owners(status.get("owners", {}), console)
+    if status["source_gaps"]:
+        table = Table(title="days never polled (catch-up cap): run these to fill them")
+        for col in ("account", "days", "missing", "command"):
+            table.add_column(col)
+        for g in status["source_gaps"]:
+            table.add_row(
+                g["account"],
+                f"{g['first_day']} .. {g['last_day']}",
+                str(g["days_missing"]),
+                g["command"],
+            )
+        console.print(table)
     if status["quarantined"]:
-        console.print(
-            f"[yellow]{len(status['quarantined'])} source payload(s) quarantined[/yellow] "
-            "(see status --json for reasons)"
-        )
+        table = Table(title="quarantined source payloads (phones and emails masked)")
+        for col in ("id", "account", "message", "reason", "payload"):
+            table.add_column(col)
+        for q in status["quarantined"]:
+            table.add_row(
+                str(q["id"]),
+                q["account"],
+                (q["message_id"] or "-")[:40],
+                (q["reason"] or "")[:60],
+                (q["raw"] or "")[:80],
+            )
+        console.print(table)
 
 
 def _print_owners(owners: dict[str, Any], console: Any) -> None:

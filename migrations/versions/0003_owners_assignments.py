@@ -1,7 +1,7 @@
 """owners: round-robin turns per target and the owner each delivered message got
 
 Revision ID: 0003_owners
-Revises: 0003_console
+Revises: 0003_src
 Create Date: 2026-12-07
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_owners"
-down_revision: str | None = "0003_console"
+down_revision: str | None = "0003_src"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -10,7 +10,7 @@ import re
 
 from email_validator import EmailNotValidError, validate_email
 
-__all__ = ["find_emails", "normalize_email"]
+__all__ = ["find_emails", "mask_emails_in", "normalize_email"]
 
 # Candidates only; email-validator has the last word. The local part is RFC 5322 "atext" plus
 # dots (quoted local parts do not occur in receptionist notes); \w keeps international mail.
@@ -57,3 +57,15 @@ def find_emails(*texts: str | None) -> list[str]:
             if email is not None:
                 found.setdefault(email, None)
     return list(found)
+
+
+def mask_emails_in(text: str) -> str:
+    """Every address-looking run in ``text`` masked for people outside the CRM: the first
+    character of the local part and the top-level domain survive (``j***@***.com``).
+    Looser than :func:`find_emails` on purpose: an invalid address is still personal data."""
+
+    def hide(match: re.Match[str]) -> str:
+        local, _, domain = match.group().partition("@")
+        return f"{local[:1]}***@***.{domain.rsplit('.', 1)[-1]}"
+
+    return _CANDIDATE.sub(hide, text)

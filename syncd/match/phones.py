@@ -35,6 +35,7 @@ __all__ = [
     "mask_phones_in",
     "national_digits",
     "normalize_phone",
+    "phone_value",
     "same_number",
 ]
 
@@ -91,6 +92,15 @@ def normalize_phone(text: str | None, region: str = "US") -> PhoneKey | None:
         return None
     e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
     return PhoneKey(e164=e164, extension=number.extension or None)
+
+
+def phone_value(key: PhoneKey) -> str:
+    """The number as syncd writes it to a CRM: E.164, then the extension as libphonenumber
+    spells it (``"+14155551212 ext. 12"``). Both CRMs' phone fields are free text (Salesforce
+    keeps 40 characters); this form keeps the number dialable, reads back through
+    :func:`normalize_phone` to the same key and extension, and is how libphonenumber itself
+    formats an extension, so other tools parse it too."""
+    return f"{key.e164} ext. {key.extension}" if key.extension else key.e164
 
 
 def _parse_whole(text: str, region: str) -> PhoneNumber | None:

@@ -16,6 +16,7 @@ from typing import Literal
 from syncd.config import MatchPolicy, TargetSettings
 from syncd.match.keys import CallerKeys
 from syncd.match.names import normalize_company, same_company, same_person
+from syncd.match.phones import phone_value
 from syncd.models import (
     Action,
     ActivitySpec,
@@ -147,7 +148,8 @@ def decide(
 
 def canonical_fields(message: Message, keys: CallerKeys) -> dict[str, str]:
     """What the message says about the caller, in syncd's canonical field names."""
-    phone = keys.phones[0].e164 if keys.phones else ""
+    # The match key is E.164 alone; what the CRM gets keeps the extension ("ext. 12").
+    phone = phone_value(keys.phones[0]) if keys.phones else ""
     values = {
         "first_name": message.first_name.strip(),
         "last_name": message.last_name.strip(),
@@ -168,7 +170,9 @@ def _field_updates(
             continue  # an empty value never overwrites data
         have = current.get(name, "")
         has_phone = bool(record.phones or have)
-        if name == "phone" and has_phone and (policy == "fill_blanks" or value in record.phones):
+        number = value.split(" ext. ", 1)[0]
+        same = number in record.phones and value in (number, have)
+        if name == "phone" and has_phone and (policy == "fill_blanks" or same):
             continue
         if policy == "fill_blanks" and have:
             continue
@@ -194,6 +198,10 @@ def _activity(
         ("Phone", message.phone),
         ("Caller ID", message.caller_id if message.caller_id != message.phone else ""),
         ("Email", ", ".join(keys.emails)),
+        # The service's own state of the message; a change updates this activity in place.
+        ("Status", message.status),
+        ("Delivered at", message.delivered_at),
+        ("Delivered to", message.delivered_to),
     ]
     details += [(label, value) for label, value in message.custom_fields.items()]
     lines += [f"{label}: {value}" for label, value in details if value and str(value).strip()]

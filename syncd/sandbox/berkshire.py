@@ -3,8 +3,15 @@
 It answers ``GET /v2/messages`` (optionally by ``from_date``/``to_date`` whole days in the
 account's time zone) and ``GET /v2/messages/<id>``, checks ``X-API-EMAIL``/``X-API-TOKEN`` on
 every request and refuses a bad pair with the documented **404** ``Invalid token``. What the
-document leaves open -- key spelling, envelope, summary versus full list items -- is a knob,
-so the client can be tested against every plausible reading.
+document leaves open -- key spelling, envelope, how much a list item holds -- is a knob, so
+the client can be tested against every plausible reading.
+
+List items default to the literal reading of the document ("Returns a summary of all the
+messages"; "Get a single message" returns the message): ``list_shape="summary"`` leaves the
+detail fields (``content with additional details`` and its table) out of the list, and only
+``GET /v2/messages/<id>`` has them. ``"minimal"`` lists ids, names and times only; ``"full"``
+lists whole messages. Requests are counted per endpoint (``counts["list"]``,
+``counts["detail"]``), so tests and benchmarks read the source's cost from the server side.
 """
 
 from __future__ import annotations
@@ -22,13 +29,17 @@ from syncd.sandbox.generate import Caller, make_callers, make_messages
 from syncd.sandbox.http import Emulator, Request, Response, json_response
 from syncd.source.parse import find_message_id, normalize_key, parse_datetime
 
-__all__ = ["BerkshireSimulator", "Envelope", "KeyStyle"]
+__all__ = ["BerkshireSimulator", "Envelope", "KeyStyle", "ListShape"]
 
 Envelope = Literal["data", "success", "list"]
 KeyStyle = Literal["spaces", "snake", "camel"]
+ListShape = Literal["summary", "minimal", "full"]
 
-# What a list item carries when ``summary_only``: enough to show a row, not to match a caller.
-_SUMMARY_KEYS = frozenset({"messageid", "firstname", "lastname", "createdat", "utccreatedat"})
+# What a "minimal" list item carries: enough to show a row, not to match a caller.
+_MINIMAL_KEYS = frozenset({"messageid", "firstname", "lastname", "createdat", "utccreatedat"})
+# What a "summary" item lacks: the detail fields (the document's last two, and the table's
+# prefixed "content with additional details table {labelName}" keys).
+_DETAIL_PREFIX = "contentwithadditionaldetails"
 _DATE_KEYS = (("utccreatedat", True), ("createdat", False), ("rawcreatedat", False))
 
 
@@ -50,7 +61,8 @@ class BerkshireSimulator(Emulator):
         messages: Sequence[Mapping[str, object]] = (),
         envelope: Envelope = "success",
         key_style: KeyStyle = "spaces",
-        summary_only: bool = False,
+        list_shape: ListShape = "summary",
+        summary_only: bool | None = None,
         extra_items: Sequence[object] = (),
         host: str = "127.0.0.1",
         port: int = 0,
@@ -61,7 +73,9 @@ class BerkshireSimulator(Emulator):
         self.tz = ZoneInfo(tz)
         self.envelope: Envelope = envelope
         self.key_style: KeyStyle = key_style
-        self.summary_only = summary_only
+        self.list_shape: ListShape = list_shape
+        if summary_only is not None:
+            self.summary_only = summary_only
         self.extra_items: list[object] = list(extra_items)
         self.callers: list[Caller] = []  # set by generated(), for tests' ground truth
         self._messages: dict[str, dict[str, object]] = {}
@@ -75,6 +89,25 @@ class BerkshireSimulator(Emulator):
         self.add_messages(messages)
         self.route("GET", r"/v2/messages/?", "list", self._list)
         self.route("GET", r"/v2/messages/(?P<id>[^/]+)", "detail", self._detail)
+
+    @property
+    def summary_only(self) -> bool:
+        """Older knob: True lists "minimal" items, False whole ones."""
+        return self.list_shape != "full"
+
+    @summary_only.setter
+    def summary_only(self, value: bool) -> None:
+        self.list_shape = "minimal" if value else "full"
+
+    @property
+    def detail_requests(self) -> int:
+        with self.lock:
+            return self.counts["detail"]
+
+    @property
+    def list_requests(self) -> int:
+        with self.lock:
+            return self.counts["list"]
 
     @classmethod
     def generated(
@@ -198,7 +231,7 @@ class BerkshireSimulator(Emulator):
             return _failure("Invalid date format, expected MM-DD-YYYY", 400)
         with self.lock:
             items: list[object] = [
-                self._render(self._messages[message_id], summary=self.summary_only)
+                self._render(self._messages[message_id], shape=self.list_shape)
                 for message_id in self._ids_between(start, end)
             ]
             items.extend(copy.deepcopy(self.extra_items))
@@ -209,7 +242,7 @@ class BerkshireSimulator(Emulator):
             return refused
         with self.lock:
             message = self._messages.get(unquote(request.params["id"]))
-            rendered = None if message is None else self._render(message, summary=False)
+            rendered = None if message is None else self._render(message, shape="full")
         if rendered is None:
             return _failure("Message not found", 404)
         return json_response(self._wrap(rendered))
@@ -231,11 +264,11 @@ class BerkshireSimulator(Emulator):
         headers = {"Retry-After": f"{self.faults.retry_after:g}"} if status == 429 else None
         return json_response({"success": False, "info": info, "data": {}}, status, headers)
 
-    def _render(self, message: Mapping[str, object], *, summary: bool) -> dict[str, object]:
+    def _render(self, message: Mapping[str, object], *, shape: ListShape) -> dict[str, object]:
         return {
             _respell(key, self.key_style): copy.deepcopy(value)
             for key, value in message.items()
-            if not summary or normalize_key(key) in _SUMMARY_KEYS
+            if _shown(normalize_key(key), shape)
         }
 
     def _wrap(self, payload: object) -> object:
@@ -244,6 +277,14 @@ class BerkshireSimulator(Emulator):
         if self.envelope == "data":
             return {"data": payload}
         return {"success": True, "data": payload}
+
+
+def _shown(key: str, shape: ListShape) -> bool:
+    if shape == "full":
+        return True
+    if shape == "minimal":
+        return key in _MINIMAL_KEYS
+    return not key.startswith(_DETAIL_PREFIX)
 
 
 def _failure(info: str, status: int) -> Response:

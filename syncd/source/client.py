@@ -16,6 +16,7 @@ message built here contains it.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import random
 import time
@@ -34,16 +35,18 @@ import structlog
 from syncd._version import __version__
 from syncd.errors import AuthError, MalformedMessage, RateLimited, RetriableError
 from syncd.models import Message
+from syncd.source.body import BadItem, read_items
+from syncd.source.deadline import DeadlineTransport, deadline
 from syncd.source.parse import (
     SourceError,
     clean_text,
     find_message_id,
+    fingerprint,
     json_safe,
     parse_message,
-    unwrap_envelope,
 )
 
-__all__ = ["BerkshireClient", "Quarantined", "WindowResult", "parse_retry_after"]
+__all__ = ["BerkshireClient", "Quarantined", "Unchanged", "WindowResult", "parse_retry_after"]
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +68,14 @@ class Quarantined:
 class WindowResult:
     messages: list[Message] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
+    # Message id -> fingerprint of its list item, for the store (see fetch_window).
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    unchanged: int = 0  # summaries left out: stored already with the same fingerprint
+    details: int = 0  # detail requests made
+
+
+# Given {message id: list-item fingerprint}, the ids stored already with that fingerprint.
+Unchanged = Callable[[Mapping[str, str]], set[str]]
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -88,6 +99,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 class BerkshireClient:
     """Reads messages from one Berkshire account.
 
+    ``timeout`` bounds each connect, read and write; ``deadline_seconds`` the whole of one
+    exchange (a server trickling bytes is cut off then, and retried like any timeout).
     ``fetch_details`` decides when to ``GET /v2/messages/<id>`` after a list: ``"auto"``
     for items that look like summaries, ``"always"`` or ``"never"``; ``detail_concurrency``
     bounds how many of those run at once (1: one after another). ``transport`` and
@@ -101,6 +114,7 @@ class BerkshireClient:
         token: str,
         *,
         timeout: float = 30.0,
+        deadline_seconds: float = 120.0,
         max_attempts: int = 6,
         backoff_base: float = 0.5,
         backoff_cap: float = 60.0,
@@ -118,6 +132,7 @@ class BerkshireClient:
         if detail_concurrency < 1:
             raise ValueError("detail_concurrency must be at least 1")
         self._max_attempts = max_attempts
+        self._deadline = deadline_seconds
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._fetch_details = fetch_details
@@ -134,7 +149,7 @@ class BerkshireClient:
                 "X-API-TOKEN": token,
             },
             timeout=httpx.Timeout(timeout),
-            transport=transport,
+            transport=transport or DeadlineTransport(verify=verify),
             verify=verify,
             # A redirect would carry our token to wherever it points.
             follow_redirects=False,
@@ -143,16 +158,11 @@ class BerkshireClient:
     # -- raw endpoints ------------------------------------------------------------------------
     def list_raw(self, start: date, end: date) -> list[object]:
         """Items of ``GET /v2/messages`` for whole days ``start``..``end`` (inclusive)."""
-        if start > end:
-            raise ValueError(f"start {start} is after end {end}")
-        params = {"from_date": start.strftime("%m-%d-%Y"), "to_date": end.strftime("%m-%d-%Y")}
-        response = self._get("/v2/messages", params)
-        if response.status_code != 200:
-            raise self._unexpected(response)
-        return self._unwrap(response)
+        return self._list_items(start, end)[0]
 
     def get_raw(self, message_id: str) -> Mapping[str, object] | None:
-        """The full message ``message_id``, or None when the service does not know it."""
+        """The full message ``message_id``, or None when the service does not know it.
+        An answer we cannot read raises :class:`~syncd.errors.MalformedMessage`."""
         if not message_id:
             raise ValueError("message_id is empty")
         response = self._get(f"/v2/messages/{quote(message_id, safe='')}", None)
@@ -160,22 +170,44 @@ class BerkshireClient:
             return None
         if response.status_code != 200:
             raise self._unexpected(response)
-        items = [item for item in self._unwrap(response) if isinstance(item, Mapping)]
+        found, bad = self._read(response)
+        if bad and not found:
+            raise MalformedMessage(bad[0].reason, raw=bad[0].raw)
+        items = [item for item in found if isinstance(item, Mapping)]
         for item in items:
             if find_message_id(item) == message_id:
                 return item
         return items[0] if items else None
 
     # -- messages -----------------------------------------------------------------------------
-    def fetch_window(self, account: str, start: date, end: date, tz: tzinfo) -> WindowResult:
+    def fetch_window(
+        self,
+        account: str,
+        start: date,
+        end: date,
+        tz: tzinfo,
+        *,
+        unchanged: Unchanged | None = None,
+        refetch: bool = False,
+        heartbeat: Callable[[], object] | None = None,
+    ) -> WindowResult:
         """Every message of days ``start``..``end`` in the account's time zone ``tz``.
 
-        Malformed items are quarantined, never raised; of duplicate ids the last one wins;
-        summaries are completed by a detail fetch as ``fetch_details`` says.
+        Malformed items are quarantined, never raised; of duplicate ids the last one wins.
+        An item that needs its detail (a summary under ``"auto"``, any item under
+        ``"always"``) gets ``GET /v2/messages/<id>`` only when it is new or its list item
+        changed: ``unchanged`` is given ``{id: fingerprint}`` of those items and answers the
+        ids already stored with that fingerprint, which are left out of the result (counted in
+        ``WindowResult.unchanged``). ``refetch`` fetches every such detail regardless.
+        ``heartbeat`` is called after each detail fetch, from the fetching thread (a long
+        window renews its lease through it).
         """
         by_id: dict[str, Message] = {}
+        prints: dict[str, str] = {}
         quarantined: list[Quarantined] = []
-        for item in self.list_raw(start, end):
+        items, bad = self._list_items(start, end)
+        quarantined += [Quarantined(b.raw, b.reason, b.message_id) for b in bad]
+        for item in items:
             if not isinstance(item, Mapping):
                 reason = f"item is a {type(item).__name__}, not an object"
                 quarantined.append(Quarantined(json_safe(item), reason))
@@ -187,37 +219,73 @@ class BerkshireClient:
                 continue
             by_id.pop(message.message_id, None)  # keep the last copy, in its position
             by_id[message.message_id] = message
+            prints[message.message_id] = fingerprint(item)
 
         mode = self._fetch_details
         wanted = [m for m in by_id.values() if mode == "always" or (mode == "auto" and m.summary)]
-        fetched = self._details(account, wanted, tz)
+        skip: set[str] = set()
+        if wanted and unchanged is not None and not refetch:
+            skip = unchanged({m.message_id: prints[m.message_id] for m in wanted})
+            wanted = [m for m in wanted if m.message_id not in skip]
+        fetched = self._details(account, wanted, tz, heartbeat)
         details = dict(zip((m.message_id for m in wanted), fetched, strict=True))
         messages: list[Message] = []
         for message in by_id.values():
+            if message.message_id in skip:
+                continue
             if message.message_id in details:
-                detailed, bad = details[message.message_id]
-                if bad is not None:
-                    quarantined.append(bad)
+                detailed, bad_detail = details[message.message_id]
+                if bad_detail is not None:
+                    quarantined.append(bad_detail)
                 if detailed is None:
                     continue
                 message = detailed
             messages.append(message)
         if quarantined:
             log.warning("source.quarantined", account=account, count=len(quarantined))
-        return WindowResult(messages, quarantined)
+        return WindowResult(
+            messages,
+            quarantined,
+            fingerprints={m.message_id: prints[m.message_id] for m in messages},
+            unchanged=len(skip),
+            details=len(wanted),
+        )
+
+    def _list_items(self, start: date, end: date) -> tuple[list[object], list[BadItem]]:
+        if start > end:
+            raise ValueError(f"start {start} is after end {end}")
+        params = {"from_date": start.strftime("%m-%d-%Y"), "to_date": end.strftime("%m-%d-%Y")}
+        response = self._get("/v2/messages", params)
+        if response.status_code != 200:
+            raise self._unexpected(response)
+        return self._read(response)
 
     def _details(
-        self, account: str, summaries: Sequence[Message], tz: tzinfo
+        self,
+        account: str,
+        summaries: Sequence[Message],
+        tz: tzinfo,
+        heartbeat: Callable[[], object] | None = None,
     ) -> list[tuple[Message | None, Quarantined | None]]:
         """:meth:`_detail` of each of ``summaries``, in their order, at most
         ``detail_concurrency`` at a time. The first failure (in list order) is raised, and
         fetches not yet started are dropped."""
+
+        def one(summary: Message) -> tuple[Message | None, Quarantined | None]:
+            found = self._detail(account, summary, tz)
+            if heartbeat is not None:
+                heartbeat()
+            return found
+
         workers = min(self._detail_concurrency, len(summaries))
         if workers <= 1:
-            return [self._detail(account, summary, tz) for summary in summaries]
+            return [one(summary) for summary in summaries]
         # httpx.Client is thread-safe: the workers share its connection pool.
         with ThreadPoolExecutor(workers, thread_name_prefix="berkshire-detail") as pool:
-            futures = [pool.submit(self._detail, account, summary, tz) for summary in summaries]
+            # Each fetch runs in a copy of the caller's context: its log lines keep the run id.
+            futures = [
+                pool.submit(contextvars.copy_context().run, one, summary) for summary in summaries
+            ]
             try:
                 wait(futures, return_when=FIRST_EXCEPTION)
             finally:
@@ -234,7 +302,10 @@ class BerkshireClient:
         self, account: str, summary: Message, tz: tzinfo
     ) -> tuple[Message | None, Quarantined | None]:
         """The full message for ``summary``, or (None, why) when the detail is malformed."""
-        raw = self.get_raw(summary.message_id)
+        try:
+            raw = self.get_raw(summary.message_id)
+        except MalformedMessage as exc:
+            return self._bad_detail(summary, exc)
         if raw is None:
             # Listed a moment ago, gone now: the summary is all there is; deliver that.
             log.warning("source.detail_missing", account=account, message_id=summary.message_id)
@@ -244,10 +315,7 @@ class BerkshireClient:
         try:
             message = parse_message(raw, account=account, tz=tz)
         except MalformedMessage as exc:
-            if not summary.summary:  # the list already gave us the whole message
-                log.warning("source.detail_malformed", message_id=summary.message_id)
-                return summary, None
-            return None, Quarantined(json_safe(raw), f"detail: {exc.reason}", summary.message_id)
+            return self._bad_detail(summary, exc)
         detailed = replace(
             message,
             summary=False,
@@ -255,13 +323,23 @@ class BerkshireClient:
         )
         return detailed, None
 
+    def _bad_detail(
+        self, summary: Message, exc: MalformedMessage
+    ) -> tuple[Message | None, Quarantined | None]:
+        if not summary.summary:  # the list already gave us the whole message
+            log.warning("source.detail_malformed", message_id=summary.message_id)
+            return summary, None
+        raw = json_safe(exc.raw) if exc.raw is not None else None
+        return None, Quarantined(raw, f"detail: {exc.reason}", summary.message_id)
+
     # -- plumbing -----------------------------------------------------------------------------
     def _get(self, path: str, params: Mapping[str, str] | None) -> httpx.Response:
         """GET with retries; returns any answer that is not transient (auth is raised)."""
         problem, retry_after, limited = "", None, False
         for attempt in range(1, self._max_attempts + 1):
             try:
-                response = self._http.get(path, params=params)
+                with deadline(self._deadline):
+                    response = self._http.get(path, params=params)
             except httpx.TimeoutException as exc:
                 problem, retry_after, limited = f"timed out ({type(exc).__name__})", None, False
             except httpx.TransportError as exc:
@@ -309,17 +387,15 @@ class BerkshireClient:
                 where=_WHERE,
             )
 
-    def _unwrap(self, response: httpx.Response) -> list[object]:
+    def _read(self, response: httpx.Response) -> tuple[list[object], list[BadItem]]:
         try:
-            payload = response.json()
-        except ValueError:
-            raise SourceError(
-                f"GET {response.request.url.path} answered HTTP {response.status_code} "
-                f"with a body that is not JSON ({len(response.content)} bytes)"
-            ) from None
-        try:
-            return unwrap_envelope(payload)
+            return read_items(response.content)
         except SourceError as exc:
+            if not exc.info and "not JSON" in str(exc):
+                raise SourceError(
+                    f"GET {response.request.url.path} answered HTTP {response.status_code} "
+                    f"with a body that is not JSON ({len(response.content)} bytes)"
+                ) from None
             if _says_invalid_token(exc.info):
                 raise AuthError(
                     f"the API token was refused ({exc.info!r}): check the account's API "

@@ -10,6 +10,7 @@ thing we cannot do without is a message id: lacking one, an item is :class:`Malf
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import re
@@ -30,6 +31,7 @@ __all__ = [
     "SourceError",
     "clean_text",
     "find_message_id",
+    "fingerprint",
     "json_safe",
     "normalize_key",
     "parse_bool",
@@ -44,6 +46,10 @@ MAX_TEXT = 64 * 1024  # characters kept of any one text value
 MAX_ID = 256  # a longer "id" is junk, and would bloat every index it lands in
 MAX_CUSTOM_FIELDS = 200
 _MAX_DEPTH = 32  # of nested containers copied into Message.raw
+# One text value longer than this is no message a receptionist typed: the item is set aside
+# (quarantined) rather than cut, so an operator sees it. Shorter ones are cut to MAX_TEXT.
+MAX_FIELD = 1_000_000
+_DETAIL = "contentwithadditionaldetails"  # its presence (or the table's) makes an item whole
 
 
 class SourceError(RetriableError):
@@ -446,12 +452,16 @@ def parse_message(raw: Mapping[str, object], *, account: str, tz: tzinfo | None 
     if not isinstance(raw, Mapping):
         raise MalformedMessage(f"item is a {type(raw).__name__}, not an object", raw=raw)
     message_id = _message_id(raw)
+    _check_shape(raw)
 
     fields: dict[str, object] = {}  # normalized key -> first non-empty value
     custom: list[tuple[str, str]] = []
+    detailed = False  # the item carries a detail field: it is the whole message
     for key, value in raw.items():
         key_text = _key_text(key)
         normalized = normalize_key(key_text)
+        if normalized.startswith(_DETAIL):
+            detailed = True
         if normalized == _CUSTOM:
             custom[:0] = _fields_from_value(value)
         elif normalized.startswith(_CUSTOM):
@@ -484,9 +494,43 @@ def parse_message(raw: Mapping[str, object], *, account: str, tz: tzinfo | None 
         is_emergency=parse_bool(fields.get("isemergency")),
         custom_fields=custom_fields,
         raw=json_safe(raw),
-        summary=not (text["content"] or text["phone"] or text["caller_id"]),
+        # The document says the list endpoints return "a summary" and /v2/messages/<id> the
+        # message: an item without the detail fields is a summary, however full it looks.
+        summary=not detailed,
         **text,
     )
+
+
+def _check_shape(raw: Mapping[Any, object]) -> None:
+    """Raise :class:`MalformedMessage` for an item no receptionist produced: a text value over
+    :data:`MAX_FIELD` characters, or containers nested deeper than ``_MAX_DEPTH``. Iterative,
+    so a pathological item cannot exhaust the stack."""
+    stack: list[tuple[object, int]] = [(raw, 0)]
+    seen = 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > 100_000:
+            raise MalformedMessage("item holds more than 100000 values", raw=raw)
+        if isinstance(value, str | bytes | bytearray):
+            if len(value) > MAX_FIELD:
+                raise MalformedMessage(
+                    f"a value of {len(value)} characters (the limit is {MAX_FIELD})", raw=raw
+                )
+        elif isinstance(value, Mapping | list | tuple):
+            if depth >= _MAX_DEPTH:
+                raise MalformedMessage(f"nested deeper than {_MAX_DEPTH} levels", raw=raw)
+            children = value.values() if isinstance(value, Mapping) else value
+            if isinstance(value, Mapping):
+                stack.extend((k, depth + 1) for k in value if isinstance(k, str))
+            stack.extend((child, depth + 1) for child in children)
+
+
+def fingerprint(raw: object) -> str:
+    """A stable hash of one list item as received: a summary that hashes the same as last time
+    is unchanged, and its detail is not fetched again."""
+    blob = json.dumps(json_safe(raw), sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("ascii")).hexdigest()
 
 
 # -- envelopes --------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ __all__ = [
     "owner_turns",
     "quarantine",
     "runs",
+    "source_gaps",
     "windows",
 ]
 
@@ -79,8 +80,10 @@ messages = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("account", String(100), nullable=False),
-    Column("message_id", String(200), nullable=False),
+    Column("message_id", String(256), nullable=False),
     Column("content_hash", String(64), nullable=False),
+    # Fingerprint of the list item last seen (syncd.source.parse.fingerprint).
+    Column("summary_hash", String(64)),
     Column("version", Integer, nullable=False, default=1),
     Column("created_at", UTCDateTime()),
     Column("raw", JSON, nullable=False),
@@ -172,11 +175,21 @@ quarantine = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("account", String(100), nullable=False),
-    Column("message_id", String(200)),
+    Column("message_id", String(256)),
     Column("reason", Text, nullable=False),
     Column("raw", Text, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("resolved", Boolean, nullable=False, default=False),
+)
+
+# Days a catch-up cap left unpolled; a backfill over them (windows done) fills them.
+source_gaps = Table(
+    "source_gaps",
+    metadata,
+    Column("account", String(100), primary_key=True),
+    Column("first_day", Date, primary_key=True),
+    Column("last_day", Date, nullable=False),
+    Column("found_at", UTCDateTime(), nullable=False),
 )
 
 # Named leases (one poller per account across replicas).

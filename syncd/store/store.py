@@ -219,20 +219,30 @@ class Store:
         batch: Sequence[Message],
         targets: Sequence[str],
         now: datetime | None = None,
+        *,
+        fingerprints: Mapping[str, str] | None = None,
     ) -> IngestResult:
-        """Insert new messages with a pending delivery per target; re-queue changed ones."""
+        """Insert new messages with a pending delivery per target; re-queue changed ones.
+        ``fingerprints`` (message id -> list-item fingerprint) are stored with them."""
         now = now or _utcnow()
+        prints = fingerprints or {}
         unique: dict[str, Message] = {m.message_id: m for m in batch}
         new = changed = unchanged = 0
         with self.engine.begin() as conn:
             known: dict[str, tuple[int, str]] = {}
+            stored_prints: dict[str, str | None] = {}
             for ids in _chunks(list(unique)):
                 rows = conn.execute(
-                    select(messages.c.id, messages.c.message_id, messages.c.content_hash).where(
-                        messages.c.account == account, messages.c.message_id.in_(ids)
-                    )
+                    select(
+                        messages.c.id,
+                        messages.c.message_id,
+                        messages.c.content_hash,
+                        messages.c.summary_hash,
+                    ).where(messages.c.account == account, messages.c.message_id.in_(ids))
                 )
-                known.update({r.message_id: (r.id, r.content_hash) for r in rows})
+                for r in rows:
+                    known[r.message_id] = (r.id, r.content_hash)
+                    stored_prints[r.message_id] = r.summary_hash
             fresh = [m for mid, m in unique.items() if mid not in known]
             if fresh:
                 inserted = conn.execute(
@@ -242,6 +252,7 @@ class Store:
                             "account": account,
                             "message_id": m.message_id,
                             "content_hash": m.content_hash(),
+                            "summary_hash": prints.get(m.message_id),
                             "version": 1,
                             "created_at": m.created_at,
                             "raw": _json_safe(m.raw),
@@ -278,6 +289,20 @@ class Store:
                 if mid in known and known[mid][1] != m.content_hash()
             ]
             unchanged = len(unique) - new - len(edits)
+            # A list item that changed while the message did not (its detail is the same):
+            # remember the new fingerprint, or its detail would be fetched on every poll.
+            reprinted = [
+                {"pk": known[mid][0], "s": prints[mid]}
+                for mid in unique
+                if mid in known and mid in prints and stored_prints.get(mid) != prints[mid]
+            ]
+            if reprinted:
+                conn.execute(
+                    update(messages)
+                    .where(messages.c.id == bindparam("pk"))
+                    .values(summary_hash=bindparam("s")),
+                    reprinted,
+                )
             if edits:
                 conn.execute(
                     update(messages)

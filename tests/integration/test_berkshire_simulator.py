@@ -159,6 +159,19 @@ def test_summary_only_lists_summaries_and_details_are_full(
     assert sim.counts == Counter({"list": 1, "detail": 1})
 
 
+def test_the_default_list_shape_is_the_documented_summary() -> None:
+    """The document: the list endpoints return "a summary", /v2/messages/<id> the message.
+    The default list leaves out exactly the detail fields (and the table's prefixed keys)."""
+    with BerkshireSimulator(email=EMAIL, token=TOKEN, messages=[M1]) as fresh:
+        assert fresh.list_shape == "summary"
+        with httpx.Client(base_url=fresh.base_url, headers=AUTH) as client:
+            (listed,) = client.get("/v2/messages").json()["data"]
+            single = client.get("/v2/messages/M1").json()["data"]
+        assert set(single) - set(listed) == {f"{CUSTOM_PREFIX} Best time to call"}
+        assert listed["phone"] == "212-867-5309"  # the rest of the message is in the summary
+        assert (fresh.list_requests, fresh.detail_requests) == (1, 1)
+
+
 def test_ids_are_url_unquoted(http: httpx.Client, sim: BerkshireSimulator) -> None:
     sim.add_messages([{**M1, "message id": "a/b c"}])
     response = http.get("/v2/messages/a%2Fb%20c")

@@ -157,6 +157,9 @@ def test_demo_json_reports_a_sync_and_a_repoll_that_writes_nothing(tmp_path: Pat
     assert repoll["crm_writes"] == 0
     for name, counts in repoll["targets"].items():
         assert counts["activities_logged"] == counts["contacts_created"] == 0, name
+    # Counted by the simulator: each message's detail once, and the re-poll lists only.
+    assert summary["source_requests"]["detail"] == 60
+    assert repoll["source_requests"] == {"list": summary["source_requests"]["list"], "detail": 0}
 
 
 def test_demo_prints_a_readable_table(tmp_path: Path) -> None:
@@ -236,7 +239,7 @@ def test_check_names_a_refused_berkshire_token(sandbox: Sandbox) -> None:
 
 
 @pytest.mark.parametrize(
-    ("target", "key"), [("hubspot", "access_token"), ("salesforce", "password")]
+    ("target", "key"), [("hubspot", "access_token"), ("salesforce", "consumer_secret")]
 )
 def test_check_names_the_target_whose_credential_is_refused(
     sandbox: Sandbox, target: str, key: str
@@ -336,9 +339,11 @@ def test_dry_run_reads_the_crms_writes_nothing_and_prints_the_plan(sandbox: Sand
         assert f"[dry-run] target {name}: {MESSAGES} planned deliveries" in dry.out
         assert sandbox.markers(name) == []
     for message_id in sandbox.message_ids:
-        assert f"  {message_id}: " in dry.out
-    counts = sandbox.counts()
-    assert all(counts[n]["done"] == 0 and counts[n]["pending"] == MESSAGES for n in TARGETS)
+        assert f"    {message_id}: " in dry.out
+    # No state written: no message, delivery, cursor or window; only a run record marked dry.
+    assert sandbox.counts() == {}
+    status = sandbox.status()
+    assert [run["kind"] for run in status["last_runs"]] == ["dry-poll"], status["last_runs"]
 
     assert world.berkshire is not None
     lists = world.berkshire.counts["list"]
@@ -383,9 +388,29 @@ def test_replay_updates_the_activity_in_place(sandbox: Sandbox) -> None:
     assert "no delivery found" in unknown.err
 
 
+def ingest_only(sandbox: Sandbox) -> None:
+    """Poll every account into the store, delivering nothing."""
+    from datetime import UTC, datetime
+
+    from syncd.config import load_settings
+    from syncd.daemon import Daemon
+    from syncd.ingest import ingest_days, poll_days
+
+    settings = load_settings(sandbox.config, environ={})
+    daemon = Daemon(settings)
+    try:
+        daemon.migrate()
+        for account in settings.accounts.values():
+            days = poll_days(datetime.now(UTC), account.timezone, 3, None)
+            ingest_days(daemon.store, daemon.client(account), account, days)
+    finally:
+        daemon.close()
+
+
 def test_retry_requeues_a_dead_delivery(sandbox: Sandbox) -> None:
-    # Ingest only, then let one HubSpot delivery die before it reaches the CRM.
-    assert sandbox.cli("run", "--once", "--dry-run").code == 0
+    # Ingest only (a dry run no longer stores anything), then let one HubSpot delivery die
+    # before it reaches the CRM.
+    ingest_only(sandbox)
     message_id = sandbox.message_ids[0]
     store = Store(sandbox.database_url)
     try:

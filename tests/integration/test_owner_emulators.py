@@ -1,6 +1,6 @@
 """The emulators' users, spoken to only through the vendors' own REST shapes: HubSpot's
 ``GET /crm/v3/owners`` and ``hubspot_owner_id`` checks, Salesforce's ``User`` over SOQL and
-``OwnerId`` checks (sources cited in syncd/sandbox/hubspot_owners.py, salesforce_users.py)."""
+``OwnerId`` checks (sources cited in syncd/sandbox/hubspot_owners.py, salesforce/users.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from syncd.sandbox.hubspot import HubSpotEmulator
-from syncd.sandbox.salesforce import USER_ID, SalesforceEmulator
+from syncd.sandbox.salesforce import SalesforceEmulator
+from syncd.sandbox.salesforce.org import USER_ID
 from syncd.sandbox.team import TEAM
 
 

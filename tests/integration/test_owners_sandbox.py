@@ -9,7 +9,8 @@ from pathlib import Path
 from syncd_cli import Result
 
 from syncd.sandbox.hubspot import HubSpotEmulator
-from syncd.sandbox.salesforce import USER_ID, SalesforceEmulator
+from syncd.sandbox.salesforce import SalesforceEmulator
+from syncd.sandbox.salesforce.org import USER_ID
 from syncd.sandbox.team import TEAM
 from syncd.sandbox.toml import dumps
 from syncd.sandbox.world import SandboxWorld

@@ -163,6 +163,37 @@ def test_installed_demo_syncs(installed: Installed) -> None:
     assert summary["messages_new"] > 0
 
 
+@pytest.mark.slow
+def test_installed_with_the_images_extra_speaks_postgresql(installed: Installed) -> None:
+    config = installed.workdir / "pg.toml"
+    config.write_text(
+        "[syncd]\n"
+        'database_url = "postgresql+psycopg://syncd@127.0.0.1:1/syncd"\n'
+        "[accounts.main]\n"
+        'base_url = "https://api.example"\nemail = "a@example.com"\ntoken_env = "T"\n',
+        encoding="utf-8",
+    )
+    env = {**_clean_env(), "T": "token-1234"}
+
+    def show_config() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(installed.bin / "syncd"), "check", "--show-config", "--config", str(config)],
+            cwd=installed.workdir, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    # Without the extra (the old image): one line saying what to install.
+    bare = show_config()
+    assert bare.returncode == 2, bare.stdout + bare.stderr
+    assert "pip install 'syncd[postgres]'" in bare.stderr
+    # The Dockerfile's own install line: the wheel with [postgres] brings the driver.
+    wheel = f"{installed.wheel}[postgres]"
+    install = _run([str(installed.bin / "pip"), "install", "--quiet", wheel], cwd=installed.workdir)
+    assert install.returncode == 0, install.stdout + install.stderr
+    result = show_config()
+    assert result.returncode == 0, result.stdout + result.stderr  # the driver imports
+    assert "postgresql+psycopg://syncd@127.0.0.1:1/syncd" in result.stdout
+
+
 # -- systemd units ------------------------------------------------------------------------------
 
 

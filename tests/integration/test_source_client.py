@@ -32,6 +32,8 @@ def item(message_id: str, utc: str, **extra: object) -> dict[str, object]:
         "first name": "Ann",
         "phone": "212-867-5309",
         "content": "Call back",
+        # A detail field: the item is the whole message (a list in the "full" shape).
+        "content with additional details": "",
         **extra,
     }
 
@@ -135,7 +137,8 @@ def test_every_spelling_and_envelope_reads_the_same(
         result = berkshire.fetch_window("acme", date(2024, 3, 1), date(2024, 3, 9), NY)
     assert result.quarantined == []
     assert len(result.messages) == 60
-    assert sim.counts["detail"] == 0  # full list items: no detail fetches
+    # The documented shape: summaries in the list, one detail request per message.
+    assert sim.counts["detail"] == 60
     emails = {m.custom_fields.get("Email") or m.custom_fields.get("email") for m in result.messages}
     assert emails - {None}  # custom fields survived the re-spelling
     assert all(m.created_at is not None and not m.summary for m in result.messages)

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from syncd.ingest import MAX_CATCH_UP_DAYS, backfill_days, poll_days
+from syncd.ingest import MAX_CATCH_UP_DAYS, backfill_days, poll_days, poll_plan, reconcile_days
 
 NEW_YORK = ZoneInfo("America/New_York")
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -96,3 +96,22 @@ def test_backfill_single_day_and_reversed_range() -> None:
     assert backfill_days(day, day, set()) == [day]
     assert backfill_days(day, day - timedelta(days=1), set()) == []
     assert backfill_days(date(2024, 5, 10), date(2024, 5, 1), set()) == []
+
+
+def test_poll_plan_names_the_days_the_catch_up_cap_leaves_out() -> None:
+    now = datetime(2024, 6, 15, 12, tzinfo=NEW_YORK)
+    today = date(2024, 6, 15)
+    cursor = datetime(2024, 5, 1, 9, tzinfo=NEW_YORK)
+    polled, skipped = poll_plan(now, NEW_YORK, 2, cursor)
+    earliest = today - timedelta(days=MAX_CATCH_UP_DAYS)
+    assert polled == days(earliest, today)
+    assert skipped == (date(2024, 5, 1), earliest - timedelta(days=1))
+    # Within the cap nothing is skipped.
+    assert poll_plan(now, NEW_YORK, 2, now - timedelta(days=5))[1] is None
+    assert poll_plan(now, NEW_YORK, 2, None)[1] is None
+
+
+def test_reconcile_reads_the_days_back_and_today() -> None:
+    now = datetime(2024, 6, 15, 12, tzinfo=NEW_YORK)
+    assert reconcile_days(now, NEW_YORK, 14) == days(date(2024, 6, 1), date(2024, 6, 15))
+    assert reconcile_days(now, NEW_YORK, 0) == [date(2024, 6, 15)]

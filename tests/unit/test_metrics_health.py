@@ -42,8 +42,9 @@ def test_set_deliveries_zeroes_states_that_emptied() -> None:
     metrics = Metrics()
     metrics.set_deliveries({("sf", "pending"): 4, ("sf", "dead"): 1})
     metrics.set_deliveries({("sf", "pending"): 2})
-    assert _value(metrics, "syncd_deliveries", target="sf", state="pending") == 2
-    assert _value(metrics, "syncd_deliveries", target="sf", state="dead") == 0
+    db = {"scope": "database"}
+    assert _value(metrics, "syncd_deliveries", target="sf", state="pending", **db) == 2
+    assert _value(metrics, "syncd_deliveries", target="sf", state="dead", **db) == 0
 
 
 def test_api_usage_and_cycle_histogram() -> None:

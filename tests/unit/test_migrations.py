@@ -59,7 +59,7 @@ def test_upgrade_builds_exactly_the_schema(store_url: str) -> None:
 
         assert _diffs(store) == []
         names = set(inspect(store.engine).get_table_names())
-        assert names == TABLES | {"windows", "alembic_version"}
+        assert names == TABLES | {"windows", "source_gaps", "alembic_version"}
         assert store.schema_revision() == migrate.head_revision()
     finally:
         store.close()

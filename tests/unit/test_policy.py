@@ -11,6 +11,7 @@ import pytest
 
 from syncd.config import MatchPolicy, TargetSettings
 from syncd.match.keys import extract_keys
+from syncd.match.phones import PhoneKey, normalize_phone
 from syncd.match.policy import Decision, canonical_fields, decide, plan_for, policy_keys
 from syncd.models import Action, CrmRecord, KeyKind, MatchKey, Message, Plan
 
@@ -409,3 +410,32 @@ def test_known_snapshot_counts_as_filled() -> None:
 
     assert result is not None
     assert (result.action, dict(result.fields)) == (Action.LOG, {})
+
+
+def test_an_extension_is_matched_without_and_written_with() -> None:
+    """The key is E.164 alone (the switchboard is the same caller); the CRM gets the number
+    with its extension, in the form that reads back to the same key and extension."""
+    given = message(**(JANE | {"phone": "(415) 555-1212 x12"}))
+    keys = extract_keys(given)
+    assert [str(k) for k in policy_keys(keys, MatchPolicy(keys=("phone",)))] == [
+        "phone:+14155551212"
+    ]
+    offered = canonical_fields(given, keys)
+    assert offered["phone"] == "+14155551212 ext. 12"
+    assert normalize_phone(offered["phone"]) == PhoneKey("+14155551212", "12")
+
+    target = TargetSettings(name="crm", type="x", field_policy="overwrite")
+    known_number = contact("c1", first_name="Jane", last_name="Doe", phones=("+14155551212",))
+    plan = plan_for(1, given, keys, Decision("existing", record=known_number), target)
+    assert plan is not None
+    assert plan.fields["phone"] == "+14155551212 ext. 12"
+    with_ext = contact(
+        "c1",
+        first_name="Jane",
+        last_name="Doe",
+        phones=("+14155551212",),
+        fields={"phone": "+14155551212 ext. 12"},
+    )
+    plan = plan_for(1, given, keys, Decision("existing", record=with_ext), target)
+    assert plan is not None
+    assert "phone" not in plan.fields

@@ -403,8 +403,15 @@ def test_email_key_is_read_and_custom_email_left_to_the_matcher() -> None:
 
 def test_summary_flag() -> None:
     assert parse_message({"id": "1", "first name": "Ann"}, account="a").summary is True
-    assert parse_message({"id": "1", "caller id": "212-867-5309"}, account="a").summary is False
-    assert parse_message({"id": "1", "content": "hi"}, account="a").summary is False
+    # Phone and content are summary fields too: only the detail fields make an item whole.
+    assert parse_message({"id": "1", "caller id": "212-867-5309"}, account="a").summary is True
+    assert parse_message({"id": "1", "content": "hi"}, account="a").summary is True
+    whole = {"id": "1", "content with additional details": ""}
+    assert parse_message(whole, account="a").summary is False
+    table = {"id": "1", "content with additional details table": {"Email": "a@example.com"}}
+    assert parse_message(table, account="a").summary is False
+    prefixed = {"id": "1", "content_with_additional_details_table_Email": "a@example.com"}
+    assert parse_message(prefixed, account="a").summary is False
 
 
 def test_unknown_keys_stay_in_raw_and_are_logged_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -157,16 +157,22 @@ def test_change_during_flight_sends_delivery_round_again(store: Store) -> None:
     )
 
 
-def test_unchanged_delivery_status_does_not_requeue(store: Store) -> None:
+def test_a_status_change_requeues_but_the_sender_does_not(store: Store) -> None:
     store.ingest(ACCOUNT, [msg("m1")], ["crm"], now=T0)
     [claimed] = store.claim("crm", 10, "w1", 60, now=T0)
     store.record("crm", [done(claimed)], worker="w1")
 
-    # Only delivery bookkeeping differs: not a change that matters to a CRM.
-    result = store.ingest(ACCOUNT, [msg("m1", status="delivered")], ["crm"], now=T0)
-
+    # "from" is who typed the message: not a change the activity shows.
+    result = store.ingest(ACCOUNT, [msg("m1", sender="Agent 7")], ["crm"], now=T0)
     assert (result.changed, result.unchanged) == (0, 1)
     assert one(store, claimed.delivery_id).state == State.DONE
+
+    # The message's status and delivery are: the activity is updated in place to show them.
+    for change in ({"status": "Delivered"}, {"delivered_to": "ops@example.com"}):
+        result = store.ingest(ACCOUNT, [msg("m1", **change)], ["crm"], now=T0)
+        assert (result.changed, result.unchanged) == (1, 0)
+        row = one(store, claimed.delivery_id)
+        assert (row.state, row.activity_id) == ("pending", "act-1")
 
 
 # -- claim ----------------------------------------------------------------------------------------
