@@ -23,6 +23,7 @@ from syncd.config import (
 )
 from syncd.connector import read_secret
 from syncd.errors import ConfigError
+from syncd.owners.settings import OwnerSettings
 from syncd.startup import masked_url
 
 __all__ = ["config_lines", "print_config"]
@@ -94,6 +95,9 @@ def _target_lines(src: Mapping[str, str], target: TargetSettings) -> Iterator[tu
         if isinstance(value, MatchPolicy):
             for m in fields(MatchPolicy):
                 yield _line(src, f"{prefix}.match.{m.name}", getattr(value, m.name))
+        elif isinstance(value, OwnerSettings):
+            for key, owned in value.as_config().items():
+                yield _line(src, f"{prefix}.{key}", owned)
         else:
             yield _line(src, f"{prefix}.{f.name}", value)
     for key, value in target.options.items():

@@ -48,6 +48,18 @@ class OwnerSettings:
     on_new_records: bool = False
     refresh_seconds: float = 3600.0
 
+    def as_config(self) -> dict[str, Any]:
+        """The settings under their config keys (``syncd check --show-config``); mapped
+        names appear normalized, as they are compared."""
+        return {
+            "owner_rules": list(self.rules),
+            "owners": dict(self.mapping),
+            "owner_round_robin": list(self.round_robin),
+            "default_owner": self.default,
+            "owner_on_new_records": self.on_new_records,
+            "owners_refresh_seconds": self.refresh_seconds,
+        }
+
 
 def _text(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value.strip():

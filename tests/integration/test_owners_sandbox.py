@@ -80,6 +80,7 @@ def test_check_lists_the_users_and_warns_of_named_users_who_left(
         config.write_text(dumps(doc), encoding="utf-8")
         config.chmod(0o600)
         clean = in_process("check", "--config", str(config))
+        shown = in_process("check", "--show-config", "--config", str(config))
         for target in doc["targets"].values():
             target["owners"]["Sales line"] = "carl.former@example.com"  # has left
             target["owner_round_robin"].append("nobody@example.com")  # never was
@@ -89,6 +90,11 @@ def test_check_lists_the_users_and_warns_of_named_users_who_left(
     assert "[ok  ] target hubspot (hubspot): owners: 6 users listed, 5 active" in clean.out
     assert "[ok  ] target salesforce (salesforce): owners: 7 users listed, 6 active" in clean.out
     assert "[FAIL]" not in clean.out
+    assert shown.code == 0, shown.err
+    lines = {line.split(" = ")[0]: line for line in shown.out.splitlines() if " = " in line}
+    assert lines["targets.hubspot.default_owner"].endswith("# file")
+    assert '"office@example.com"' in lines["targets.hubspot.default_owner"]
+    assert lines["targets.salesforce.owners_refresh_seconds"].endswith("# default")
     assert warned.code == 0, warned.out  # a warning, not a failure: messages fall through
     for name in TARGETS:
         for line in (
