@@ -426,7 +426,8 @@ def test_every_field_is_cut_to_hubspots_length_and_the_marker_survives(
 
 def test_activity_call_logs_an_answered_inbound_call(emulator: HubSpotEmulator) -> None:
     contact = emulator.seed_contact(first_name="Cal")
-    connector = connect(emulator, activity="call", task_owner_id="77")
+    owner = emulator.owner_ids()["ana.lopez@example.com"]  # HubSpot refuses an unknown owner
+    connector = connect(emulator, activity="call", task_owner_id=owner)
 
     [outcome] = connector.apply(
         [plan(1, action=Action.LOG, record_id=contact, phone="+14153927461")]
@@ -440,7 +441,7 @@ def test_activity_call_logs_an_answered_inbound_call(emulator: HubSpotEmulator) 
     assert call["hs_call_title"] == "Message 1"
     assert "Please call back" in call["hs_call_body"]
     assert call["hs_timestamp"] == "2024-05-06T15:30:00.000Z"
-    assert call["hubspot_owner_id"] == "77"
+    assert call["hubspot_owner_id"] == owner
     client = HubSpot(access_token=emulator.token, host=emulator.base_url)
     status, body = _raw(
         client.crm.associations.v4.batch_api.get_page,
