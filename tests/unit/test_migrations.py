@@ -15,7 +15,18 @@ from syncd.store import migrate
 from syncd.store.schema import metadata
 from syncd.store.store import Store
 
-TABLES = {"cursors", "deliveries", "leases", "match_cache", "messages", "quarantine", "runs"}
+TABLES = {
+    "alerts",
+    "breakers",
+    "cursors",
+    "deliveries",
+    "leases",
+    "match_cache",
+    "messages",
+    "quarantine",
+    "runs",
+    "store_meta",
+}
 
 
 def _diffs(store: Store) -> list[object]:

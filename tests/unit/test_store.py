@@ -52,6 +52,37 @@ def one(store: Store, delivery_id: int) -> Any:
     return next(r for r in rows(store) if r.id == delivery_id)
 
 
+class LeaseClock:
+    """Lease time moved forward on either backend. Leases follow the database's clock on
+    PostgreSQL (``now`` is ignored for them) and the process clock (``now``) on SQLite: to
+    let ``seconds`` pass, SQLite gets ``T0 + seconds`` and PostgreSQL has every stored expiry
+    moved back by as much."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.moved = store, 0.0
+
+    def at(self, seconds: float) -> datetime:
+        if self.store.dialect == "postgresql":
+            shift = {"s": seconds - self.moved}
+            self.moved = seconds
+            back = "- make_interval(secs => :s)"
+            with self.store.engine.begin() as conn:
+                conn.execute(text(f"UPDATE deliveries SET lease_until = lease_until {back}"), shift)
+                conn.execute(text(f"UPDATE leases SET expires_at = expires_at {back}"), shift)
+        return T0 + timedelta(seconds=seconds)
+
+    def expect(self, moment: datetime | None, seconds: float) -> None:
+        """``moment`` is ``seconds`` after the (simulated) start, on the lease clock."""
+        assert moment is not None
+        if self.store.dialect == "postgresql":
+            with self.store.engine.connect() as conn:
+                db_now = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+            drift = moment - (db_now + timedelta(seconds=seconds - self.moved))
+            assert abs(drift) < timedelta(seconds=10)
+        else:
+            assert moment == T0 + timedelta(seconds=seconds)
+
+
 def done(claimed: Claimed, activity: str = "act-1") -> DeliveryResult:
     return DeliveryResult(
         claimed.delivery_id, State.DONE, record_id="rec-1", activity_id=activity, action="log"
@@ -188,11 +219,8 @@ def test_claim_in_id_order_and_respects_limit(store: Store) -> None:
     assert all(c.target == "crm" for c in first + second + third)
     assert store.claim("crm", 3, "w1", 60, now=T0) == []
     row = one(store, ids[0])
-    assert (row.state, row.claimed_by, row.lease_until) == (
-        "in_flight",
-        "w1",
-        T0 + timedelta(seconds=60),
-    )
+    assert (row.state, row.claimed_by) == ("in_flight", "w1")
+    LeaseClock(store).expect(row.lease_until, 60)
 
 
 def test_claim_skips_retry_until_due(store: Store) -> None:
@@ -214,10 +242,11 @@ def test_claim_skips_retry_until_due(store: Store) -> None:
 
 def test_claim_takes_over_expired_lease(store: Store) -> None:
     seed(store, 1)
+    clock = LeaseClock(store)
     [claimed] = store.claim("crm", 10, "crashed", 60, now=T0)
 
-    assert store.claim("crm", 10, "w2", 60, now=T0 + timedelta(seconds=59)) == []
-    [again] = store.claim("crm", 10, "w2", 60, now=T0 + timedelta(seconds=61))
+    assert store.claim("crm", 10, "w2", 60, now=clock.at(59)) == []
+    [again] = store.claim("crm", 10, "w2", 60, now=clock.at(61))
 
     assert again.delivery_id == claimed.delivery_id
     assert again.attempts == 2
@@ -229,6 +258,7 @@ def test_claim_takes_over_expired_lease(store: Store) -> None:
 
 def test_a_claim_takes_the_oldest_due_of_every_kind_together(store: Store) -> None:
     seed(store, 6)
+    clock = LeaseClock(store)
     early = store.claim("crm", 3, "w1", 60, now=T0)  # ids 1-3 in flight
     retry, expired, not_due = early
     later = T0 + timedelta(seconds=120)
@@ -241,7 +271,7 @@ def test_a_claim_takes_the_oldest_due_of_every_kind_together(store: Store) -> No
         worker="w1",
     )
 
-    taken = store.claim("crm", 3, "w2", 60, now=T0 + timedelta(seconds=61))
+    taken = store.claim("crm", 3, "w2", 60, now=clock.at(61))
 
     # a due retry, an expired lease and the oldest pending: by id, whatever their kind
     assert [c.delivery_id for c in taken] == [
@@ -423,18 +453,19 @@ def test_release_with_refund_and_retry(store: Store) -> None:
 
 
 def test_leases(store: Store) -> None:
+    clock = LeaseClock(store)
     assert store.acquire_lease("poll:main", "a", 30, now=T0)
-    assert store.acquire_lease("poll:main", "a", 30, now=T0 + timedelta(seconds=20))  # renew
+    assert store.acquire_lease("poll:main", "a", 30, now=clock.at(20))  # renew
     # Held until T0+50 after the renewal, so b is refused after the first TTL would have run out.
-    assert not store.acquire_lease("poll:main", "b", 30, now=T0 + timedelta(seconds=40))
-    assert store.acquire_lease("poll:other", "b", 30, now=T0)  # leases are per name
-    assert store.acquire_lease("poll:main", "b", 30, now=T0 + timedelta(seconds=51))  # expired
-    assert not store.acquire_lease("poll:main", "a", 30, now=T0 + timedelta(seconds=52))
+    assert not store.acquire_lease("poll:main", "b", 30, now=clock.at(40))
+    assert store.acquire_lease("poll:other", "b", 30, now=clock.at(40))  # leases are per name
+    assert store.acquire_lease("poll:main", "b", 30, now=clock.at(51))  # expired
+    assert not store.acquire_lease("poll:main", "a", 30, now=clock.at(52))
 
     store.release_lease("poll:main", "a")  # not a's any more: no effect
-    assert not store.acquire_lease("poll:main", "a", 30, now=T0 + timedelta(seconds=53))
+    assert not store.acquire_lease("poll:main", "a", 30, now=clock.at(53))
     store.release_lease("poll:main", "b")
-    assert store.acquire_lease("poll:main", "a", 30, now=T0 + timedelta(seconds=54))
+    assert store.acquire_lease("poll:main", "a", 30, now=clock.at(54))
 
 
 def test_windows_and_done_days(store: Store) -> None:
@@ -599,7 +630,7 @@ def test_timestamps_come_back_aware_utc(store: Store) -> None:
         assert moment is not None
         assert moment.utcoffset() == timedelta(0)
         assert moment.tzinfo == UTC
-    assert row.lease_until == T0 + timedelta(seconds=60)
+    LeaseClock(store).expect(row.lease_until, 60)
 
 
 def test_naive_datetimes_are_refused(store: Store) -> None:
