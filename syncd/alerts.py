@@ -14,10 +14,12 @@ URL itself is a credential (it embeds a token), so it is never logged.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, Literal
 
 import httpx
@@ -27,6 +29,7 @@ from syncd._version import __version__
 from syncd.errors import ConfigError
 from syncd.logging import redact_text
 from syncd.match.phones import mask_phone, mask_phones_in
+from syncd.store.alertbox import AlertRow
 
 __all__ = ["Alerter"]
 
@@ -195,3 +198,45 @@ def _clean(value: str) -> str:
     if len(value) > _MAX_VALUE:
         value = value[: _MAX_VALUE - 1] + "…"
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def dead_letter_alert(
+    target: str, account: str, message_id: str, reason: str, when: datetime
+) -> AlertRow:
+    """The outbox row for a delivery that gave up: written with its outcome, never lost."""
+    return AlertRow(
+        key=f"dead:{target}:{account}:{message_id}:{when.isoformat()}",
+        kind="dead_letter",
+        payload=alert_payload(
+            f"Message {message_id} could not be delivered to {target}",
+            {"Target": target, "Message": message_id, "Reason": reason},
+            "warning",
+        ),
+    )
+
+
+def alert_payload(title: str, fields: Mapping[str, str], severity: Severity) -> dict[str, Any]:
+    """What an outbox row keeps: phones and emails masked before it is ever stored."""
+    return {
+        "title": mask_personal(title),
+        "fields": {name: mask_personal(value) for name, value in fields.items()},
+        "severity": severity,
+    }
+
+
+def mask_personal(text: str) -> str:
+    """Phones and emails masked, as in logs."""
+    return mask_emails_in(mask_phones_in(text))
+
+
+_EMAIL = re.compile(r"([\w.!#$%&'*+/=?^`{|}~-]+)@([\w-]+(?:\.[\w-]+)*)\.([A-Za-z]{2,})")
+
+
+def _mask_email(match: re.Match[str]) -> str:
+    local, host, tld = match.group(1), match.group(2), match.group(3)
+    return f"{local[0]}***@{host[0]}***.{tld}"
+
+
+def mask_emails_in(text: str) -> str:
+    """Every email address in ``text`` masked: "jane@example.com" -> "j***@e***.com"."""
+    return _EMAIL.sub(_mask_email, text)

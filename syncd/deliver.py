@@ -4,6 +4,14 @@ Per batch, the CRM sees at most: one packed lookup for the keys the match cache 
 answer, one packed read for cached records whose fields we might fill, one batched contact
 write, one batched activity write. Everything the batch learnt is recorded in one
 transaction with the outcomes (see :meth:`syncd.store.Store.record`).
+
+Nothing twice: before ``connector.apply`` each delivery is recorded, durably and under its
+claim's fence, as *in doubt* together with its intent (action, record, caller key, fields).
+Every later attempt at an in-doubt delivery -- after a crash, a signal, a hand-back, a daily
+limit, a timeout, a malformed answer or a lost lease -- is sent as ``Plan(in_doubt=True)``,
+rebuilt from that intent, so the connector finds each part by marker before writing; only a
+recorded done/review/skipped clears the doubt. The claim is renewed between phases, and a
+worker whose claim was taken over has its outcomes rejected as a whole by the store.
 """
 
 from __future__ import annotations
@@ -11,12 +19,13 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
+from syncd.alerts import dead_letter_alert
 from syncd.backoff import backoff_delay
 from syncd.config import DaemonSettings, TargetSettings
 from syncd.connector import Connector
@@ -31,13 +40,14 @@ from syncd.match.policy import (
     policy_keys,
 )
 from syncd.models import (
+    Action,
     CrmRecord,
     KeyKind,
     MatchKey,
     Outcome,
     Plan,
-    activity_marker,
 )
+from syncd.store.alertbox import AlertRow
 from syncd.store.store import CacheEntry, CacheWrite, Claimed, DeliveryResult, State, Store
 
 __all__ = ["DeliveryStats", "TargetPaused", "deliver_target"]
@@ -67,6 +77,10 @@ class DeliveryStats:
     retry: int = 0
     dead: int = 0
     batches: int = 0
+    # In-doubt plans sent to the connector (each reconciles before it writes).
+    in_doubt: int = 0
+    # Outcomes the store rejected because this worker's claim had been taken over.
+    rejected: int = 0
     dead_letters: list[tuple[str, str]] = field(default_factory=list)  # (message id, reason)
     # How each delivery was decided: email / phone / company_name / cache / operator (an
     # existing record found that way), new, review.
@@ -85,6 +99,8 @@ class DeliveryStats:
             "activities_logged": self.activities_logged,
             "activities_updated": self.activities_updated,
             "reconciled": self.reconciled,
+            "in_doubt": self.in_doubt,
+            "rejected": self.rejected,
             "review": self.review,
             "skipped": self.skipped,
             "retry": self.retry,
@@ -123,6 +139,7 @@ class _Batch:
         self.store, self.connector, self.target, self.daemon = store, connector, target, daemon
         self.regions, self.now, self.dry_run = regions, now, dry_run
         self.results: list[DeliveryResult] = []
+        self.alerts: list[AlertRow] = []
         self.cache_writes: list[CacheWrite] = []
         self.cache_drops: list[str] = []
         # Per delivery: canonical fields the CRM record holds once its plan succeeds.
@@ -131,27 +148,42 @@ class _Batch:
         self.passed_over: dict[int, list[str]] = {}
 
     # -- steps -----------------------------------------------------------------------------
-    def reconcile(self, items: list[_Item], stats: DeliveryStats) -> list[_Item]:
-        """An earlier attempt may have reached the CRM before we could record it: look for
-        its activity by marker (an immediately consistent read) instead of writing again."""
-        suspects = [i for i in items if i.claimed.attempts > 1 and not i.claimed.activity_id]
-        if not suspects:
-            return items
-        markers = {self._marker(i): i for i in suspects}
-        found = self.connector.find_activities(list(markers))
-        settled: set[int] = set()
-        for marker, ref in found.items():
-            item = markers.get(marker)
-            if item is None:
-                continue
-            settled.add(item.claimed.delivery_id)
-            stats.reconciled += 1
-            self._done(
-                item.claimed.delivery_id, ref.record_id, "contact", ref.activity_id, "reconciled"
+    def from_intent(self, items: list[_Item]) -> list[Plan]:
+        """In-doubt deliveries with a recorded intent: the SAME plan again (same record, same
+        caller key, same fields), marked in doubt -- never a fresh match, which could pick
+        another record or caller key than the write that may have landed."""
+        plans: list[Plan] = []
+        for item in items:
+            intent = item.claimed.intent or {}
+            record_id = intent.get("record_id")
+            kind = str(intent.get("record_kind") or "contact")
+            if record_id:
+                decision = Decision("existing", record=CrmRecord(str(record_id), kind))
+            else:
+                decision = Decision("new", company_id=intent.get("company_id"))
+            plan = plan_for(
+                item.claimed.delivery_id,
+                item.claimed.message,
+                item.keys,
+                decision,
+                self.target,
+                caller_key=str(intent.get("caller_key") or ""),
+                existing_activity=item.claimed.activity_id,
             )
-            if ref.record_id:
-                self._cache(item.keys, ref.record_id, "contact", {})
-        return [i for i in items if i.claimed.delivery_id not in settled]
+            if plan is None:  # the sync mode changed since: match afresh, still in doubt
+                item.decision = None
+                continue
+            plan = replace(
+                plan,
+                action=Action(str(intent.get("action") or plan.action.value)),
+                fields=dict(intent.get("fields") or {}),
+                company_id=intent.get("company_id") or plan.company_id,
+                record_kind=kind,
+                in_doubt=True,
+            )
+            self.known_after[plan.delivery_id] = {}
+            plans.append(plan)
+        return plans
 
     def from_cache(self, items: list[_Item]) -> None:
         keys = {k for i in items for k in self._cache_keys(i.keys)}
@@ -241,6 +273,9 @@ class _Batch:
                 existing_activity=claimed.activity_id,
                 known=item.known,
             )
+            if plan is not None and claimed.in_doubt:
+                # A write may have landed (or an earlier store may have made it): reconcile.
+                plan = replace(plan, in_doubt=True)
             if plan is None:
                 stats.skipped += 1
                 self.results.append(
@@ -278,20 +313,23 @@ class _Batch:
                 self.cache_drops.extend(outcome.gone)
             if outcome.ok:
                 stats.done += 1
-                if outcome.created and outcome.record_id:
-                    created.add(outcome.record_id)
-                if outcome.updated:
-                    stats.contacts_updated += 1
-                if plan.activity.existing_id:
-                    stats.activities_updated += 1
+                if outcome.reconciled:
+                    stats.reconciled += 1  # every part was already there: nothing written
                 else:
-                    stats.activities_logged += 1
+                    if outcome.created and outcome.record_id:
+                        created.add(outcome.record_id)
+                    if outcome.updated:
+                        stats.contacts_updated += 1
+                    if plan.activity.existing_id:
+                        stats.activities_updated += 1
+                    else:
+                        stats.activities_logged += 1
                 self._done(
                     plan.delivery_id,
                     outcome.record_id,
                     outcome.record_kind,
                     outcome.activity_id,
-                    plan.action.value,
+                    "reconciled" if outcome.reconciled else plan.action.value,
                     passed_over=self.passed_over.get(plan.delivery_id),
                 )
                 if outcome.record_id:
@@ -300,6 +338,8 @@ class _Batch:
                     self._cache_plan(plan, outcome.record_id, outcome.record_kind, snapshot)
                 continue
             attempts = claims[plan.delivery_id].attempts
+            # The record the intent named is gone: the next attempt matches afresh.
+            forget = bool(plan.in_doubt and plan.record_id and plan.record_id in outcome.gone)
             if outcome.retriable and attempts < self.daemon.max_attempts:
                 stats.retry += 1
                 delay = 0.0 if outcome.gone else self._delay(attempts, outcome.retry_after)
@@ -309,13 +349,13 @@ class _Batch:
                         State.RETRY,
                         error=outcome.error,
                         next_attempt_at=self.now + timedelta(seconds=delay),
+                        forget_intent=forget,
                     )
                 )
             else:
                 stats.dead += 1
-                stats.dead_letters.append(
-                    (plan.message.message_id, outcome.error or "unknown error")
-                )
+                error = outcome.error or "unknown error"
+                stats.dead_letters.append((plan.message.message_id, error))
                 log.warning(
                     "delivery dead",
                     target=self.target.name,
@@ -323,14 +363,19 @@ class _Batch:
                     error=outcome.error,
                 )
                 self.results.append(
-                    DeliveryResult(plan.delivery_id, State.DEAD, error=outcome.error)
+                    DeliveryResult(
+                        plan.delivery_id, State.DEAD, error=outcome.error, forget_intent=forget
+                    )
                 )
+                self.alerts.append(
+                    dead_letter_alert(
+                        self.target.name, plan.message.account, plan.message.message_id, error,
+                        self.now,
+                    )
+                )  # fmt: skip
         stats.contacts_created += len(created)
 
     # -- helpers ---------------------------------------------------------------------------
-    def _marker(self, item: _Item) -> str:
-        return activity_marker(item.claimed.message.account, item.claimed.message.message_id)
-
     def _offered(self, item: _Item) -> dict[str, str]:
         return canonical_fields(item.claimed.message, item.keys)
 
@@ -419,7 +464,7 @@ def deliver_target(
     """Deliver everything due for ``target``. Raises AuthError (target must pause) after
     giving its claims back; a spent daily quota raises :class:`TargetPaused`."""
     stats = DeliveryStats()
-    held: list[int] = []  # dry run keeps its claims until the end so it sees each delivery once
+    held: list[tuple[int, str]] = []  # dry run keeps its claims to the end: each seen once
     worker = daemon.worker_id
     creating = _NewCallerLease(store, target.name, worker, daemon.lease_seconds, clock, stop)
     try:
@@ -433,7 +478,7 @@ def deliver_target(
             stats.batches += 1
             stats.claimed += len(claimed)
             if dry_run:
-                held.extend(c.delivery_id for c in claimed)
+                held.extend((c.delivery_id, c.token) for c in claimed)
             try:
                 _deliver_batch(
                     store, connector, target, daemon, regions, claimed, stats, now, dry_run,
@@ -444,8 +489,9 @@ def deliver_target(
             if on_batch is not None:
                 on_batch(target.name, stats)
     finally:
-        if dry_run and held:
-            store.release(held, worker=worker, refund_attempt=True)
+        for token in {t for _, t in held}:
+            ids = [i for i, t in held if t == token]
+            store.release(ids, worker=worker, refund_attempt=True, token=token)
     return stats
 
 
@@ -463,19 +509,43 @@ def _deliver_batch(
 ) -> None:
     batch = _Batch(store, connector, target, daemon, regions, now, dry_run)
     claims = {c.delivery_id: c for c in claimed}
+    token = claimed[0].token
     ids = list(claims)
+    lease = daemon.lease_seconds
     try:
         items = [
             _Item(c, extract_keys(c.message, regions.get(c.message.account, "US"))) for c in claimed
         ]
-        items = batch.reconcile(items, stats)
+        intended = [i for i in items if i.claimed.in_doubt and i.claimed.intent]
+        again = batch.from_intent(intended)
+        rebuilt = {p.delivery_id for p in again}
+        items = [i for i in items if i.claimed.delivery_id not in rebuilt]
         batch.from_cache(items)
         batch.from_crm(items)
+        ids = _still_held(store, ids, token, lease, now, "after lookup")
         if creating is not None and not dry_run and _has_new(items):
             creating.acquire()
+            # Waiting for the new-caller lease must not cost the delivery lease.
+            ids = _still_held(store, ids, token, lease, now, "after the new-caller lease")
             _recheck_new(batch, items)
-        plans = batch.plan(items, stats)
+        kept = set(ids)
+        items = [i for i in items if i.claimed.delivery_id in kept]
+        plans = [p for p in again if p.delivery_id in kept] + batch.plan(items, stats)
+        if plans and not dry_run:
+            # Durably "may have been written" BEFORE the first byte goes to the CRM.
+            marked = store.mark_in_doubt(
+                {p.delivery_id: _intent(p) for p in plans}, token=token, lease_seconds=lease,
+                now=now,
+            )  # fmt: skip
+            lost = {p.delivery_id for p in plans} - marked
+            if lost:  # taken over: the new holder reconciles them, we must not write them
+                _lost(target.name, len(lost), "before apply")
+                kept -= lost
+                plans = [p for p in plans if p.delivery_id in marked]
+        stats.in_doubt += sum(1 for p in plans if p.in_doubt)
         outcomes = connector.apply(plans) if plans else []
+        if plans and not dry_run:
+            _still_held(store, ids, token, lease, now, "after apply")
         answered = {o.delivery_id for o in outcomes}
         missing = [p for p in plans if p.delivery_id not in answered]
         outcomes = list(outcomes) + [
@@ -484,7 +554,9 @@ def _deliver_batch(
         ]
         batch.record_outcomes(plans, outcomes, claims, stats)
     except AuthError as exc:
-        store.release(ids, worker=daemon.worker_id, error=str(exc), refund_attempt=True)
+        store.release(
+            ids, worker=daemon.worker_id, error=str(exc), refund_attempt=True, token=token
+        )
         raise
     except RateLimited as exc:
         if exc.daily:
@@ -495,6 +567,7 @@ def _deliver_batch(
                 next_attempt_at=until,
                 error=str(exc),
                 refund_attempt=True,
+                token=token,
             )
             raise TargetPaused(target.name, until, "daily API limit reached") from exc
         _retry_all(store, target.name, ids, daemon, now, exc.retry_after, str(exc), claims, stats)
@@ -503,20 +576,64 @@ def _deliver_batch(
         _retry_all(store, target.name, ids, daemon, now, exc.retry_after, str(exc), claims, stats)
         raise
     except BaseException as exc:
-        # A bug or an interrupt: give the work back untouched for the next run.
+        # A bug or an interrupt: give the work back for the next run (still in doubt when
+        # it was marked so: the next attempt reconciles).
         store.release(
-            ids, worker=daemon.worker_id, error=f"{type(exc).__name__}: {exc}", refund_attempt=True
+            ids,
+            worker=daemon.worker_id,
+            error=f"{type(exc).__name__}: {exc}",
+            refund_attempt=True,
+            token=token,
         )
         raise
     if not dry_run:
-        store.record(
+        results = [r for r in batch.results if r.delivery_id in kept]
+        if not store.record(
             target.name,
-            batch.results,
+            results,
             worker=daemon.worker_id,
             cache_writes=batch.cache_writes,
             cache_drops=batch.cache_drops,
             now=now,
-        )
+            token=token,
+            alerts=batch.alerts,
+        ):
+            _lost(target.name, len(results), "at record: outcomes rejected")
+            stats.rejected += len(results)
+
+
+def _intent(plan: Plan) -> dict[str, Any]:
+    """What a plan set out to do, enough to send the same plan again."""
+    return {
+        "action": plan.action.value,
+        "record_id": plan.record_id,
+        "record_kind": plan.record_kind,
+        "caller_key": plan.caller_key,
+        "fields": dict(plan.fields),
+        "company_id": plan.company_id,
+    }
+
+
+def _lost(target: str, count: int, when: str) -> None:
+    log.warning(
+        "stale worker: claims taken over by another worker",
+        target=target,
+        deliveries=count,
+        when=when,
+    )
+
+
+def _still_held(
+    store: Store, ids: list[int], token: str, lease: float, now: datetime, when: str
+) -> list[int]:
+    """Renew the claim; the deliveries another worker took over are dropped from this
+    batch (never written, never recorded, never released by us)."""
+    if not ids:
+        return ids
+    held = store.renew(ids, token=token, lease_seconds=lease, now=now)
+    if len(held) < len(ids):
+        _lost("", len(ids) - len(held), when)
+    return [i for i in ids if i in held]
 
 
 class _NewCallerLease:
@@ -586,13 +703,21 @@ def _retry_all(
     """The whole batch failed: retry each delivery after a back-off, unless it has had its
     ``max_attempts`` -- then it is dead, as after per-record failures, for an operator to see
     and requeue (``syncd retry``) instead of being retried unseen for ever."""
+    token = next(iter(claims.values())).token if claims else None
     spent = [i for i in ids if claims[i].attempts >= daemon.max_attempts]
     ids = [i for i in ids if claims[i].attempts < daemon.max_attempts]
     if spent:
         dead = [DeliveryResult(i, State.DEAD, error=error[:2000]) for i in spent]
-        store.record(target, dead, worker=daemon.worker_id, now=now)
-        stats.dead += len(spent)
-        log.warning("deliveries dead", target=target, count=len(spent), error=error)
+        alerts = [
+            dead_letter_alert(
+                target, claims[i].message.account, claims[i].message.message_id, error, now
+            )
+            for i in spent
+        ]
+        if store.record(target, dead, worker=daemon.worker_id, now=now, token=token, alerts=alerts):
+            stats.dead += len(spent)
+            stats.dead_letters += [(claims[i].message.message_id, error) for i in spent]
+            log.warning("deliveries dead", target=target, count=len(spent), error=error)
     stats.retry += len(ids)
     if not ids:
         return
@@ -604,5 +729,9 @@ def _retry_all(
         retry_after=retry_after,
     )
     store.release(
-        ids, worker=daemon.worker_id, next_attempt_at=now + timedelta(seconds=delay), error=error
+        ids,
+        worker=daemon.worker_id,
+        next_attempt_at=now + timedelta(seconds=delay),
+        error=error,
+        token=token,
     )
