@@ -3,14 +3,14 @@ SQLite store and a small recording fake connector. Real connectors are tested el
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from recording_crm import FakeConnector  # tests/lib
 from sqlalchemy import select
 
 from connectors.dryrun import DryRunConnector
@@ -21,13 +21,11 @@ from syncd.errors import AuthError, RetriableError
 from syncd.models import (
     Action,
     ActivityRef,
-    CheckResult,
     CrmRecord,
     KeyKind,
     MatchKey,
     Message,
     Outcome,
-    Plan,
     activity_marker,
 )
 from syncd.store.schema import deliveries, messages
@@ -45,95 +43,6 @@ JANE_SNAPSHOT = {
     "phone": "+14155551212",
     "company": "Acme",
 }
-
-
-@dataclass
-class FakeConnector:
-    """A CRM in two dicts that records every call, so a test can count them. Records it
-    creates can be read and looked up afterwards, as in a real CRM."""
-
-    name: str = TARGET
-    records: dict[MatchKey, list[CrmRecord]] = field(default_factory=dict)
-    readable: dict[str, CrmRecord] = field(default_factory=dict)
-    activities: dict[str, ActivityRef] = field(default_factory=dict)
-    # Per-plan outcome override; None means success.
-    fail: Callable[[Plan], Outcome | None] = lambda plan: None
-    raises: BaseException | None = None
-    silent: bool = False  # answer apply() with no outcomes at all
-    lookups: list[list[MatchKey]] = field(default_factory=list)
-    reads: list[tuple[str, list[str]]] = field(default_factory=list)
-    applied: list[list[Plan]] = field(default_factory=list)
-    found: list[list[str]] = field(default_factory=list)
-    written: Counter[str] = field(default_factory=Counter)  # activity writes per marker
-
-    def lookup(self, keys: Sequence[MatchKey]) -> Mapping[MatchKey, Sequence[CrmRecord]]:
-        self.lookups.append(list(keys))
-        return {key: self.records.get(key, []) for key in keys}
-
-    def read(self, kind: str, ids: Sequence[str]) -> Mapping[str, CrmRecord]:
-        self.reads.append((kind, list(ids)))
-        return {i: self.readable[i] for i in ids if i in self.readable}
-
-    def apply(self, plans: Sequence[Plan]) -> Sequence[Outcome]:
-        self.applied.append(list(plans))
-        if self.raises is not None:
-            raise self.raises
-        if self.silent:
-            return []
-        outcomes = []
-        for plan in plans:
-            failed = self.fail(plan)
-            if failed is not None:
-                outcomes.append(failed)
-                continue
-            marker = plan.activity.marker
-            if plan.in_doubt and marker in self.activities:  # the contract: find, then write
-                ref = self.activities[marker]
-                outcomes.append(
-                    Outcome(
-                        plan.delivery_id,
-                        ok=True,
-                        record_id=ref.record_id,
-                        activity_id=ref.activity_id,
-                        reconciled=True,
-                    )
-                )
-                continue
-            created = plan.action is Action.CREATE
-            record_id = plan.record_id or f"new:{plan.caller_key}"  # one record per caller_key
-            if created:
-                record = CrmRecord(record_id, plan.record_kind, fields=dict(plan.fields))
-                self.readable[record_id] = record
-                for key in plan.keys:
-                    self.records.setdefault(key, []).append(record)
-            self.written[marker] += 1
-            self.activities[marker] = ActivityRef(marker, f"act:{plan.delivery_id}", record_id)
-            outcomes.append(
-                Outcome(
-                    plan.delivery_id,
-                    ok=True,
-                    record_id=record_id,
-                    record_kind=plan.record_kind,
-                    created=created,
-                    updated=plan.action is Action.UPDATE,
-                    activity_id=f"act:{plan.delivery_id}",
-                )
-            )
-        return outcomes
-
-    def find_activities(self, markers: Sequence[str]) -> Mapping[str, ActivityRef]:
-        self.found.append(list(markers))
-        return {m: self.activities[m] for m in markers if m in self.activities}
-
-    def check(self) -> Sequence[CheckResult]:
-        return [CheckResult("fake", True)]
-
-    def close(self) -> None:
-        return None
-
-    @property
-    def plans(self) -> list[Plan]:
-        return [p for batch in self.applied for p in batch]
 
 
 @pytest.fixture
