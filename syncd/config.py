@@ -58,6 +58,11 @@ class DaemonSettings:
     health_address: str = "127.0.0.1:9464"
     alert_webhook_url: str | None = None
     alert_emergencies: bool = False
+    # Circuit breaker: after this many whole-batch failures in a row a target pauses for
+    # breaker_pause_seconds (doubling per further failure, up to breaker_max_pause_seconds).
+    breaker_failures: int = 3
+    breaker_pause_seconds: float = 60.0
+    breaker_max_pause_seconds: float = 3600.0
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
@@ -175,14 +180,21 @@ def _daemon(table: Mapping[str, Any]) -> DaemonSettings:
     for key in ("database_url", "log_level", "health_address", "worker_id"):
         if key in table:
             kw[key] = _expect(table[key], str, f"syncd.{key}")
-    for key in ("interval_seconds", "lease_seconds", "retry_base_seconds", "retry_cap_seconds"):
+    for key in (
+        "interval_seconds",
+        "lease_seconds",
+        "retry_base_seconds",
+        "retry_cap_seconds",
+        "breaker_pause_seconds",
+        "breaker_max_pause_seconds",
+    ):
         if key in table:
             kw[key] = _positive(table[key], f"syncd.{key}")
     if "jitter_seconds" in table:
         kw["jitter_seconds"] = _positive(
             table["jitter_seconds"], "syncd.jitter_seconds", allow_zero=True
         )
-    for key in ("lookback_days", "batch_size", "max_attempts"):
+    for key in ("lookback_days", "batch_size", "max_attempts", "breaker_failures"):
         if key in table:
             value = _expect(table[key], int, f"syncd.{key}")
             if value < (0 if key == "lookback_days" else 1):
@@ -196,6 +208,11 @@ def _daemon(table: Mapping[str, Any]) -> DaemonSettings:
             table["log_format"], ("auto", "json", "console"), "syncd.log_format"
         )
     kw["alert_webhook_url"] = read_secret(table, "alert_webhook_url")
+    webhook = kw["alert_webhook_url"]
+    if webhook is not None and not _secure_or_loopback(webhook):
+        # Not echoing the value: the URL embeds the webhook's token.
+        reason = "must be an https URL (plain http only to loopback)"
+        raise ConfigError(reason, key="syncd.alert_webhook_url")
     return DaemonSettings(**kw)
 
 

@@ -94,6 +94,10 @@ class Daemon:
         self.clock = clock
         self.stop = stop or threading.Event()
         self.store = Store(settings.daemon.database_url)
+        if getattr(self.alerter, "store", None) is None:
+            # Alerts go to the store's outbox first, then out (retried until the webhook
+            # takes them); dead letters are written there with their outcome.
+            self.alerter.attach(self.store)
         self._clients: dict[str, BerkshireClient] = {}
         self._connectors: dict[str, Connector] = {}
         self.paused: dict[str, tuple[datetime, str]] = {}
@@ -217,7 +221,15 @@ class Daemon:
                         log.error("could not record the run", error=_db_problem(exc))
                 self._update_metrics(report)
                 self.last_cycle = report
+                self._flush_alerts()
             return report
+
+    def _flush_alerts(self) -> None:
+        """Send what the alert outbox holds (this cycle's alerts, earlier ones that failed)."""
+        try:
+            self.alerter.flush()
+        except Exception as exc:  # alerting must never break a cycle; the rows stay
+            log.warning("alert outbox not flushed", error=type(exc).__name__)
 
     def _targets_in_use(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -314,8 +326,7 @@ class Daemon:
             )  # fmt: skip
             report.targets[name] = stats
             self.paused.pop(name, None)
-            for message_id, reason in stats.dead_letters[:20]:  # an alert storm helps nobody
-                self.alerter.dead_letter(name, message_id, reason)
+            # Dead letters are already in the alert outbox, written with their outcomes.
             log.info("target delivered", target=name, **stats.as_dict())
         except AuthError as exc:
             self.paused[name] = (now + AUTH_PAUSE, "authentication failed")
@@ -326,7 +337,10 @@ class Daemon:
             self.paused[name] = (exc.until, exc.reason)
             report.errors.append(str(exc))
             log.error("target paused", target=name, until=exc.until.isoformat(), reason=exc.reason)
-            self.alerter.daily_limit(name)
+            if exc.kind == "outage":
+                self.alerter.outage(name, exc.until, exc.reason)
+            else:
+                self.alerter.daily_limit(name)
         except RetriableError as exc:
             report.errors.append(f"{name}: {exc}")
             log.warning("CRM unavailable; deliveries will be retried", target=name, error=str(exc))

@@ -48,6 +48,7 @@ from syncd.models import (
     Plan,
 )
 from syncd.store.alertbox import AlertRow
+from syncd.store.breaker import close_breaker, open_until, record_failure
 from syncd.store.store import CacheEntry, CacheWrite, Claimed, DeliveryResult, State, Store
 
 __all__ = ["DeliveryStats", "TargetPaused", "deliver_target"]
@@ -56,10 +57,11 @@ log = structlog.get_logger(__name__)
 
 
 class TargetPaused(Exception):
-    """The target cannot take work now (daily quota spent); ``until`` says when to try."""
+    """The target cannot take work now; ``until`` says when to try. ``kind`` is ``daily``
+    (the daily API quota is spent) or ``outage`` (its circuit breaker is open)."""
 
-    def __init__(self, target: str, until: datetime, reason: str) -> None:
-        self.target, self.until, self.reason = target, until, reason
+    def __init__(self, target: str, until: datetime, reason: str, kind: str = "daily") -> None:
+        self.target, self.until, self.reason, self.kind = target, until, reason, kind
         super().__init__(f"{target} paused until {until.isoformat()}: {reason}")
 
 
@@ -466,6 +468,12 @@ def deliver_target(
     stats = DeliveryStats()
     held: list[tuple[int, str]] = []  # dry run keeps its claims to the end: each seen once
     worker = daemon.worker_id
+    breaker = open_until(store, target.name)
+    if breaker.is_open(clock()) and breaker.open_until is not None:
+        raise TargetPaused(
+            target.name, breaker.open_until, f"circuit open: {breaker.reason}", kind="outage"
+        )
+    failing = [breaker.failures > 0]  # the breaker has failures to clear on a success
     creating = _NewCallerLease(store, target.name, worker, daemon.lease_seconds, clock, stop)
     try:
         while not (stop and stop.is_set()):
@@ -482,7 +490,7 @@ def deliver_target(
             try:
                 _deliver_batch(
                     store, connector, target, daemon, regions, claimed, stats, now, dry_run,
-                    creating,
+                    creating, failing,
                 )  # fmt: skip
             finally:
                 creating.release()
@@ -506,6 +514,7 @@ def _deliver_batch(
     now: datetime,
     dry_run: bool,
     creating: _NewCallerLease | None = None,
+    failing: list[bool] | None = None,
 ) -> None:
     batch = _Batch(store, connector, target, daemon, regions, now, dry_run)
     claims = {c.delivery_id: c for c in claimed}
@@ -573,6 +582,23 @@ def _deliver_batch(
         _retry_all(store, target.name, ids, daemon, now, exc.retry_after, str(exc), claims, stats)
         raise
     except RetriableError as exc:
+        if not dry_run:
+            state = record_failure(
+                store, target.name, str(exc), threshold=daemon.breaker_failures,
+                pause_seconds=daemon.breaker_pause_seconds,
+                max_pause_seconds=daemon.breaker_max_pause_seconds, now=now,
+            )  # fmt: skip
+            if failing is not None:
+                failing[0] = True
+            if state.open_until is not None:
+                # An outage: hand the batch back without spending its attempts, pause.
+                store.release(
+                    ids, worker=daemon.worker_id, next_attempt_at=state.open_until,
+                    error=str(exc), refund_attempt=True, token=token,
+                )  # fmt: skip
+                stats.retry += len(ids)
+                reason = f"circuit open after {state.failures} failed batches: {exc}"
+                raise TargetPaused(target.name, state.open_until, reason, kind="outage") from exc
         _retry_all(store, target.name, ids, daemon, now, exc.retry_after, str(exc), claims, stats)
         raise
     except BaseException as exc:
@@ -586,6 +612,9 @@ def _deliver_batch(
             token=token,
         )
         raise
+    if failing is not None and failing[0] and not dry_run:
+        close_breaker(store, target.name)  # the CRM answered: the outage is over
+        failing[0] = False
     if not dry_run:
         results = [r for r in batch.results if r.delivery_id in kept]
         if not store.record(

@@ -13,6 +13,8 @@ from typing import Any, TextIO
 from sqlalchemy.engine import make_url
 
 from syncd.config import Settings
+from syncd.store.alertbox import alerts_unsent
+from syncd.store.breaker import breaker_states
 from syncd.store.store import Store
 
 __all__ = ["collect_status", "print_status"]
@@ -23,6 +25,7 @@ def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
     cursors = store.cursor_positions()
     oldest = store.oldest_pending()
     counts = store.counts()
+    breakers = breaker_states(store)
     return {
         "database": make_url(settings.daemon.database_url).render_as_string(hide_password=True),
         "schema_revision": store.schema_revision(),
@@ -43,6 +46,8 @@ def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
                 "oldest_pending_age_seconds": int((now - oldest[name]).total_seconds())
                 if name in oldest
                 else None,
+                # Circuit breaker: whole-batch failures in a row, paused until open_until.
+                "breaker": breakers[name].as_dict() if name in breakers else None,
             }
             for name, target in settings.targets.items()
         },
@@ -51,6 +56,7 @@ def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
         "review": store.problems(["review"]),
         "passed_over": store.passed_over(),
         "quarantined": store.quarantined(),
+        "alerts_unsent": alerts_unsent(store),
     }
 
 

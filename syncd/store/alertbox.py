@@ -19,7 +19,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from syncd.store.schema import alerts
 
-__all__ = ["AlertRow", "PendingAlert", "claim_alerts", "insert_alerts", "mark_alert"]
+__all__ = [
+    "AlertRow",
+    "PendingAlert",
+    "alerts_unsent",
+    "claim_alerts",
+    "enqueue",
+    "insert_alerts",
+    "mark_alert",
+    "unsent_count",
+]
 
 
 @dataclass(frozen=True)
@@ -114,3 +123,15 @@ def unsent_count(conn: Connection) -> int:
             select(func.count()).select_from(alerts).where(alerts.c.sent_at.is_(None))
         ).scalar_one()
     )
+
+
+def enqueue(store: Any, rows: Sequence[AlertRow], now: datetime) -> None:
+    """Insert alerts on their own (those not raised inside another transaction)."""
+    with store.engine.begin() as conn:
+        insert_alerts(conn, store.dialect, rows, now)
+
+
+def alerts_unsent(store: Any) -> int:
+    """Alerts written but not yet taken by the webhook (``syncd status``)."""
+    with store.engine.connect() as conn:
+        return unsent_count(conn)

@@ -17,6 +17,7 @@ from syncd.config import DaemonSettings, TargetSettings
 from syncd.deliver import DeliveryStats, TargetPaused, deliver_target
 from syncd.errors import RateLimited, RetriableError
 from syncd.models import Action, CrmRecord, KeyKind, MatchKey, Message, Outcome, Plan
+from syncd.store.breaker import breaker_states
 from syncd.store.schema import alerts, deliveries, messages
 from syncd.store.store import CacheWrite, DeliveryResult, State, Store
 
@@ -372,12 +373,46 @@ def test_whole_batch_failures_alert_their_dead_letters_too(store: Store) -> None
     crm = FakeConnector(raises=RetriableError("500 from CRM"))
 
     at = T0
-    for _ in range(3):  # max_attempts
+    for _ in range(3):  # max_attempts, the breaker set to open later than that
         with pytest.raises(RetriableError):
-            run(store, crm, at=at)
+            run(store, crm, at=at, breaker_failures=10)
         at += timedelta(minutes=5)
 
     assert {r.state for r in rows(store)} == {"dead"}
     with store.engine.connect() as conn:
         kinds = [a.kind for a in conn.execute(select(alerts))]
     assert kinds == ["dead_letter", "dead_letter"]
+
+
+# -- an outage pauses the target instead of burning every attempt ----------------------------
+
+
+def test_an_outage_opens_the_breaker_and_spends_no_more_attempts(store: Store) -> None:
+    store.ingest("main", [jane("m1"), jane("m2")], [TARGET], now=T0)
+    crm = FakeConnector(raises=RetriableError("500 from CRM"))
+    opts = {"breaker_failures": 2, "breaker_pause_seconds": 60.0}
+
+    with pytest.raises(RetriableError):
+        run(store, crm, at=T0, **opts)  # first failure: an ordinary retry
+    with pytest.raises(TargetPaused) as paused:
+        run(store, crm, at=T0 + timedelta(minutes=5), **opts)  # second: the breaker opens
+    assert paused.value.kind == "outage"
+    assert paused.value.until == T0 + timedelta(minutes=6)
+    assert {(r.state, r.attempts) for r in rows(store)} == {("retry", 1)}  # refunded
+
+    calls = len(crm.applied)
+    with pytest.raises(TargetPaused):  # open: not even a claim
+        run(store, crm, at=T0 + timedelta(minutes=5, seconds=30), **opts)
+    assert len(crm.applied) == calls
+    state = breaker_states(store)[TARGET]
+    assert (state.failures, state.open_until) == (2, T0 + timedelta(minutes=6))
+
+    with pytest.raises(TargetPaused) as again:  # half open: one more failure, longer pause
+        run(store, crm, at=T0 + timedelta(minutes=7), **opts)
+    assert again.value.until == T0 + timedelta(minutes=9)
+
+    crm.raises = None
+    stats = run(store, crm, at=T0 + timedelta(minutes=10), **opts)
+    assert (stats.done, stats.dead) == (2, 0)
+    assert breaker_states(store)[TARGET].failures == 0  # closed
+    assert {(r.state, r.attempts) for r in rows(store)} == {("done", 2)}
