@@ -63,6 +63,9 @@ class DaemonSettings:
     breaker_failures: int = 3
     breaker_pause_seconds: float = 60.0
     breaker_max_pause_seconds: float = 3600.0
+    # Messages created before the state store was born are reconciled (found by marker in
+    # the CRM) before their first write: the store may be a rebuilt one.
+    reconcile_before_birth: bool = True
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
@@ -200,7 +203,7 @@ def _daemon(table: Mapping[str, Any]) -> DaemonSettings:
             if value < (0 if key == "lookback_days" else 1):
                 raise ConfigError(f"out of range: {value}", key=f"syncd.{key}")
             kw[key] = value
-    for key in ("mask_phones", "alert_emergencies"):
+    for key in ("mask_phones", "alert_emergencies", "reconcile_before_birth"):
         if key in table:
             kw[key] = _expect(table[key], bool, f"syncd.{key}")
     if "log_format" in table:

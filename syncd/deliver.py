@@ -480,7 +480,10 @@ def deliver_target(
             if max_batches is not None and stats.batches >= max_batches:
                 break
             now = clock()
-            claimed = store.claim(target.name, daemon.batch_size, worker, daemon.lease_seconds, now)
+            claimed = store.claim(
+                target.name, daemon.batch_size, worker, daemon.lease_seconds, now,
+                doubt_before_birth=daemon.reconcile_before_birth,
+            )  # fmt: skip
             if not claimed:
                 break
             stats.batches += 1

@@ -556,7 +556,12 @@ class Store:
         worker: str,
         lease_seconds: float,
         now: datetime | None = None,
+        *,
+        doubt_before_birth: bool = True,
     ) -> list[Claimed]:
+        """Take up to ``limit`` due deliveries under a fresh claim token. With
+        ``doubt_before_birth``, a message created before this store was born is in doubt on
+        its first attempt (an earlier, lost store may have delivered it)."""
         now = now or _utcnow()
         born = self.born_at()
         token = uuid.uuid4().hex
@@ -639,7 +644,11 @@ class Store:
                             action=r.action,
                             token=token,
                             in_doubt=bool(r.in_doubt)
-                            or (r.activity_id is None and _before_birth(message, born)),
+                            or (
+                                doubt_before_birth
+                                and r.activity_id is None
+                                and _before_birth(message, born)
+                            ),
                             intent=dict(r.intent) if r.in_doubt and r.intent else None,
                         )
                     )

@@ -336,6 +336,16 @@ def test_messages_older_than_the_store_are_in_doubt_from_their_first_attempt(
     }
 
 
+def test_an_operator_can_vouch_that_the_crm_never_saw_syncd(store: Store) -> None:
+    store.set_born_at(T0 + timedelta(days=1))
+    store.ingest("main", [jane("old")], [TARGET], now=T0)
+    crm = FakeConnector()
+
+    run(store, crm, reconcile_before_birth=False)
+
+    assert [p.in_doubt for p in crm.plans] == [False]
+
+
 def test_the_store_birth_is_recorded_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'born.db'}"
     first = Store(url)
