@@ -66,6 +66,8 @@ class DaemonSettings:
     # Messages created before the state store was born are reconciled (found by marker in
     # the CRM) before their first write: the store may be a rebuilt one.
     reconcile_before_birth: bool = True
+    # A CRM's daily API quota spent: its target pauses this long before trying again.
+    daily_limit_pause_seconds: float = 3600.0
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
@@ -190,6 +192,7 @@ def _daemon(table: Mapping[str, Any]) -> DaemonSettings:
         "retry_cap_seconds",
         "breaker_pause_seconds",
         "breaker_max_pause_seconds",
+        "daily_limit_pause_seconds",
     ):
         if key in table:
             kw[key] = _positive(table[key], f"syncd.{key}")

@@ -572,7 +572,7 @@ def _deliver_batch(
         raise
     except RateLimited as exc:
         if exc.daily:
-            until = now + timedelta(hours=1)
+            until = now + timedelta(seconds=daemon.daily_limit_pause_seconds)
             store.release(
                 ids,
                 worker=daemon.worker_id,

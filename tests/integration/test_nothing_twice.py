@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,13 +26,14 @@ from typing import Any
 
 import crash_soak  # tests/perf is on pytest's pythonpath (pyproject)
 import pytest
+from crash_soak import AfterWrite, daily_limit, malformed
 from test_faults import FAST_TARGETS, Rig, crm  # the fault suite's rig, same directory
 
 from syncd.config import Settings
 from syncd.connector import TargetContext, load_factory
 from syncd.daemon import CycleReport, Daemon
 from syncd.sandbox.generate import callers_of
-from syncd.sandbox.http import Emulator, Request, Response, json_response
+from syncd.sandbox.http import Emulator, Request, Response
 from syncd.sandbox.world import SandboxWorld
 from syncd.store.files import SIDE_SUFFIXES
 from syncd.store.store import Store
@@ -42,67 +43,6 @@ MESSAGES, CALLERS = 40, 12
 NEEDS_IN_DOUBT = pytest.mark.xfail(
     reason="needs Plan.in_doubt in the connectors (branches hub, sf)", strict=False
 )
-
-
-def writes_activities(request: Request) -> bool:
-    """An activity write on either CRM: HubSpot's engagement batch creates, Salesforce's
-    Task records (sObject Collections or composite, typed by ``attributes``)."""
-    if request.method == "GET":
-        return False
-    path = request.path
-    if "/crm/v3/objects/" in path and path.endswith("/batch/create"):
-        kind = path.split("/crm/v3/objects/")[1].split("/")[0]
-        return kind in ("notes", "calls", "tasks", "0-4", "0-46", "0-48", "0-27")
-    return b'"Task"' in request.body and b'"attributes"' in request.body
-
-
-class AfterWrite:
-    """Once ``left`` activity writes have been CARRIED OUT by the emulator, ``then`` turns
-    each answer into something else (or interrupts the daemon). Reads go by untouched."""
-
-    def __init__(
-        self,
-        emulator: Emulator,
-        then: Callable[[Emulator, Request, Response], Response],
-        left: int = 1,
-    ) -> None:
-        self.emulator, self.then, self.left, self.hits = emulator, then, left, 0
-        self._dispatch = emulator.dispatch
-        emulator.dispatch = self  # type: ignore[method-assign]
-
-    def __call__(self, request: Request) -> Response:
-        response = self._dispatch(request)  # the write lands
-        if writes_activities(request) and 200 <= response.status < 300:
-            with self.emulator.lock:
-                fire = self.left > 0
-                self.left -= fire
-            if fire:
-                self.hits += 1
-                return self.then(self.emulator, request, response)
-        return response
-
-    def remove(self) -> None:
-        del self.emulator.dispatch  # the class's own again
-
-
-def daily_limit(emulator: Emulator, request: Request, response: Response) -> Response:
-    """Each vendor's documented daily-limit answer, given after the write was made."""
-    if emulator.name == "hubspot":
-        body = {
-            "status": "error",
-            "message": "You have reached your daily limit.",
-            "errorType": "RATE_LIMIT",
-            "policyName": "DAILY",
-            "correlationId": "00000000-0000-0000-0000-000000000000",
-        }
-        return json_response(body, status=429)
-    body_sf = [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
-    return json_response(body_sf, status=403)
-
-
-def malformed(emulator: Emulator, request: Request, response: Response) -> Response:
-    """200, and a body cut off mid-way (a proxy, a truncated read)."""
-    return Response(200, response.body[: max(1, len(response.body) // 3)], response.headers)
 
 
 def sigint(emulator: Emulator, request: Request, response: Response) -> Response:
@@ -139,7 +79,7 @@ def activity_writes(world: SandboxWorld) -> dict[str, int]:
 def test_sigint_mid_batch_after_the_writes_landed(
     rig: Rig, world: SandboxWorld, target: str
 ) -> None:
-    attack = AfterWrite(crm(world, target), sigint)
+    attack = AfterWrite(crm(world, target), sigint, left=1)
     with pytest.raises(KeyboardInterrupt):
         rig.cycle()
     attack.remove()
@@ -153,7 +93,7 @@ def test_sigint_mid_batch_after_the_writes_landed(
 @NEEDS_IN_DOUBT
 @pytest.mark.parametrize("target", TARGETS)
 def test_daily_limit_after_the_writes_landed(rig: Rig, world: SandboxWorld, target: str) -> None:
-    attack = AfterWrite(crm(world, target), daily_limit)
+    attack = AfterWrite(crm(world, target), daily_limit, left=1)
     paused = rig.cycle()
     attack.remove()
     assert attack.hits == 1
@@ -281,7 +221,7 @@ def test_a_crm_slower_than_the_lease_while_a_second_replica_runs(
         slow_until.wait(timeout=lease * 4)  # held until b has settled the batch
         return response
 
-    attack = AfterWrite(crm(world, target), slow_answer)
+    attack = AfterWrite(crm(world, target), slow_answer, left=1)
     doc_options: dict[str, Any] = {"batch_size": 50, "lease_seconds": lease}
     daemons = []
     for worker in ("slow-a", "quick-b"):
