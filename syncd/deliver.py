@@ -16,6 +16,7 @@ worker whose claim was taken over has its outcomes rejected as a whole by the st
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -534,11 +535,12 @@ def _deliver_batch(
         items = [i for i in items if i.claimed.delivery_id not in rebuilt]
         batch.from_cache(items)
         batch.from_crm(items)
-        ids = _still_held(store, ids, token, lease, now, "after lookup")
+        name = target.name
+        ids = _still_held(store, name, ids, token, lease, now, "after lookup")
         if creating is not None and not dry_run and _has_new(items):
             creating.acquire()
             # Waiting for the new-caller lease must not cost the delivery lease.
-            ids = _still_held(store, ids, token, lease, now, "after the new-caller lease")
+            ids = _still_held(store, name, ids, token, lease, now, "after the new-caller lease")
             _recheck_new(batch, items)
         kept = set(ids)
         items = [i for i in items if i.claimed.delivery_id in kept]
@@ -557,13 +559,14 @@ def _deliver_batch(
         stats.in_doubt += sum(1 for p in plans if p.in_doubt)
         outcomes = connector.apply(plans) if plans else []
         if plans and not dry_run:
-            _still_held(store, ids, token, lease, now, "after apply")
+            _still_held(store, name, ids, token, lease, now, "after apply")
         answered = {o.delivery_id for o in outcomes}
         missing = [p for p in plans if p.delivery_id not in answered]
         outcomes = list(outcomes) + [
             Outcome(p.delivery_id, ok=False, error="connector gave no outcome", retriable=True)
             for p in missing
         ]
+        counted = copy.deepcopy(stats)  # as it was, should the store reject these outcomes
         batch.record_outcomes(plans, outcomes, claims, stats)
     except AuthError as exc:
         store.release(
@@ -631,6 +634,9 @@ def _deliver_batch(
             alerts=batch.alerts,
         ):
             _lost(target.name, len(results), "at record: outcomes rejected")
+            # Another worker owns these deliveries now and counts what it records.
+            for name in vars(stats):
+                setattr(stats, name, getattr(counted, name))
             stats.rejected += len(results)
 
 
@@ -656,7 +662,7 @@ def _lost(target: str, count: int, when: str) -> None:
 
 
 def _still_held(
-    store: Store, ids: list[int], token: str, lease: float, now: datetime, when: str
+    store: Store, target: str, ids: list[int], token: str, lease: float, now: datetime, when: str
 ) -> list[int]:
     """Renew the claim; the deliveries another worker took over are dropped from this
     batch (never written, never recorded, never released by us)."""
@@ -664,7 +670,7 @@ def _still_held(
         return ids
     held = store.renew(ids, token=token, lease_seconds=lease, now=now)
     if len(held) < len(ids):
-        _lost("", len(ids) - len(held), when)
+        _lost(target, len(ids) - len(held), when)
     return [i for i in ids if i in held]
 
 
