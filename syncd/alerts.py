@@ -22,7 +22,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ from syncd._version import __version__
 from syncd.errors import ConfigError
 from syncd.logging import redact_text
 from syncd.match.phones import mask_phone, mask_phones_in
+from syncd.models import Message
 from syncd.store.alertbox import AlertRow, claim_alerts, enqueue, mark_alert
 
 __all__ = ["Alerter", "alert_payload", "dead_letter_alert", "mask_emails_in", "mask_personal"]
@@ -148,18 +149,15 @@ class Alerter:
 
     def emergency(self, account: str, message_id: str, caller: str, summary: str) -> bool:
         """A message the receptionist flagged as an emergency. Phones and emails are masked.
-        Keyed by the message: sent once, whatever restarts or replicas see it again."""
+        Keyed by the message: sent once, whatever restarts or replicas see it again (the
+        store also writes it with the message itself, see :func:`emergency_alerts`)."""
+        row = emergency_alert(account, message_id, caller, summary)
         return self.send(
-            f"Emergency message for {account}",
-            fields={
-                "Account": account,
-                "Message": message_id,
-                "Caller": mask_phone(caller),
-                "Summary": mask_personal(summary),
-            },
+            row.payload["title"],
+            fields=row.payload["fields"],
             severity="critical",
-            kind="emergency",
-            key=f"emergency:{account}:{message_id}",
+            kind=row.kind,
+            key=row.key,
         )
 
     # -- the mechanism ----------------------------------------------------------------------------
@@ -316,6 +314,33 @@ def dead_letter_alert(
             "warning",
         ),
     )
+
+
+def emergency_alert(account: str, message_id: str, caller: str, summary: str) -> AlertRow:
+    return AlertRow(
+        key=f"emergency:{account}:{message_id}",
+        kind="emergency",
+        payload=alert_payload(
+            f"Emergency message for {account}",
+            {
+                "Account": account,
+                "Message": message_id,
+                "Caller": mask_phone(caller),
+                "Summary": mask_personal(summary[:200]),
+            },
+            "critical",
+        ),
+    )
+
+
+def emergency_alerts(fresh: Sequence[Message]) -> list[AlertRow]:
+    """The outbox rows for the emergencies among newly stored messages: the store writes
+    them in the same transaction as the messages, so a crash between the two loses none."""
+    return [
+        emergency_alert(m.account, m.message_id, m.phone or m.caller_id, m.content)
+        for m in fresh
+        if m.is_emergency
+    ]
 
 
 def alert_payload(title: str, fields: Mapping[str, str], severity: Severity) -> dict[str, Any]:

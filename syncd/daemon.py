@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import OperationalError
 
-from syncd.alerts import Alerter
+from syncd.alerts import Alerter, emergency_alerts
 from syncd.config import AccountSettings, Settings
 from syncd.connector import Connector, TargetContext, load_factory
 from syncd.deliver import DeliveryStats, TargetPaused, deliver_target
@@ -98,6 +98,9 @@ class Daemon:
             # Alerts go to the store's outbox first, then out (retried until the webhook
             # takes them); dead letters are written there with their outcome.
             self.alerter.attach(self.store)
+        if settings.daemon.alert_emergencies and self.alerter.enabled:
+            # An emergency's alert is written with the message: a crash cannot lose it.
+            self.store.alerts_for_new = emergency_alerts
         self._clients: dict[str, BerkshireClient] = {}
         self._connectors: dict[str, Connector] = {}
         self.paused: dict[str, tuple[datetime, str]] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -193,6 +193,9 @@ class Store:
         self.engine = create_store_engine(url)
         self.dialect = self.engine.dialect.name
         self._born: datetime | None = None
+        # Alerts raised by newly stored messages (emergencies), written in the same
+        # transaction as the messages; set by the daemon when such alerts are wanted.
+        self.alerts_for_new: Callable[[Sequence[Message]], Sequence[AlertRow]] | None = None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -302,6 +305,8 @@ class Store:
                     ],
                 ).all()
                 pks = [row.id for row in inserted]
+                if self.alerts_for_new is not None:
+                    insert_alerts(conn, self.dialect, self.alerts_for_new(fresh), now)
                 if targets:
                     conn.execute(
                         insert(deliveries),

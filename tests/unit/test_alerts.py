@@ -323,3 +323,25 @@ def test_a_plain_http_webhook_off_this_host_is_a_config_error(url: str) -> None:
 )
 def test_plain_http_to_loopback_is_allowed(url: str) -> None:
     Alerter(url).close()
+
+
+def test_an_emergency_is_written_with_its_message_and_sent_once(store: Store) -> None:
+    from syncd.alerts import emergency_alerts
+    from syncd.models import Message
+
+    store.alerts_for_new = emergency_alerts
+    flagged = Message(
+        account="main", message_id="m-9", phone="(415) 555-0199", content="flood", is_emergency=True
+    )
+    calm = Message(account="main", message_id="m-10", content="call back")
+    store.ingest("main", [flagged, calm], ["crm"])
+    [row] = _rows(store)  # in the messages' own transaction, before anything was sent
+    assert (row.key, row.sent_at) == ("emergency:main:m-9", None)
+    assert "0199" not in json.dumps(row.payload)
+
+    recorder = Recorder()
+    with Alerter(WEBHOOK, transport=recorder.transport, store=store) as alerter:
+        alerter.emergency("main", "m-9", "(415) 555-0199", "flood")  # the window callback
+        alerter.flush()
+    assert len(recorder.requests) == 1
+    assert _fields(recorder.payloads[0])["Message"] == "m-9"
