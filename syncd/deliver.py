@@ -494,7 +494,7 @@ def deliver_target(
             try:
                 _deliver_batch(
                     store, connector, target, daemon, regions, claimed, stats, now, dry_run,
-                    creating, failing,
+                    creating, failing, clock,
                 )  # fmt: skip
             finally:
                 creating.release()
@@ -519,7 +519,11 @@ def _deliver_batch(
     dry_run: bool,
     creating: _NewCallerLease | None = None,
     failing: list[bool] | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> None:
+    # Renewals run from the current time, not the batch's start (on SQLite the process clock
+    # is the lease clock): a batch that waited keeps a full lease ahead of it.
+    current = clock or (lambda: now)
     batch = _Batch(store, connector, target, daemon, regions, now, dry_run)
     claims = {c.delivery_id: c for c in claimed}
     token = claimed[0].token
@@ -536,11 +540,13 @@ def _deliver_batch(
         batch.from_cache(items)
         batch.from_crm(items)
         name = target.name
-        ids = _still_held(store, name, ids, token, lease, now, "after lookup")
+        ids = _still_held(store, name, ids, token, lease, current(), "after lookup")
         if creating is not None and not dry_run and _has_new(items):
             creating.acquire()
             # Waiting for the new-caller lease must not cost the delivery lease.
-            ids = _still_held(store, name, ids, token, lease, now, "after the new-caller lease")
+            ids = _still_held(
+                store, name, ids, token, lease, current(), "after the new-caller lease"
+            )
             _recheck_new(batch, items)
         kept = set(ids)
         items = [i for i in items if i.claimed.delivery_id in kept]
@@ -549,7 +555,7 @@ def _deliver_batch(
             # Durably "may have been written" BEFORE the first byte goes to the CRM.
             marked = store.mark_in_doubt(
                 {p.delivery_id: _intent(p) for p in plans}, token=token, lease_seconds=lease,
-                now=now,
+                now=current(),
             )  # fmt: skip
             lost = {p.delivery_id for p in plans} - marked
             if lost:  # taken over: the new holder reconciles them, we must not write them
@@ -559,7 +565,7 @@ def _deliver_batch(
         stats.in_doubt += sum(1 for p in plans if p.in_doubt)
         outcomes = connector.apply(plans) if plans else []
         if plans and not dry_run:
-            _still_held(store, name, ids, token, lease, now, "after apply")
+            _still_held(store, name, ids, token, lease, current(), "after apply")
         answered = {o.delivery_id for o in outcomes}
         missing = [p for p in plans if p.delivery_id not in answered]
         outcomes = list(outcomes) + [

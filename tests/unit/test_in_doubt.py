@@ -4,6 +4,7 @@ of writing again. Counted at a recording fake CRM (writes per marker), not in ou
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -426,3 +427,46 @@ def test_an_outage_opens_the_breaker_and_spends_no_more_attempts(store: Store) -
     assert (stats.done, stats.dead) == (2, 0)
     assert breaker_states(store)[TARGET].failures == 0  # closed
     assert {(r.state, r.attempts) for r in rows(store)} == {("done", 2)}
+
+
+def test_waiting_for_the_new_caller_lease_does_not_cost_the_delivery_lease(
+    store: Store,
+) -> None:
+    """Another replica holds the new-caller lease for longer than our delivery lease; once
+    we have it, our claim is renewed from that moment, so nobody can take it over while we
+    write."""
+    store.ingest("main", [jane("m1")], [TARGET], now=T0)
+    assert store.acquire_lease(f"new:{TARGET}", "other", 300, now=T0)
+    moment = [T0]
+    taken: list[int] = []
+
+    def other_replica_lets_go() -> None:
+        while not stop.wait(0.02):
+            if crm.lookups:  # we looked the caller up and now wait for the lease
+                moment[0] = T0 + timedelta(seconds=100)  # longer than our 60 s lease
+                store.release_lease(f"new:{TARGET}", "other")
+                return
+
+    def steal(plans: list[Plan]) -> None:
+        later = moment[0] + timedelta(seconds=30)
+        taken.extend(c.delivery_id for c in store.claim(TARGET, 10, "w2", 60, now=later))
+
+    crm = FakeConnector(after_write=steal)
+    stop = threading.Event()
+    helper = threading.Thread(target=other_replica_lets_go)
+    helper.start()
+    try:
+        stats = deliver_target(
+            store,
+            crm,
+            TargetSettings(name=TARGET, type="fake"),
+            settings(),
+            regions={"main": "US"},
+            clock=lambda: moment[0],
+        )
+    finally:
+        stop.set()
+        helper.join()
+
+    assert taken == []  # renewed after the wait: still ours 30 s later
+    assert (stats.done, stats.rejected) == (1, 0)
