@@ -26,7 +26,7 @@ from typing import Any
 
 import crash_soak  # tests/perf is on pytest's pythonpath (pyproject)
 import pytest
-from crash_soak import AfterWrite, daily_limit, malformed
+from crash_soak import AfterWrite, daily_limit, malformed, writes_activities, writes_contacts
 from test_faults import FAST_TARGETS, Rig, crm  # the fault suite's rig, same directory
 
 from syncd.config import Settings
@@ -80,6 +80,27 @@ def test_sigint_mid_batch_after_the_writes_landed(
     rig: Rig, world: SandboxWorld, target: str
 ) -> None:
     attack = AfterWrite(crm(world, target), sigint, left=1)
+    with pytest.raises(KeyboardInterrupt):
+        rig.cycle()
+    attack.remove()
+    assert attack.hits == 1
+
+    rig.until_settled()
+
+    rig.assert_exactly_once()
+
+
+@NEEDS_IN_DOUBT
+@pytest.mark.parametrize("part", ["contacts", "activities"])
+@pytest.mark.parametrize("target", TARGETS)
+def test_sigint_between_the_parts_of_a_plan(
+    rig: Rig, world: SandboxWorld, target: str, part: str
+) -> None:
+    """Interrupted once the contacts landed (before any activity), or once the activities
+    landed (before the emergency tasks, where a CRM writes them apart): every part --
+    contact, activity, emergency task -- is there exactly once afterwards."""
+    writes = writes_contacts if part == "contacts" else writes_activities
+    attack = AfterWrite(crm(world, target), sigint, left=1, writes=writes)
     with pytest.raises(KeyboardInterrupt):
         rig.cycle()
     attack.remove()

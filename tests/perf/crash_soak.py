@@ -67,6 +67,7 @@ __all__ = [
     "run_soak",
     "syncd_env",
     "writes_activities",
+    "writes_contacts",
 ]
 
 TARGETS = ("hubspot", "salesforce")
@@ -157,6 +158,16 @@ def writes_activities(request: Request) -> bool:
     return b'"Task"' in request.body and b'"attributes"' in request.body
 
 
+def writes_contacts(request: Request) -> bool:
+    """A contact (or lead) write on either CRM."""
+    if request.method == "GET":
+        return False
+    if "/crm/v3/objects/contacts/batch/" in request.path:
+        return request.path.rsplit("/", 1)[-1] in ("create", "upsert", "update")
+    body = request.body
+    return b'"attributes"' in body and (b'"Contact"' in body or b'"Lead"' in body)
+
+
 Then = Callable[[Emulator, Request, Response], Response]
 
 
@@ -165,8 +176,15 @@ class AfterWrite:
     ``left`` answers into something else: the moment a write landed but is not recorded.
     Installed on the emulator's dispatch, so reads and other writes go by untouched."""
 
-    def __init__(self, emulator: Emulator, then: Then | None = None, left: int = 0) -> None:
+    def __init__(
+        self,
+        emulator: Emulator,
+        then: Then | None = None,
+        left: int = 0,
+        writes: Callable[[Request], bool] = writes_activities,
+    ) -> None:
         self.emulator, self.then, self.left, self.hits = emulator, then, left, 0
+        self.writes = writes
         self._dispatch = emulator.dispatch
         emulator.dispatch = self  # type: ignore[method-assign]
 
@@ -176,7 +194,7 @@ class AfterWrite:
 
     def __call__(self, request: Request) -> Response:
         response = self._dispatch(request)  # the write lands
-        if writes_activities(request) and 200 <= response.status < 300:
+        if self.writes(request) and 200 <= response.status < 300:
             with self.emulator.lock:
                 then = self.then if self.left > 0 else None
                 self.left -= then is not None
