@@ -662,3 +662,69 @@ def test_sqlite_file_is_private(tmp_path: Path) -> None:
     path.chmod(0o644)
     Store(f"sqlite:///{path}").close()  # an existing file is tightened, not left readable
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# -- fenced claims and in-doubt deliveries, on every backend ---------------------------------
+
+
+def test_a_taken_over_claim_can_neither_mark_renew_nor_record(store: Store) -> None:
+    seed(store, 2)
+    clock = LeaseClock(store)
+    mine = store.claim("crm", 10, "w1", 60, now=T0)
+    ids = [c.delivery_id for c in mine]
+    token = mine[0].token
+    assert store.renew(ids, token=token, lease_seconds=60, now=T0) == set(ids)
+    marked = store.mark_in_doubt(
+        {ids[0]: {"action": "create"}}, token=token, lease_seconds=60, now=T0
+    )
+    assert marked == {ids[0]}
+    theirs = store.claim("crm", 1, "w2", 60, now=clock.at(61))  # the first one, lease gone
+    assert [c.delivery_id for c in theirs] == [ids[0]]
+    assert theirs[0].in_doubt
+    assert theirs[0].intent == {"action": "create"}
+
+    assert store.renew(ids, token=token, lease_seconds=60) == {ids[1]}
+    assert store.mark_in_doubt({ids[0]: {}}, token=token, lease_seconds=60) == set()
+    recorded = store.record(
+        "crm",
+        [done(c) for c in mine],
+        worker="w1",
+        token=token,
+        cache_writes=[CacheWrite(EMAIL, "rec-1", "contact")],
+    )
+
+    assert recorded is False  # rejected as a whole: the one still held is not recorded either
+    assert [(r.state, r.claimed_by) for r in rows(store)] == [
+        ("in_flight", "w2"),
+        ("in_flight", "w1"),
+    ]
+    assert store.cache_get("crm", [EMAIL]) == {}
+    assert store.record("crm", [done(theirs[0])], worker="w2", token=theirs[0].token) is True
+    row = one(store, ids[0])
+    assert (row.state, row.in_doubt, row.intent) == ("done", False, None)
+
+
+def test_a_hand_back_keeps_the_doubt(store: Store) -> None:
+    seed(store, 1)
+    [mine] = store.claim("crm", 10, "w1", 60, now=T0)
+    store.mark_in_doubt({mine.delivery_id: {"action": "log"}}, token=mine.token, lease_seconds=60)
+
+    store.release([mine.delivery_id], worker="w1", refund_attempt=True, token=mine.token)
+
+    row = one(store, mine.delivery_id)
+    assert (row.state, row.attempts, row.in_doubt, row.intent) == (
+        "pending",
+        0,
+        True,
+        {"action": "log"},
+    )
+    [again] = store.claim("crm", 10, "w2", 60, now=T0)
+    assert (again.in_doubt, again.intent, again.attempts) == (True, {"action": "log"}, 1)
+
+
+def test_the_birth_is_the_database_s_own_and_kept(store: Store) -> None:
+    born = store.born_at()
+    assert born.tzinfo is not None
+    assert abs(born - datetime.now(UTC)) < timedelta(minutes=5)
+    store.set_born_at(T0)
+    assert Store(store.url).born_at() == T0
