@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 from syncd.alerts import Alerter, emergency_alerts
 from syncd.config import AccountSettings, Settings
 from syncd.connector import Connector, TargetContext, load_factory
-from syncd.deliver import DeliveryStats, TargetPaused, deliver_target
+from syncd.deliver import DeliveryStats, TargetPaused, check_claim, deliver_target
 from syncd.errors import AuthError, RetriableError, SyncdError
 from syncd.ingest import IngestStats, WindowCallback, backfill_days, ingest_days, poll_days
 from syncd.logging import register_secret
@@ -155,6 +155,9 @@ class Daemon:
     def _observe(self, target: str, endpoint: str, status: int, waited: float) -> None:
         self.crm_waited[target] += waited
         self.metrics.observe_request(target, endpoint, status, waited)
+        # The fence, after every CRM answer: a batch taken over by another worker (we were
+        # frozen past the lease) stops here, before its connector sends another write.
+        check_claim()
 
     def migrate(self) -> None:
         self.store.migrate()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -52,9 +53,16 @@ from syncd.store.alertbox import AlertRow
 from syncd.store.breaker import close_breaker, open_until, record_failure
 from syncd.store.store import CacheEntry, CacheWrite, Claimed, DeliveryResult, State, Store
 
-__all__ = ["DeliveryStats", "TargetPaused", "deliver_target"]
+__all__ = ["ClaimLost", "DeliveryStats", "TargetPaused", "check_claim", "deliver_target"]
 
 log = structlog.get_logger(__name__)
+
+
+class ClaimLost(BaseException):
+    """Raised into a connector, through its request observer (:func:`check_claim`), when
+    the batch it is applying has been taken over by another worker: it must not send one
+    more write. A BaseException, like KeyboardInterrupt, so that no connector's ``except
+    Exception`` turns it into a retry of the request."""
 
 
 class TargetPaused(Exception):
@@ -563,7 +571,21 @@ def _deliver_batch(
                 kept -= lost
                 plans = [p for p in plans if p.delivery_id in marked]
         stats.in_doubt += sum(1 for p in plans if p.in_doubt)
-        outcomes = connector.apply(plans) if plans else []
+        if plans and not dry_run:
+            # A CRM slower than the lease must not cost the claim while we wait for it.
+            beat = _Heartbeat(store, name, [p.delivery_id for p in plans], token, lease, current)
+            try:
+                with beat:
+                    outcomes = connector.apply(plans)
+            except ClaimLost:
+                # Taken over mid-apply: the new holder reconciles every part. Ours that are
+                # still held go back (in doubt) for a prompt retry instead of a lease wait.
+                _lost(name, len(plans), "mid-apply: the connector was stopped")
+                store.release(beat.ids, worker=daemon.worker_id, token=token)
+                stats.rejected += len(plans)
+                return
+        else:
+            outcomes = connector.apply(plans) if plans else []
         if plans and not dry_run:
             _still_held(store, name, ids, token, lease, current(), "after apply")
         answered = {o.delivery_id for o in outcomes}
@@ -644,6 +666,82 @@ def _deliver_batch(
             for name in vars(stats):
                 setattr(stats, name, getattr(counted, name))
             stats.rejected += len(results)
+
+
+# A claim is renewed this often (a fraction of the lease) while the connector writes.
+HEARTBEAT_SHARE = 1 / 3
+
+
+_applying = threading.local()  # .beat: the heartbeat of the batch this thread applies
+
+
+def check_claim() -> None:
+    """Called after every CRM answer (the daemon's request observer): raises
+    :class:`ClaimLost` into the connector once the batch it applies belongs to another worker,
+    so a worker that was frozen past its lease does not send the rest of its writes. Costs
+    a database read only when no renewal has succeeded for most of a lease."""
+    beat: _Heartbeat | None = getattr(_applying, "beat", None)
+    if beat is not None and beat.lost_now():
+        raise ClaimLost(f"claims on {beat.target} were taken over by another worker")
+
+
+class _Heartbeat:
+    """Renews a batch's claim in the background while ``connector.apply`` runs, so only a
+    worker that is gone or frozen (or cut off from the database) for a whole lease loses its
+    claim; one that is merely waiting on a slow CRM keeps it."""
+
+    def __init__(
+        self,
+        store: Store,
+        target: str,
+        ids: list[int],
+        token: str,
+        lease: float,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.store, self.target, self.ids, self.token = store, target, ids, token
+        self.lease, self.clock = lease, clock
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"lease:{target}", daemon=True)
+        self.renewed = time.monotonic()
+        self.lost = False
+
+    def __enter__(self) -> _Heartbeat:
+        self.renewed = time.monotonic()
+        _applying.beat = self
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _applying.beat = None
+        self.stop.set()
+        self.thread.join()
+
+    def lost_now(self) -> bool:
+        """True once any claim of the batch is known to be another worker's. Asks the
+        database when the last renewal is most of a lease old (we may have been frozen)."""
+        if not self.lost and time.monotonic() - self.renewed > self.lease * 0.8:
+            self._renew()
+        return self.lost
+
+    def _renew(self) -> None:
+        held = self.store.renew(
+            self.ids, token=self.token, lease_seconds=self.lease, now=self.clock()
+        )
+        if len(held) < len(self.ids):
+            _lost(self.target, len(self.ids) - len(held), "while the CRM answered")
+            self.ids = [i for i in self.ids if i in held]
+            self.lost = True
+        else:
+            self.renewed = time.monotonic()
+
+    def _beat(self) -> None:
+        every = max(self.lease * HEARTBEAT_SHARE, 0.05)
+        while not self.stop.wait(every) and not self.lost:
+            try:
+                self._renew()
+            except Exception as exc:  # the database is away: the record fence decides later
+                log.warning("claim not renewed", target=self.target, error=type(exc).__name__)
 
 
 def _intent(plan: Plan) -> dict[str, Any]:

@@ -22,13 +22,13 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import crash_soak  # tests/perf is on pytest's pythonpath (pyproject)
 import pytest
 from crash_soak import AfterWrite, daily_limit, malformed, writes_activities, writes_contacts
 from test_faults import FAST_TARGETS, Rig, crm  # the fault suite's rig, same directory
 
+from syncd import deliver
 from syncd.config import Settings
 from syncd.connector import TargetContext, load_factory
 from syncd.daemon import CycleReport, Daemon
@@ -225,57 +225,78 @@ def test_a_lost_store_rebuilt_and_synced_again_writes_nothing(tmp_path: Path) ->
     assert reconciled == 500 * len(TARGETS)
 
 
-@NEEDS_IN_DOUBT
-def test_a_crm_slower_than_the_lease_while_a_second_replica_runs(
-    world: SandboxWorld, tmp_path: Path
-) -> None:
-    """Replica a's first activity write lands at once but its answer takes longer than the
-    lease; replica b takes the claims over meanwhile, finds the writes by marker and records
-    them; a's outcome, when its answer finally comes, is rejected as a whole."""
+def _slow_race(
+    world: SandboxWorld, tmp_path: Path, *, batch_size: int
+) -> tuple[CycleReport, CycleReport, AfterWrite, dict[str, dict[str, int]], Daemon]:
+    """Replica a's first activity write lands at once but its answer is held for several
+    leases; meanwhile replica b runs a cycle. Returns (a's report, b's, the attack, counts,
+    a daemon to audit with)."""
     lease = 1.0
     url = f"sqlite:///{tmp_path / 'state.db'}"
-    pre = {name: {c.id for c in e.contacts()} for name, e in world.emulators.items()}
     target = "salesforce"
-    slow_until = threading.Event()
+    released = threading.Event()
 
     def slow_answer(emulator: Emulator, request: Request, response: Response) -> Response:
-        slow_until.wait(timeout=lease * 4)  # held until b has settled the batch
+        released.wait(timeout=lease * 6)  # held until b has run
         return response
 
     attack = AfterWrite(crm(world, target), slow_answer, left=1)
-    doc_options: dict[str, Any] = {"batch_size": 50, "lease_seconds": lease}
     daemons = []
     for worker in ("slow-a", "quick-b"):
-        settings = _only(world.settings(url, worker_id=worker, **doc_options), target)
-        daemons.append(Daemon(settings))
+        settings = world.settings(url, worker_id=worker, batch_size=batch_size, lease_seconds=lease)
+        daemons.append(Daemon(_only(settings, target)))
     daemons[0].migrate()
     a, b = daemons
     results: dict[str, CycleReport] = {}
-
-    def run_a() -> None:
-        results["a"] = a.run_cycle()
-
-    thread = threading.Thread(target=run_a)
+    thread = threading.Thread(target=lambda: results.setdefault("a", a.run_cycle()))
     try:
         thread.start()
         deadline = time.monotonic() + 30
         while attack.hits == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert attack.hits == 1, "a's write never reached the CRM"
-        time.sleep(lease + 0.2)  # a's lease runs out while its answer is held
+        time.sleep(lease * 2.5)  # a's answer is slower than the lease: 2.5 leases and counting
         b_report = b.run_cycle()
-        slow_until.set()
+        released.set()
         thread.join(timeout=60)
         attack.remove()
         counts = b.store.counts()
     finally:
-        slow_until.set()
+        released.set()
         for daemon in daemons:
             daemon.close()
+    return results["a"], b_report, attack, counts, b
 
-    assert b_report.targets[target].in_doubt >= 1
-    assert results["a"].targets[target].rejected >= 1  # the stale worker's outcome
-    _audit(world, daemons[1], pre, counts, targets=(target,))
+
+def test_a_crm_slower_than_the_lease_while_a_second_replica_runs(
+    world: SandboxWorld, tmp_path: Path
+) -> None:
+    """a's claim is renewed while it waits on the CRM: b takes none of a's deliveries (it
+    has nothing left to do), nothing is written twice, nothing rejected."""
+    pre = {name: {c.id for c in e.contacts()} for name, e in world.emulators.items()}
+    a, b, _, counts, daemon = _slow_race(world, tmp_path, batch_size=50)
+
+    assert b.targets["salesforce"].claimed == 0
+    assert a.targets["salesforce"].rejected == 0
+    assert a.targets["salesforce"].done == MESSAGES
+    _audit(world, daemon, pre, counts, targets=("salesforce",))
+
+
+@NEEDS_IN_DOUBT
+def test_a_frozen_worker_is_taken_over_and_its_stale_outcome_rejected(
+    world: SandboxWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a is frozen (no heartbeat: a paused VM, a stopped process) past its lease while its
+    write is in the CRM; b takes the claims over, finds the writes by marker and records
+    them; a's outcome, when its answer finally comes, is rejected as a whole. Batches of 5,
+    so a's held request is the only activity write of its batch."""
+    monkeypatch.setattr(deliver, "HEARTBEAT_SHARE", 1000.0)
+    pre = {name: {c.id for c in e.contacts()} for name, e in world.emulators.items()}
+    a, b, _, counts, daemon = _slow_race(world, tmp_path, batch_size=5)
+
+    assert b.targets["salesforce"].in_doubt >= 5  # a's batch, taken over
+    assert a.targets["salesforce"].rejected == 5  # the stale worker's outcome
+    _audit(world, daemon, pre, counts, targets=("salesforce",))
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -39,6 +39,9 @@ class FakeConnector:
     # Called once the writes of an apply() have landed, before it answers: raise here to
     # attack the moment a write is in the CRM but not yet recorded.
     after_write: Callable[[list[Plan]], None] | None = None
+    # Called after each plan's write, as a real connector calls the daemon's request
+    # observer after each answer (``syncd.deliver.check_claim`` is the fence there).
+    each_answer: Callable[[Plan], None] | None = None
     lookups: list[list[MatchKey]] = field(default_factory=list)
     reads: list[tuple[str, list[str]]] = field(default_factory=list)
     applied: list[list[Plan]] = field(default_factory=list)
@@ -87,6 +90,8 @@ class FakeConnector:
                     self.records.setdefault(key, []).append(record)
             self.written[marker] += 1
             self.activities[marker] = ActivityRef(marker, f"act:{plan.delivery_id}", record_id)
+            if self.each_answer is not None:
+                self.each_answer(plan)
             outcomes.append(
                 Outcome(
                     plan.delivery_id,

@@ -5,6 +5,7 @@ of writing again. Counted at a recording fake CRM (writes per marker), not in ou
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,8 +15,9 @@ import pytest
 from recording_crm import FakeConnector  # tests/lib
 from sqlalchemy import select
 
+from syncd import deliver as deliver_module
 from syncd.config import DaemonSettings, TargetSettings
-from syncd.deliver import DeliveryStats, TargetPaused, deliver_target
+from syncd.deliver import DeliveryStats, TargetPaused, check_claim, deliver_target
 from syncd.errors import RateLimited, RetriableError
 from syncd.models import Action, CrmRecord, KeyKind, MatchKey, Message, Outcome, Plan
 from syncd.store.breaker import breaker_states
@@ -470,3 +472,26 @@ def test_waiting_for_the_new_caller_lease_does_not_cost_the_delivery_lease(
 
     assert taken == []  # renewed after the wait: still ours 30 s later
     assert (stats.done, stats.rejected) == (1, 0)
+
+
+def test_a_worker_frozen_past_its_lease_sends_no_further_write(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No heartbeat ran (the process was frozen) and another worker took the batch over:
+    the next CRM answer raises ClaimLost into the connector, which writes nothing more."""
+    monkeypatch.setattr(deliver_module, "HEARTBEAT_SHARE", 1000.0)
+    store.ingest("main", [jane("m1"), jane("m2"), jane("m3")], [TARGET], now=T0)
+    lease = 0.2
+
+    def answered(plan: Plan) -> None:
+        if plan.message.message_id == "m1":
+            time.sleep(lease)  # frozen past the lease on the first answer
+            store.claim(TARGET, 10, "w2", 60, now=T0 + timedelta(seconds=1))  # taken over
+        check_claim()  # what the daemon's request observer does after each answer
+
+    crm = FakeConnector(each_answer=answered)
+    stats = run(store, crm, lease_seconds=lease)
+
+    assert dict(crm.written) == {"syncd:main:m1": 1}  # m2 and m3 never sent
+    assert stats.rejected == 3
+    assert {(r.claimed_by, r.in_doubt) for r in rows(store)} == {("w2", True)}
