@@ -55,9 +55,12 @@ from syncd.store.schema import (
 
 log = structlog.get_logger(__name__)
 
-# A message created before the store was born (or up to this long after, for the source's
-# clock) may have been delivered by an earlier store that was lost: reconcile it first.
-BIRTH_MARGIN = timedelta(hours=1)
+# A message created before the store was born may have been delivered by an earlier store
+# that was lost: reconcile it first. No margin after the birth: steady state (messages newer
+# than the store) must cost nothing, and an earlier store can only have delivered messages
+# created before it was lost, which was before this one was born -- unless the source's clock
+# runs ahead of ours by more than that gap.
+BIRTH_MARGIN = timedelta(0)
 
 __all__ = [
     "CacheEntry",
