@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -316,6 +316,24 @@ def _only(settings: Settings, target: str) -> Settings:
     return replace(settings, accounts=accounts, targets={target: replace(chosen, options=options)})
 
 
+def _patient(
+    find: Callable[[Sequence[str]], Mapping[str, object]], within: float = 15.0
+) -> Callable[[Sequence[str]], Mapping[str, object]]:
+    """``find_activities`` asked again for what it has not found yet, for up to ``within``
+    seconds: a CRM whose only read by marker is its search index (HubSpot) shows writes
+    seconds late (a bounded wait, never a pass by timing)."""
+
+    def patient(markers: Sequence[str]) -> Mapping[str, object]:
+        found = dict(find(markers))
+        deadline = time.monotonic() + within
+        while len(found) < len(set(markers)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            found.update(find([m for m in markers if m not in found]))
+        return found
+
+    return patient
+
+
 def _audit(
     world: SandboxWorld,
     daemon: Daemon,
@@ -335,7 +353,7 @@ def _audit(
                 pre[name],
                 world.callers,
                 message_callers,
-                connector.find_activities,
+                _patient(connector.find_activities),
                 counts.get(name, {}),
             )
         finally:
