@@ -10,7 +10,7 @@ claim's fence, as *in doubt* together with its intent (action, record, caller ke
 Every later attempt at an in-doubt delivery -- after a crash, a signal, a hand-back, a daily
 limit, a timeout, a malformed answer or a lost lease -- is sent as ``Plan(in_doubt=True)``,
 rebuilt from that intent, so the connector finds each part by marker before writing; only a
-recorded done/review/skipped clears the doubt. The claim is renewed between phases, and a
+recorded done clears the doubt. The claim is renewed between phases, and a
 worker whose claim was taken over has its outcomes rejected as a whole by the store.
 """
 

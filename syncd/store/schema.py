@@ -117,7 +117,7 @@ deliveries = Table(
     # The fence of the current claim: only its holder may mark, renew or record the row.
     Column("claim_token", String(64)),
     # A write for this delivery may have reached the CRM before its outcome was recorded:
-    # every later attempt reconciles (Plan.in_doubt). Cleared only by done/review/skipped.
+    # every later attempt reconciles (Plan.in_doubt). Cleared only by done.
     Column("in_doubt", Boolean, nullable=False, default=False, server_default="0"),
     # What the in-doubt attempt set out to do (action, record, caller key, fields), so the
     # next attempt rebuilds the same plan instead of matching afresh.

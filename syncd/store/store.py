@@ -828,8 +828,7 @@ class Store:
                             "b_next": r.next_attempt_at,
                             "b_review": r.review_candidates,
                             "b_delivered": None,
-                            # Settled: nothing is in doubt any more. A retry or a dead
-                            # letter stays in doubt (an operator may requeue it).
+                            # Done settles the doubt; anything else keeps it (see _SETTLED).
                             "b_doubt": r.state not in _SETTLED and (r.delivery_id in doubt),
                             "b_intent": None
                             if r.state in _SETTLED or r.forget_intent
@@ -1126,7 +1125,10 @@ def _requeued() -> dict[str, Any]:
     }
 
 
-_SETTLED = (State.DONE, State.REVIEW, State.SKIPPED)
+# Only a delivery the connector carried out (every part found or written) is settled: one
+# held for review, skipped or dead may have been written before and may be requeued later
+# (an operator, an edited message), so it stays in doubt until it is done.
+_SETTLED = (State.DONE,)
 
 
 def _before_birth(message: Message, born: datetime) -> bool:

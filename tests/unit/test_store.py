@@ -728,3 +728,29 @@ def test_the_birth_is_the_database_s_own_and_kept(store: Store) -> None:
     assert abs(born - datetime.now(UTC)) < timedelta(minutes=5)
     store.set_born_at(T0)
     assert Store(store.url).born_at() == T0
+
+
+def test_only_done_settles_the_doubt(store: Store) -> None:
+    seed(store, 2)
+    a, b = store.claim("crm", 10, "w1", 60, now=T0)
+    store.mark_in_doubt(
+        {a.delivery_id: {"action": "create"}, b.delivery_id: {"action": "create"}},
+        token=a.token,
+        lease_seconds=60,
+        now=T0,
+    )
+    store.record(
+        "crm",
+        [
+            DeliveryResult(a.delivery_id, State.REVIEW, review_candidates=["c-1", "c-2"]),
+            DeliveryResult(b.delivery_id, State.DEAD, error="INVALID"),
+        ],
+        worker="w1",
+        token=a.token,
+    )
+    assert {(r.state, r.in_doubt) for r in rows(store)} == {("review", True), ("dead", True)}
+
+    assert store.resolve_review(a.delivery_id, record_id="c-1")
+    assert store.retry_dead("crm") == 1
+    again = store.claim("crm", 10, "w1", 60, now=T0)
+    assert [c.in_doubt for c in again] == [True, True]  # requeued: still reconciled first
