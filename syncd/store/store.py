@@ -830,9 +830,11 @@ class Store:
                             "b_delivered": None,
                             # Done settles the doubt; anything else keeps it (see _SETTLED).
                             "b_doubt": r.state not in _SETTLED and (r.delivery_id in doubt),
-                            "b_intent": None
-                            if r.state in _SETTLED or r.forget_intent
-                            else doubt.get(r.delivery_id),
+                            # The intent is what a retry sends again; a review or a skip
+                            # decides afresh (an operator, the sync mode), so drops it.
+                            "b_intent": doubt.get(r.delivery_id)
+                            if r.state in (State.RETRY, State.DEAD) and not r.forget_intent
+                            else None,
                         }
                         for r in results
                     ],
@@ -1095,6 +1097,7 @@ class Store:
                     record_id=record_id,
                     record_kind=record_kind if record_id else None,
                     action="resolved_record" if record_id else "resolved_new",
+                    intent=None,  # the operator's decision replaces any earlier plan
                 )
             )
             return bool(result.rowcount)

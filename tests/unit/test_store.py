@@ -748,7 +748,10 @@ def test_only_done_settles_the_doubt(store: Store) -> None:
         worker="w1",
         token=a.token,
     )
-    assert {(r.state, r.in_doubt) for r in rows(store)} == {("review", True), ("dead", True)}
+    assert {(r.state, r.in_doubt, bool(r.intent)) for r in rows(store)} == {
+        ("review", True, False),  # the operator decides afresh
+        ("dead", True, True),  # a requeue sends the same plan again
+    }
 
     assert store.resolve_review(a.delivery_id, record_id="c-1")
     assert store.retry_dead("crm") == 1
