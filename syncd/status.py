@@ -94,6 +94,15 @@ def print_status(status: dict[str, Any], out: TextIO, as_json: bool) -> None:
             "-" if age is None else f"{age}s",
         )
     console.print(targets)
+    for name, t in status["targets"].items():
+        breaker = t.get("breaker") or {}
+        if breaker.get("open_until"):
+            console.print(
+                f"[red]{name}: paused until {breaker['open_until'][:19]} after "
+                f"{breaker['failures']} failed batches[/red] ({(breaker['reason'] or '')[:80]})"
+            )
+    if status.get("alerts_unsent"):
+        console.print(f"[yellow]{status['alerts_unsent']} alert(s) not yet sent[/yellow]")
     runs = Table(title="last runs")
     for col in ("id", "kind", "started", "status", "error"):
         runs.add_column(col)

@@ -359,3 +359,32 @@ def _audit(
         finally:
             connector.close()
         assert audit.clean, f"{name}: {audit}"
+
+
+def test_an_outage_pauses_the_target_instead_of_spending_every_attempt(
+    rig: Rig, world: SandboxWorld
+) -> None:
+    """HubSpot answers 503 to everything: after ``breaker_failures`` failed batches the
+    target is paused (visible in ``syncd status``), no delivery goes dead, and once the CRM
+    is back every message arrives once."""
+    hubspot = crm(world, "hubspot")
+    hubspot.faults.outage(3600)
+    for attempt in range(rig.settings.daemon.breaker_failures):
+        if attempt:
+            rig.clock.advance(61)  # past the retry back-off
+        rig.cycle()
+
+    status = rig.status()
+    breaker = status["targets"]["hubspot"]["breaker"]
+    assert breaker["failures"] == rig.settings.daemon.breaker_failures
+    assert breaker["open_until"] is not None
+    assert status["targets"]["hubspot"]["deliveries"].get("dead", 0) == 0
+    before = hubspot.total_requests
+    rig.cycle()  # paused: HubSpot is not asked
+    assert hubspot.total_requests == before
+
+    hubspot.faults.clear()
+    rig.clock.advance(3600)
+    rig.until_settled()
+    assert rig.status()["targets"]["hubspot"]["breaker"]["failures"] == 0
+    rig.assert_exactly_once()
