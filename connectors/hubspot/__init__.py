@@ -8,7 +8,7 @@ target's TOML table) are documented on :class:`HubSpotOptions`; the essentials::
     access_token_env = "HUBSPOT_TOKEN"  # or access_token_file
     activity = "note"  # or "call"
     caller_key_property = "syncd_key"  # unique contact property: idempotent creates
-    marker_property = "syncd_marker"  # unique note/call/task property: crash recovery
+    marker_property = "syncd_marker"  # note/call/task property (not unique): crash recovery
 
 What a message costs, counted by the emulator (tests/integration/test_request_budget.py): a
 known caller's note is one request, shared by up to 100 notes; a new caller costs one contacts
@@ -17,6 +17,12 @@ contact upsert, which also links the company through ``associatedcompanyid``, an
 Company records come from a listed directory (:mod:`connectors.hubspot.companies`) and each
 company word's contacts are remembered for a while (:mod:`connectors.hubspot.colleagues`), so
 neither costs a search per caller under HubSpot's ~5 searches/s limit.
+
+A delivery in doubt (``Plan.in_doubt``: an earlier attempt may have reached HubSpot) is read
+before it is written (:mod:`connectors.hubspot.markers`): 3 requests for a new caller's
+note (contact by caller key, its associations, their markers), 2 for a known caller's, 2
+more for an emergency's task; a batch of 100 shares them (6 in all). `syncd setup` creates
+the properties (:mod:`connectors.hubspot.setup`).
 """
 
 from __future__ import annotations

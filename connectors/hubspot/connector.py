@@ -10,12 +10,21 @@ from typing import Any
 from connectors.hubspot.lookup import Reader
 from connectors.hubspot.options import HubSpotOptions, parse_options
 from connectors.hubspot.records import marker_in_body
-from connectors.hubspot.search import Group
+from connectors.hubspot.search import Group, in_groups
+from connectors.hubspot.setup import Setup, wanted_properties
 from connectors.hubspot.transport import ApiResult, Transport
 from connectors.hubspot.writes import Writer
 from syncd.connector import TargetContext
 from syncd.errors import AuthError, SyncdError
-from syncd.models import ActivityRef, CheckResult, CrmRecord, MatchKey, Outcome, Plan
+from syncd.models import (
+    ActivityRef,
+    CheckResult,
+    CrmRecord,
+    MatchKey,
+    Outcome,
+    Plan,
+    SetupStep,
+)
 
 __all__ = ["HubSpotConnector"]
 
@@ -63,6 +72,13 @@ class HubSpotConnector:
         return self._writer.apply(plans)
 
     def find_activities(self, markers: Sequence[str]) -> Mapping[str, ActivityRef]:
+        """Activities already in HubSpot for these markers, by *search*: for old history (a
+        lost state store, a backfill over synced days), where search has long caught up.
+
+        HubSpot offers no immediately consistent read by an activity property (no unique
+        values on activities, so no ``idProperty``); a delivery that may have been written
+        moments ago is checked by :meth:`apply` with ``Plan.in_doubt`` instead, through the
+        record's associations."""
         wanted = list(dict.fromkeys(m for m in markers if m))
         if not wanted:
             return {}
@@ -70,10 +86,11 @@ class HubSpotConnector:
         marker_prop = self.options.marker_property
         found: dict[str, str] = {}
         if marker_prop:
-            objs = self._reader.read_raw(
-                object_type, wanted, [marker_prop], id_property=marker_prop
-            )
-            found = {marker: str(obj.get("id")) for marker, obj in objs.items()}
+            groups = in_groups(marker_prop, wanted, self.options.in_values_cap)
+            for obj in self._reader.search(object_type, groups, [marker_prop]):
+                value = str((obj.get("properties") or {}).get(marker_prop) or "")
+                if value in wanted and value not in found:
+                    found[value] = str(obj.get("id"))
         else:
             found = self._search_markers(object_type, wanted)
         owners = self._associated_records(object_type, list(found.values()))
@@ -133,19 +150,16 @@ class HubSpotConnector:
         lines.append(_line("access token", result, f"accepted by {self.options.host}"))
         if not result.ok:
             return lines
-        wanted: list[tuple[str, str, bool]] = []
-        if self.options.caller_key_property:
-            wanted.append(("contacts", self.options.caller_key_property, True))
-        if self.options.marker_property:
-            wanted.append((self._activity_type, self.options.marker_property, True))
-            if self.options.emergency_task:
-                wanted.append(("tasks", self.options.marker_property, True))
-        wanted += [("contacts", prop, False) for prop in self.options.contact_fields.values()]
-        for object_type, prop, unique in wanted:
-            lines.append(self._check_property(object_type, prop, unique))
+        fix = f"syncd setup --target {self.name}"
+        for object_type, prop, unique in wanted_properties(self.options):
+            lines.append(self._check_property(object_type, prop, unique, fix))
+        lines += [
+            self._check_property("contacts", prop, False, "")
+            for prop in self.options.contact_fields.values()
+        ]
         return lines
 
-    def _check_property(self, object_type: str, prop: str, unique: bool) -> CheckResult:
+    def _check_property(self, object_type: str, prop: str, unique: bool, fix: str) -> CheckResult:
         name = f"property {object_type}.{prop}"
         try:
             result = self._transport.call(
@@ -154,18 +168,25 @@ class HubSpotConnector:
         except SyncdError as exc:
             return CheckResult(name, False, str(exc))
         if result.status == 404:
-            kind = "a unique single-line text property" if unique else "a property"
-            return CheckResult(
-                name, False, f"missing: create {kind} named {prop!r} on {object_type}"
-            )
+            kind = "a unique single-line text property" if unique else "a single-line text property"
+            how = f"run `{fix}`" if fix else f"create {kind} named {prop!r} on {object_type}"
+            return CheckResult(name, False, f"missing ({kind}): {how}")
         if not result.ok:
             return _line(name, result, "")
         body: Any = result.body if isinstance(result.body, Mapping) else {}
         if unique and not body.get("hasUniqueValue"):
+            # HubSpot makes only new properties unique: a new name is the way out.
             return CheckResult(
-                name, False, "exists but does not require unique values; recreate it as unique"
+                name,
+                False,
+                "exists but does not require unique values; HubSpot cannot change that: set "
+                f"caller_key_property to a new name and run `{fix}`",
             )
         return CheckResult(name, True, "exists" + (" (unique values)" if unique else ""))
+
+    # -- SetsUp ----------------------------------------------------------------------------
+    def setup(self, *, dry_run: bool) -> Sequence[SetupStep]:
+        return Setup(self._transport, self.options).run(dry_run=dry_run)
 
     def close(self) -> None:
         self._transport.close()

@@ -39,13 +39,13 @@ __all__ = ["Reader"]
 log = logging.getLogger(__name__)
 
 READ_BATCH = 100
-# HubSpot fills these from ``phone``/``mobilephone``: national digits, no country code.
+# HubSpot fills these from ``phone``/``mobilephone``: the number "without country code".
+# They are all a phone search asks: ``phone`` EQ compares strings exactly, so asking it for
+# E.164 only found numbers stored as E.164, whose country code HubSpot strips anyway.
 _CALCULATED_PHONE_PROPERTIES = (
     "hs_searchable_calculated_phone_number",
     "hs_searchable_calculated_mobile_number",
 )
-# Searched with E.164 too, for records HubSpot could not calculate a number for.
-_RAW_PHONE_PROPERTIES = ("phone", "mobilephone")
 
 _OBJECT_TYPES = {"contact": "contacts", "company": "companies"}
 
@@ -173,17 +173,18 @@ class Reader:
                     log.debug("skipping a phone key that is not E.164")
                     continue
                 national.append(digits)
+                # HubSpot documents the calculated number only as "without country code";
+                # a number stored without "+" ("1-207-946-0958") may keep every digit.
+                national.append(e164[1:])
                 if not e164.startswith(self._calling_code):
                     # A foreign number is often stored as dialled at home ("089 9726173",
-                    # "01174564243") or without its "+": ask for what HubSpot calculates
-                    # from each such spelling in the portal's country.
-                    national += [
-                        c for v in format_variants(e164) if (c := _calculated(v, self._region))
-                    ]
+                    # "01174564243") or without its "+": ask for what HubSpot may calculate
+                    # from each such spelling, read in the portal's country or digit by digit.
+                    for v in format_variants(e164):
+                        national += [c for c in (_calculated(v, self._region), _digits(v)) if c]
+            national = list(dict.fromkeys(national))
             for prop in _CALCULATED_PHONE_PROPERTIES:
                 groups += in_groups(prop, national, cap)
-            for prop in _RAW_PHONE_PROPERTIES:
-                groups += in_groups(prop, phones, cap)
         # Values are sent lowercased so the match does not depend on how HubSpot folds case.
         emails = [k.value.casefold() for k in by_kind.get(KeyKind.EMAIL, [])]
         groups += in_groups("email", emails, cap)
@@ -298,6 +299,8 @@ class Reader:
             body: dict[str, Any] = {
                 "inputs": [{"id": i} for i in chunk],
                 "properties": list(properties),
+                # Required by HubSpot's published schema (BatchReadInputSimplePublicObjectId).
+                "propertiesWithHistory": [],
             }
             if id_property:
                 body["idProperty"] = id_property
@@ -347,6 +350,10 @@ def _calculated(text: str, region: str) -> str:
         return phonenumbers.national_significant_number(phonenumbers.parse(text, region))
     except phonenumbers.NumberParseException:
         return re.sub(r"\D", "", text).lstrip("0")
+
+
+def _digits(text: str) -> str:
+    return re.sub(r"\D", "", text)
 
 
 def _longest_word(value: str) -> str:

@@ -8,7 +8,13 @@ Every request goes through :meth:`Transport.call`, which
   decides on, and reading them raw keeps that independent of the generated models,
 * retries 429, 5xx and network failures with capped exponential backoff and jitter, honouring
   ``Retry-After`` for *every* caller through :meth:`RateLimiter.penalize` (urllib3's
-  ``Retry`` does not retry a POST on a status, and searches and batches are POSTs),
+  ``Retry`` does not retry a POST on a status, and searches and batches are POSTs) -- but a
+  write that is not idempotent (creating notes, calls, tasks) is never sent twice: after a
+  5xx, a network failure or a malformed answer it may have landed, so the caller gets a
+  :class:`InDoubt` (a RetriableError) and finds out by reading, never by resending,
+* holds every exchange to an overall ``deadline`` besides the per-read ``timeout`` (see
+  :mod:`connectors.hubspot.deadline`): a trickling server is cut off like a timeout,
+* treats a 2xx whose body is not a JSON object as a failure (retriable), never a traceback,
 * reports each attempt to ``context.observe``, and
 * turns what is left into syncd's errors: 401/403 -> AuthError, a DAILY 429 -> RateLimited at
   once, exhausted retries -> RateLimited / RetriableError. Any other 4xx is *returned* as an
@@ -30,12 +36,13 @@ from hubspot.crm.associations.v4.exceptions import ApiException as AssociationsA
 from hubspot.crm.objects.exceptions import ApiException as ObjectsApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
+from connectors.hubspot.deadline import install, under_deadline
 from connectors.hubspot.options import HubSpotOptions
 from syncd.connector import RequestObserver
 from syncd.errors import AuthError, RateLimited, RetriableError
 from syncd.ratelimit import RateLimiter
 
-__all__ = ["ApiResult", "Transport"]
+__all__ = ["ApiResult", "InDoubt", "Transport"]
 
 # Each generated subpackage has its own exception class; they share nothing but ``.status``.
 _API_EXCEPTIONS: tuple[type[Exception], ...] = (
@@ -44,6 +51,12 @@ _API_EXCEPTIONS: tuple[type[Exception], ...] = (
     PropertiesApiException,
 )
 _SEARCH_POLICIES = frozenset({"SECONDLY", "SEARCH"})
+_MALFORMED = -1  # a 2xx whose body is not JSON: whatever HubSpot did, we cannot read it
+
+
+class InDoubt(RetriableError):
+    """A write that may or may not have landed (5xx, network failure, malformed answer after
+    the request went out). Retry only after reading what is there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +114,18 @@ def _parse_body(raw: bytes | str | None) -> Any:
         return None
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return {"message": (raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))[:500]}
+
+
+def _well_formed(status: int, raw: bytes | None) -> bool:
+    """A 2xx answer we can read: a JSON object, or nothing at all from a 204."""
+    if not raw:
+        return status == 204
+    try:
+        return isinstance(json.loads(raw), dict)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -152,13 +175,17 @@ class Transport:
         self.objects_search = client.crm.objects.search_api
         self.associations = client.crm.associations.v4.batch_api
         self.properties = client.crm.properties.core_api
+        self.property_groups = client.crm.properties.groups_api
         self._apis = [
             self.objects_basic,
             self.objects_batch,
             self.objects_search,
             self.associations,
             self.properties,
+            self.property_groups,
         ]
+        for api in self._apis:
+            install(api.api_client.rest_client.pool_manager)
 
     def call(
         self,
@@ -166,17 +193,27 @@ class Transport:
         method: Callable[..., Any],
         *args: Any,
         search: bool = False,
+        idempotent: bool = True,
         **kwargs: Any,
     ) -> ApiResult:
-        """Send one request (retrying as described above) and return the parsed answer."""
+        """Send one request (retrying as described above) and return the parsed answer.
+
+        ``idempotent=False``: the request creates something each time it lands; after an
+        answer that leaves it unknown whether it landed, raise :class:`InDoubt` instead of
+        sending it again."""
         attempt = 0
         while True:
             waited = self.limiter.acquire()
             if search:
                 waited += self.search_limiter.acquire()
             answer = self._send(method, args, kwargs)
-            self._observe(self._target, endpoint, answer.status, waited)
+            self._observe(self._target, endpoint, max(answer.status, 0), waited)
             status = answer.status
+            if not idempotent and (status in (0, _MALFORMED) or status >= 500):
+                what = {0: "no answer", _MALFORMED: "a malformed answer"}.get(
+                    status, f"HTTP {status}"
+                )
+                raise InDoubt(f"HubSpot {endpoint}: {what}; the write may have landed")
             if status in (401, 403):
                 # HubSpot's message names the problem (expired, missing scope), not the token.
                 raise AuthError(
@@ -185,6 +222,8 @@ class Transport:
                 )
             if status != 429 and 0 < status < 500:
                 return answer
+            if status == _MALFORMED:
+                status = 0  # retried like a network failure: reads and upserts are safe to repeat
             retry_after = _retry_after(answer.headers)
             policy = answer.policy
             if policy == "DAILY":
@@ -216,25 +255,35 @@ class Transport:
     def _send(
         self, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> ApiResult:
-        """One attempt. Status 0 stands for a network failure (nothing was answered)."""
-        try:
-            response = method(
-                *args, _preload_content=False, _request_timeout=self._options.timeout, **kwargs
-            )
-        except _API_EXCEPTIONS as exc:
-            headers = getattr(exc, "headers", None) or {}
-            return ApiResult(
-                int(getattr(exc, "status", 0) or 0),
-                _parse_body(getattr(exc, "body", None)),
-                {str(k): str(v) for k, v in headers.items()},
-            )
-        except urllib3.exceptions.HTTPError:
-            return ApiResult(0)
-        try:
-            raw = response.data
-        finally:
-            response.release_conn()
+        """One attempt. Status 0 stands for a network failure or the deadline (no answer),
+        -1 for a 2xx answer whose body is not a JSON object."""
+        with under_deadline(self._options.deadline) as exchange:
+            try:
+                response = method(
+                    *args, _preload_content=False, _request_timeout=self._options.timeout, **kwargs
+                )
+            except _API_EXCEPTIONS as exc:
+                if exchange.expired:
+                    return ApiResult(0)
+                headers = getattr(exc, "headers", None) or {}
+                return ApiResult(
+                    int(getattr(exc, "status", 0) or 0),
+                    _parse_body(getattr(exc, "body", None)),
+                    {str(k): str(v) for k, v in headers.items()},
+                )
+            except (urllib3.exceptions.HTTPError, OSError):
+                return ApiResult(0)
+            try:
+                raw = response.data
+            except (urllib3.exceptions.HTTPError, OSError):
+                return ApiResult(0)  # cut off mid-body (a deadline, a dropped connection)
+            finally:
+                response.release_conn()
+            if exchange.expired:
+                return ApiResult(0)
         headers = {str(k): str(v) for k, v in response.headers.items()}
+        if not _well_formed(response.status, raw):
+            return ApiResult(_MALFORMED, _parse_body(raw), headers)
         return ApiResult(response.status, _parse_body(raw), headers)
 
     def _backoff(self, attempt: int) -> float:

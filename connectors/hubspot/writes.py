@@ -2,16 +2,22 @@
 
 What makes it safe to repeat after a crash or a timeout:
 
-* new contacts are *upserted* by ``caller_key_property`` (a unique custom property): the same
-  caller sent twice is still one contact;
-* notes/calls/tasks carry the syncd marker in ``marker_property`` (unique), so a second create
-  of the same activity is refused with a conflict, and the conflict is resolved by reading the
-  existing activity by that marker (batch read by ``idProperty`` is immediately consistent).
+* new contacts are *upserted* by ``caller_key_property`` (a unique custom contact property,
+  which HubSpot allows): the same caller sent twice is still one contact;
+* notes/calls/tasks carry the syncd marker in ``marker_property``, which is *not* unique
+  (HubSpot has no unique-value properties on activities). A create is never sent twice on
+  our own: after an answer that leaves it unknown whether it landed, the chunk's records are
+  read back (:mod:`connectors.hubspot.markers`), what landed is kept and the rest is left to
+  a later attempt, in doubt (a write still on its way in could land after a read);
+* a plan the daemon marks ``in_doubt`` (an earlier attempt may have reached HubSpot) has each
+  part found before it is written: the contact by caller key (batch read by ``idProperty``),
+  the activity and the emergency task by marker on that contact. Only missing parts are
+  written; a plan found whole comes back ``reconciled``.
 
-HubSpot validates a batch as a whole: one bad input (an association to a deleted contact, a
-duplicate marker, an unknown property) can refuse all hundred. :meth:`Writer._isolate` then
-*diagnoses* (which contacts are gone, which markers exist) with two batch reads, resends the
-rest, and only bisects what is still unexplained, so one bad plan fails alone.
+HubSpot validates a batch as a whole: one bad input (an association to a deleted contact, an
+unknown property) can refuse all hundred. :meth:`Writer._isolate` then *diagnoses* (which
+records are gone) with a batch read, resends the rest, and only bisects what is still
+unexplained, so one bad plan fails alone.
 """
 
 from __future__ import annotations
@@ -20,17 +26,18 @@ import html
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from connectors.hubspot.lookup import Reader
+from connectors.hubspot.markers import MarkerProbe
 from connectors.hubspot.options import HubSpotOptions
 from connectors.hubspot.records import contact_properties, marker_in_body, marker_paragraph
-from connectors.hubspot.transport import ApiResult, Transport
+from connectors.hubspot.transport import ApiResult, InDoubt, Transport
 from syncd.connector import PlanProgress
-from syncd.errors import RetriableError
-from syncd.models import Action, ActivitySpec, Outcome, Plan
+from syncd.errors import RateLimited, RetriableError
+from syncd.models import Action, ActivitySpec, KeyKind, Outcome, Plan
 
 __all__ = ["ASSOCIATION_TYPES", "Writer"]
 
@@ -51,6 +58,9 @@ _OBJECT_TYPES = {"contact": "contacts", "company": "companies"}
 _COMPANY_ID = "associatedcompanyid"
 _EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
 _BODY_PROPERTY = {"notes": "hs_note_body", "calls": "hs_call_body", "tasks": "hs_task_body"}
+# Text property values added through the CRM: at most 65,536 characters (HubSpot knowledge
+# base, "Property field types in HubSpot"). Longer values are refused, so we cut them.
+MAX_TEXT = 65_536
 
 T = TypeVar("T")
 
@@ -61,10 +71,25 @@ class _Work(PlanProgress):
 
     task_pending: bool = False
     company_linked: bool = False  # by the contact's own associatedcompanyid
+    # In-doubt plans: the parts an earlier attempt already wrote, found before writing.
+    contact_found: bool = False
+    activity_found: bool = False
+    task_wanted: bool = False
+    task_found: bool = False
 
     @property
     def finished(self) -> bool:
         return self.failed or (self.activity_id is not None and not self.task_pending)
+
+    def outcome(self) -> Outcome:
+        reconciled = (
+            self.plan.in_doubt
+            and not self.failed
+            and self.activity_found
+            and (self.contact_found or self.plan.action is not Action.CREATE)
+            and (self.task_found or not self.task_wanted)
+        )
+        return replace(super().outcome(), reconciled=reconciled)
 
 
 @dataclass
@@ -108,6 +133,27 @@ def _error_text(result: ApiResult) -> str:
     return result.message
 
 
+def _wanted(works: Iterable[_Work]) -> dict[str, set[str]]:
+    """record id -> the markers looked for on it."""
+    wanted: dict[str, set[str]] = {}
+    for work in works:
+        wanted.setdefault(str(work.record_id), set()).add(work.marker)
+    return wanted
+
+
+def _fit(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` cut to ``limit`` characters, marked as cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _caller_number(plan: Plan) -> str:
+    """The caller's number for ``hs_call_from_number``: E.164 when the matcher read one."""
+    for key in plan.keys:
+        if key.kind is KeyKind.PHONE:
+            return key.value
+    return (plan.message.phone or plan.message.caller_id).strip()
+
+
 def _context_ids(error: Mapping[str, Any]) -> set[str]:
     """Ids HubSpot names in an error's ``context`` (e.g. ``{"ids": ["12"]}``)."""
     found: set[str] = set()
@@ -147,26 +193,80 @@ class _Run:
         self._options = options
         self._activity_type = "calls" if options.activity == "call" else "notes"
         self._wrote = False
+        self._probe = MarkerProbe(transport, reader, options)
 
     def apply(self, plans: Sequence[Plan]) -> list[Outcome]:
         works = [_Work(p, p.record_id, p.record_kind or "contact") for p in plans]
         try:
-            self._create_contacts([w for w in works if w.plan.action is Action.CREATE])
-            self._associate_companies([w for w in works if w.plan.action is Action.CREATE])
+            self._reconcile([w for w in works if w.plan.in_doubt])
+            creates = [w for w in works if w.plan.action is Action.CREATE]
+            self._create_contacts([w for w in creates if not w.contact_found])
+            self._associate_companies(creates)
             self._update_records(
-                [w for w in works if w.plan.action is Action.UPDATE and w.plan.fields]
+                [
+                    w
+                    for w in works
+                    if w.plan.action is Action.UPDATE and w.plan.fields and not w.activity_found
+                ]
             )
             self._log_activities(works)
         except RetriableError as exc:
-            # Nothing written: the whole call failed and may be retried as a whole (and a
-            # DAILY limit reaches the daemon, which pauses the target). Otherwise keep what was
-            # done, so the ids of contacts created so far are not lost.
-            if not self._wrote:
+            # Nothing written: the whole call failed and may be retried as a whole. A DAILY
+            # limit always reaches the daemon, which pauses the target for hours (what was
+            # written so far is found again by the in-doubt reconciliation). Otherwise keep
+            # what was done, so the ids of contacts created so far are not lost.
+            if not self._wrote or (isinstance(exc, RateLimited) and exc.daily):
                 raise
             for work in works:
                 if not work.finished:
                     work.fail(f"interrupted: {exc}", retriable=True, retry_after=exc.retry_after)
         return [w.outcome() for w in works]
+
+    # -- in doubt: find each part before writing it --------------------------------------------
+    def _reconcile(self, works: list[_Work]) -> None:
+        """Find what an earlier attempt at these plans wrote: the contact by caller key, then
+        the activity and the emergency task by marker among the record's associations (all
+        immediately consistent reads). The phases that follow write only what is missing."""
+        if not works:
+            return
+        key_prop = self._options.caller_key_property
+        for work in works:
+            work.task_wanted = self._options.emergency_task and work.plan.activity.emergency
+        creates = [w for w in works if w.plan.action is Action.CREATE and not w.record_id]
+        if creates and key_prop:
+            keys = {self._caller_key(w) for w in creates}
+            held = self._reader.read_raw(
+                "contacts", keys, [key_prop, _COMPANY_ID], id_property=key_prop
+            )
+            for work in creates:
+                obj = held.get(self._caller_key(work))
+                if obj is None:
+                    continue
+                work.record_id, work.record_kind = str(obj.get("id")), "contact"
+                work.contact_found = True
+                company = str((obj.get("properties") or {}).get(_COMPANY_ID) or "")
+                work.company_linked = bool(company) and company == work.plan.company_id
+        by_type: dict[str, list[_Work]] = {}
+        for work in works:
+            if work.record_id and not work.plan.activity.existing_id:
+                kind = _OBJECT_TYPES.get(work.record_kind, "contacts")
+                by_type.setdefault(kind, []).append(work)
+        for from_type, members in by_type.items():
+            found = self._probe.find(from_type, self._activity_type, _wanted(members))
+            for work in members:
+                activity_id = found.get((str(work.record_id), work.marker))
+                if activity_id:
+                    work.activity_id, work.activity_found = activity_id, True
+            # A task is written after its activity: without the activity there is none.
+            tasks = [w for w in members if w.task_wanted and w.activity_found]
+            if tasks:
+                found = self._probe.find(from_type, "tasks", _wanted(tasks))
+                for work in tasks:
+                    work.task_found = (str(work.record_id), work.marker) in found
+
+    @staticmethod
+    def _caller_key(work: _Work) -> str:
+        return work.plan.caller_key or work.marker
 
     # -- the isolation loop ----------------------------------------------------------------
     def _isolate(
@@ -207,7 +307,7 @@ class _Run:
                 work.plan.fields, self._options.contact_fields
             ).items():
                 if value and not entry.properties.get(prop):
-                    entry.properties[prop] = value
+                    entry.properties[prop] = _fit(value)
         entries = list(callers.values())
         for entry in entries:
             if "email" in entry.properties:
@@ -233,7 +333,11 @@ class _Run:
         else:
             body = {"inputs": [{"properties": e.properties} for e in chunk]}
             result = self._t.call(
-                "contacts.batch_create", self._t.objects_batch.create, "contacts", body
+                "contacts.batch_create",
+                self._t.objects_batch.create,
+                "contacts",
+                body,
+                idempotent=False,
             )
         if not result.ok:
             if result.status == 400 and _COMPANY_ID in result.message:
@@ -260,11 +364,19 @@ class _Run:
             # HubSpot documents no order for batch results; with nothing to key on, an
             # all-successful batch of equal length is the best we have.
             matched = dict(enumerate(results))
+        refused = [e for i, e in enumerate(chunk) if i not in matched]
+        holders = self._email_holders(refused) if result.errors() else {}
         for i, entry in enumerate(chunk):
             made = matched.get(i)
             if made is None:
+                holder = holders.get(entry.properties.get("email", ""))
                 for work in entry.members:
-                    work.fail(f"HubSpot did not create the contact: {_error_text(result)}")
+                    if holder:
+                        # The caller's email belongs to a contact search could not show yet:
+                        # that is the caller; log there rather than fail.
+                        work.record_id, work.record_kind = holder, "contact"
+                    else:
+                        work.fail(f"HubSpot did not create the contact: {_error_text(result)}")
                 continue
             is_new = bool(made.get("new", True))
             for work in entry.members:
@@ -274,6 +386,15 @@ class _Run:
                     _COMPANY_ID in entry.properties and work.plan.company_id == entry.company_id
                 )
         return None
+
+    def _email_holders(self, entries: list[_NewContact]) -> dict[str, str]:
+        """email -> the contact holding it, for inputs an upsert refused (a 207 error names
+        no holder): email is unique on contacts, so a batch read by it is allowed."""
+        emails = {e.properties["email"] for e in entries if e.properties.get("email")}
+        if not emails:
+            return {}
+        held = self._reader.read_raw("contacts", emails, ["email"], id_property="email")
+        return {email: str(obj.get("id")) for email, obj in held.items()}
 
     def _contact_refused(self, entry: _NewContact, result: ApiResult) -> None:
         existing = _EXISTING_ID.search(result.message) if result.status == 409 else None
@@ -350,6 +471,7 @@ class _Run:
     def _record_properties(self, object_type: str, fields: Mapping[str, str]) -> dict[str, str]:
         # An empty value never blanks a field in the CRM: it means "nothing to say".
         fields = {k: v for k, v in fields.items() if v and v.strip()}
+        fields = {k: _fit(v) for k, v in fields.items()}
         if object_type == "contacts":
             props = contact_properties(fields, self._options.contact_fields)
             if props.get("email"):
@@ -388,13 +510,12 @@ class _Run:
         return None
 
     def _update_refused(self, entry: _Update, result: ApiResult) -> None:
-        held = _EXISTING_ID.search(result.message) if result.status == 409 else None
-        if held and entry.properties.pop("email", None):
+        if result.status == 409 and entry.properties.pop("email", ""):
             # The caller gave an email another contact already has (HubSpot keeps emails
-            # unique): that contact keeps it; this one gets the rest, and its activity.
+            # unique; its answer to an update names no holder): that contact keeps it; this
+            # one gets the rest, and its activity.
             log.warning(
-                "HubSpot contact %s holds the email the caller gave; not copied to %s",
-                held.group(1),
+                "another HubSpot contact holds the email the caller gave; not copied to %s",
                 entry.record_id,
             )
             retried = self._send_updates([entry]) if entry.properties else None
@@ -420,14 +541,19 @@ class _Run:
                 work.fail("no CRM record to log the activity on")
                 continue
             ready.append(work)
-        creates = [w for w in ready if not w.plan.activity.existing_id]
+        found = [w for w in ready if w.activity_found]
+        creates = [w for w in ready if not w.plan.activity.existing_id and not w.activity_found]
         updates = [w for w in ready if w.plan.activity.existing_id]
         creates += self._update_activities(updates)
         self._create_engagements(
             self._activity_type, creates, self._activity_properties, self._set_activity
         )
         if self._options.emergency_task:
-            tasks = [w for w in creates if w.plan.activity.emergency and not w.failed]
+            tasks = [
+                w
+                for w in creates + found
+                if w.plan.activity.emergency and not w.failed and not w.task_found
+            ]
             for work in tasks:
                 work.task_pending = True
             self._create_engagements("tasks", tasks, self._task_properties, self._set_task)
@@ -436,18 +562,24 @@ class _Run:
         spec = work.plan.activity
         body = self._body(spec)
         if self._activity_type == "calls":
+            # An answered inbound call (calls API guide: direction, status, from number).
             props = {
                 "hs_timestamp": _timestamp(spec.occurred_at),
-                "hs_call_title": spec.subject,
+                "hs_call_title": _fit(spec.subject),
                 "hs_call_body": body,
                 "hs_call_direction": "INBOUND",
                 "hs_call_status": "COMPLETED",
             }
+            number = _caller_number(work.plan)
+            if number:
+                props["hs_call_from_number"] = _fit(number)
         else:
             props = {"hs_timestamp": _timestamp(spec.occurred_at), "hs_note_body": body}
+        if self._options.task_owner_id:
+            props["hubspot_owner_id"] = self._options.task_owner_id
         if self._options.marker_property:
             props[self._options.marker_property] = spec.marker
-        props.update(spec.properties)
+        props.update({k: _fit(v) for k, v in spec.properties.items()})
         return props
 
     def _task_properties(self, work: _Work) -> dict[str, str]:
@@ -469,11 +601,18 @@ class _Run:
     @staticmethod
     def _body(spec: ActivitySpec) -> str:
         # The marker is in the text too: people can trace a note back, and the search
-        # fallback of find_activities (no marker property) has something to find.
-        parts = [f"<p><strong>{_html(spec.subject)}</strong></p>"] if spec.subject else []
-        parts.append(f"<p>{_html(spec.body)}</p>")
-        parts.append(marker_paragraph(spec.marker))
-        return "".join(parts)
+        # fallback of find_activities (no marker property) has something to find. A body
+        # over HubSpot's 65,536 characters is cut in the caller's text, never in the marker.
+        head = f"<p><strong>{_html(_fit(spec.subject, 1000))}</strong></p>" if spec.subject else ""
+        tail = marker_paragraph(spec.marker)
+        text = spec.body
+        while True:
+            body = f"{head}<p>{_html(text)}</p>{tail}"
+            over = len(body) - MAX_TEXT
+            if over <= 0 or not text:
+                return body
+            keep = len(text) - over - 1
+            text = text[:keep] + "\u2026" if keep > 0 else ""
 
     @staticmethod
     def _set_activity(work: _Work, activity_id: str) -> None:
@@ -538,8 +677,11 @@ class _Run:
         properties: Callable[[_Work], dict[str, str]],
         assign: Callable[[_Work, str], None],
     ) -> None:
-        """Batch-create notes/calls/tasks, each associated to its record in the same request."""
-        marker_prop = self._options.marker_property
+        """Batch-create notes/calls/tasks, each associated to its record in the same request.
+
+        A create is not idempotent here (no unique activity property): when HubSpot's answer
+        leaves it unknown whether the chunk landed, the chunk's records are read back by
+        marker; what landed is kept, the rest is left to a later attempt in doubt."""
 
         def association(work: _Work) -> dict[str, Any]:
             target = _OBJECT_TYPES.get(work.record_kind, "contacts")
@@ -549,16 +691,29 @@ class _Run:
                 "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}],
             }
 
-        def send(chunk: list[_Work]) -> ApiResult | None:
+        def create(chunk: list[_Work]) -> ApiResult:
             inputs = [
                 {"properties": properties(w), "associations": [association(w)]} for w in chunk
             ]
-            result = self._t.call(
+            return self._t.call(
                 f"{object_type}.batch_create",
                 self._t.objects_batch.create,
                 object_type,
                 {"inputs": inputs},
+                idempotent=False,
             )
+
+        def send(chunk: list[_Work]) -> ApiResult | None:
+            try:
+                result = create(chunk)
+            except InDoubt as exc:
+                # Keep what has landed; never resend now: a write still on its way in
+                # (a slow server) would land after our read and make two. The daemon
+                # retries the rest later, in doubt, and reads again first.
+                self._wrote = True
+                for work in self._landed(object_type, chunk, assign):
+                    work.fail(str(exc), retriable=True)
+                return None
             if not result.ok:
                 return result
             self._wrote = True
@@ -574,16 +729,8 @@ class _Run:
             work.fail(f"HubSpot refused the {object_type[:-1]} ({result.status}): {result.message}")
 
         def diagnose(chunk: list[_Work]) -> list[_Work]:
-            """Resolve what two immediately consistent reads can explain; return the rest."""
+            """Resolve what an immediately consistent read can explain; return the rest."""
             remaining = chunk
-            if marker_prop:
-                existing = self._reader.read_raw(
-                    object_type, [w.marker for w in chunk], [marker_prop], id_property=marker_prop
-                )
-                for work in chunk:
-                    if work.marker in existing:
-                        assign(work, str(existing[work.marker].get("id")))
-                remaining = [w for w in chunk if w.marker not in existing]
             by_kind: dict[str, list[_Work]] = {}
             for work in remaining:
                 by_kind.setdefault(_OBJECT_TYPES.get(work.record_kind, "contacts"), []).append(work)
@@ -603,6 +750,28 @@ class _Run:
 
         for chunk in _chunks(works):
             self._isolate(chunk, send, refused, diagnose)
+
+    def _landed(
+        self, object_type: str, chunk: list[_Work], assign: Callable[[_Work, str], None]
+    ) -> list[_Work]:
+        """After a create in doubt: give the works whose object landed its id; return the rest."""
+        left: list[_Work] = []
+        by_kind: dict[str, list[_Work]] = {}
+        for work in chunk:
+            by_kind.setdefault(_OBJECT_TYPES.get(work.record_kind, "contacts"), []).append(work)
+        for from_type, members in by_kind.items():
+            found = self._probe.find(from_type, object_type, _wanted(members))
+            for work in members:
+                landed = found.get((str(work.record_id), work.marker))
+                if landed:
+                    assign(work, landed)
+                else:
+                    left.append(work)
+        if len(left) < len(chunk):
+            log.info(
+                "%d %s had landed before the answer was lost", len(chunk) - len(left), object_type
+            )
+        return left
 
     def _match_created(
         self,

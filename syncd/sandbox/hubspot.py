@@ -1,22 +1,33 @@
 """A HubSpot CRM emulator on loopback, for the real ``hubspot-api-client``.
 
-It answers the endpoints syncd's connector uses, in HubSpot's shapes, and enforces HubSpot's
-rules where getting them wrong would hide a bug:
+It answers the endpoints syncd's connector uses, in HubSpot's shapes, and refuses what HubSpot
+refuses where getting it wrong would hide a bug. Built from HubSpot's documentation, sharing
+no code with ``connectors/hubspot`` or ``syncd/match``:
 
-* search limits: at most 5 filter groups, 10 filters a group, 25 filters in all, ``IN`` lists
-  of at most ``in_values_cap`` values, 200 results a page and 10,000 a query (400
-  ``VALIDATION_ERROR`` otherwise);
-* search *lags* writes by ``search_lag`` seconds (each record keeps snapshots stamped with
-  the time they become searchable), while batch read and upsert are immediately consistent;
+* search limits (developer changelog, "Expanded Filtering Capabilities", Aug 2024): at most 5
+  filter groups, 10 filters a group, 25 filters in all; 200 results a page and 10,000 a query
+  (CRM search guide, "Limitations"); 400 ``VALIDATION_ERROR`` otherwise. ``IN`` lists: HubSpot
+  documents no cap; ``in_values_cap`` (100) is our own, the less forgiving choice;
+* search *lags* writes (CRM search guide: "it may take a few moments for newly created or
+  updated objects to appear"): ``search_lag`` seconds, 3 by default, so every test meets it;
+  batch read and upsert are immediately consistent;
 * batches of at most 100 inputs, validated as a whole (an unknown property, an association
-  to a missing record or a duplicate unique value refuses all of them), 207 multi-status for
-  ids that do not exist;
-* unique properties (``email``, and custom ones such as ``syncd_key``/``syncd_marker``),
-  upsert only by a unique property;
-* ``hs_searchable_calculated_phone_number`` computed from ``phone`` as HubSpot does: the
-  national digits without country code, so different countries can collide in search;
+  to a missing record refuses all of them); 207 multi-status for ids that do not exist and,
+  on batch upsert, for inputs that fail on their own (a unique value another record holds);
+  409 "Contact already exists. Existing ID: N" only on *create* (contacts API guide);
+* unique-value properties (``hasUniqueValue``) only on contacts and companies here (developer
+  changelog, "Unique Properties support for newly created Contact properties": companies,
+  deals, tickets, custom objects and now contacts; never notes, calls or tasks): creating one
+  on an activity object is refused with a 400, and so is a batch read by ``idProperty`` there;
+* text values at most 65,536 characters (knowledge base, "Property field types in HubSpot":
+  single- and multi-line text added through the CRM);
+* archive (``DELETE``, ``batch/archive``): archived records leave reads, search and
+  associations; ``archived=true`` lists and reads them (objects API guide, "Archive");
+* ``hs_searchable_calculated_phone_number``: the number "without country code" (default
+  contact properties); our own model below, see :func:`searchable_phone`;
 * bearer-token auth (401 ``INVALID_AUTHENTICATION``), rolling rate limits per 10 s and for
-  search per second (429 with ``policyName``), and a switch for the DAILY limit.
+  search per second, 429 bodies with ``policyName`` and, as documented, *no* ``Retry-After``
+  (API usage guidelines, "Rate limits"); a switch for the DAILY limit.
 """
 
 from __future__ import annotations
@@ -32,8 +43,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
-
-import phonenumbers
 
 from syncd.sandbox.crm import StoredActivity, StoredContact
 from syncd.sandbox.http import Emulator, Faults, Request, Response, json_response
@@ -77,6 +86,9 @@ _ASSOCIATIONS: dict[int, tuple[str, str, int]] = {
     191: ("companies", "tasks", 192),
 }
 _PRIMARY_COMPANY = 1
+_WRITE_ENDPOINTS = frozenset(
+    {"batch_create", "batch_update", "batch_upsert", "batch_archive", "create", "update"}
+)
 
 _STANDARD_PROPERTIES: dict[str, tuple[str, ...]] = {
     "contacts": (
@@ -133,6 +145,10 @@ MAX_FILTERS = 25
 MAX_PAGE = 200
 MAX_RESULTS = 10_000
 MAX_BATCH = 100
+# Knowledge base, "Property field types in HubSpot": text added through the CRM.
+MAX_TEXT = 65_536
+# Objects that may hold unique-value properties here (see the module docstring).
+_UNIQUE_ALLOWED = frozenset({"contacts", "companies"})
 _OPERATORS = frozenset(
     {
         "EQ",
@@ -153,6 +169,10 @@ _OPERATORS = frozenset(
 _TOKEN_SPLIT = re.compile(r"[\s<>]+")
 _EDGE_PUNCTUATION = ".,;:!?()[]{}\"'"
 _MARKER_IN_TEXT = re.compile(r"syncd:[^\s<>\"']+")
+
+
+def _default_group(object_type: str) -> str:
+    return f"{object_type[:-1]}information"
 
 
 def _now_iso() -> str:
@@ -196,6 +216,7 @@ class _Record:
     updated_at: str
     # (searchable from, snapshot): search answers from the newest snapshot already visible.
     index: list[tuple[float, dict[str, str]]] = field(default_factory=list)
+    archived_at: str | None = None
 
     def searchable(self, now: float) -> dict[str, str] | None:
         visible = [snap for at, snap in self.index if at <= now]
@@ -207,7 +228,8 @@ class _Record:
             "properties": {name: self.props.get(name) for name in properties},
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
-            "archived": False,
+            "archived": self.archived_at is not None,
+            **({"archivedAt": self.archived_at} if self.archived_at else {}),
         }
 
 
@@ -216,14 +238,18 @@ class _PropertyDef:
     name: str
     unique: bool = False
     calculated: bool = False
+    group: str = ""
+    label: str = ""
 
     def as_json(self, object_type: str) -> dict[str, Any]:
         return {
             "name": self.name,
-            "label": self.name.replace("_", " ").title(),
+            "label": self.label or self.name.replace("_", " ").title(),
+            "description": "",
+            "options": [],
             "type": "string",
             "fieldType": "text",
-            "groupName": f"{object_type[:-1]}information",
+            "groupName": self.group or _default_group(object_type),
             "hasUniqueValue": self.unique,
             "calculated": self.calculated,
             "hidden": False,
@@ -256,18 +282,44 @@ class _Window:
         return max(self.calls - len(self._sent), 0)
 
 
-def searchable_phone(text: str, region: str = "US") -> tuple[str, str] | None:
-    """(national digits, E.164) as HubSpot calculates them for a stored phone; E.164 may be ""."""
+# ITU-T E.164 country calling codes of one and two digits; every other code has three.
+_CC_ONE = frozenset({"1", "7"})
+_CC_TWO = frozenset(
+    {
+        *("20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44"),
+        *("45", "46", "47", "48", "49", "51", "52", "53", "54", "55", "56", "57", "58"),
+        *("60", "61", "62", "63", "64", "65", "66", "81", "82", "84", "86", "90", "91"),
+        *("92", "93", "94", "95", "98"),
+    }
+)
+_EXTENSION = re.compile(r"(?i)\s*(?:ext\.?|extension|x|#)\s*\d+\s*$")
+
+
+def searchable_phone(text: str) -> tuple[str, str] | None:
+    """(searchable digits, E.164 or "") for a stored phone, by our reading of HubSpot's docs.
+
+    HubSpot documents ``hs_searchable_calculated_phone_number`` only as the phone "without
+    country code". Where it is silent we choose the less forgiving reading:
+
+    * a country code is recognised only after a leading ``+`` (ITU-T E.164 code lengths);
+      ``001 415...`` or ``1 415...`` keep every digit, so they do not meet ``4153927461``;
+    * an extension (``ext 12``, ``x12``, ``#12``) at the end is dropped; other text is not
+      read as digits (``1-800-FLOWERS`` keeps only the digits it has);
+    * fewer than 5 digits calculate nothing; no region or default country is assumed, so
+      ``hs_calculated_phone_number`` (E.164) exists only for numbers written with ``+``.
+    """
     if not text or not text.strip():
         return None
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        digits = re.sub(r"\D", "", text).lstrip("0")
-        return (digits, "") if digits else None
-    national = phonenumbers.national_significant_number(number)
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return national, e164 if phonenumbers.is_possible_number(number) else ""
+    bare = _EXTENSION.sub("", text.strip())
+    digits = "".join(ch for ch in bare if ch.isascii() and ch.isdigit())
+    if len(digits) < 5:
+        return None
+    if not bare.startswith("+"):
+        return digits, ""
+    for size, codes in ((1, _CC_ONE), (2, _CC_TWO)):
+        if digits[:size] in codes:
+            return digits[size:], f"+{digits}"
+    return digits[3:], f"+{digits}"
 
 
 class HubSpotEmulator(Emulator):
@@ -279,15 +331,21 @@ class HubSpotEmulator(Emulator):
         self,
         *,
         token: str = "sandbox-hubspot-token",  # noqa: S107 - a fake credential for loopback
-        search_lag: float = 0.0,
+        search_lag: float = 3.0,
         rate_limit: tuple[int, float] | None = (190, 10.0),
         search_rate_limit: tuple[int, float] | None = (5, 1.0),
         in_values_cap: int = 100,
         host: str = "127.0.0.1",
         port: int = 0,
+        provisioned: bool = True,
+        retry_after_header: bool = False,
     ) -> None:
         super().__init__(host=host, port=port)
         self.token = token
+        # False: a fresh portal without the properties ``syncd setup`` creates.
+        self.provisioned = provisioned
+        # HubSpot documents its 429 without Retry-After; a test may switch one on.
+        self.retry_after_header = retry_after_header
         self.search_lag = search_lag
         self._initial_search_lag = search_lag
         self.in_values_cap = in_values_cap
@@ -300,6 +358,13 @@ class HubSpotEmulator(Emulator):
         self._unique: dict[tuple[str, str], dict[str, str]] = {}
         self._unique_of: dict[str, dict[tuple[str, str], str]] = {}  # the reverse
         self._properties: dict[str, dict[str, _PropertyDef]] = {}
+        self._groups: dict[str, dict[str, str]] = {}  # object type -> group name -> label
+        self._archived: dict[str, _Record] = {}
+        # Called with (endpoint, answer) after a write request was carried out, before its
+        # answer is sent; what it returns (if anything) is sent instead. Fault tests attack
+        # there, the moment a write has landed but is not yet known: a lost or malformed
+        # answer, a DAILY 429, a SIGKILL of the daemon.
+        self.after_write: Callable[[str, Response], Response | None] | None = None
         self._by_type: dict[str, dict[str, _Record]] = {t: {} for t in OBJECT_TYPES}
         # Search narrows its candidates with postings: (kind, object type, property) -> term ->
         # ids of the records any of whose kept snapshots holds the term ("value": the folded
@@ -334,6 +399,7 @@ class HubSpotEmulator(Emulator):
             self._general = _Window(*rate_limit) if rate_limit else None
             self._search = _Window(*search_rate_limit) if search_rate_limit else None
             self._records.clear()
+            self._archived.clear()
             for by_id in self._by_type.values():
                 by_id.clear()
             self._postings.clear()
@@ -344,6 +410,9 @@ class HubSpotEmulator(Emulator):
             self._next_id = 1001
             self._writes = 0
             self._properties.clear()
+            self._groups = {
+                t: {_default_group(t): f"{t[:-1].title()} information"} for t in OBJECT_TYPES
+            }
             for object_type in OBJECT_TYPES:
                 defs = {n: _PropertyDef(n) for n in _STANDARD_PROPERTIES[object_type]}
                 defs.update(
@@ -358,10 +427,12 @@ class HubSpotEmulator(Emulator):
             self._properties["contacts"]["associatedcompanyid"] = _PropertyDef(
                 "associatedcompanyid"
             )
-            # The custom properties the connector's defaults expect (an operator makes them once).
-            self.add_property("contacts", "syncd_key", unique=True)
-            for object_type in _ACTIVITY_TYPES:
-                self.add_property(object_type, "syncd_marker", unique=True)
+            # The custom properties the connector's defaults expect, as ``syncd setup`` makes
+            # them: the caller key unique on contacts, the marker *not* unique on activities.
+            if self.provisioned:
+                self.add_property("contacts", "syncd_key", unique=True)
+                for object_type in _ACTIVITY_TYPES:
+                    self.add_property(object_type, "syncd_marker")
 
     # -- routes ----------------------------------------------------------------------------
     def _register_routes(self) -> None:
@@ -378,7 +449,32 @@ class HubSpotEmulator(Emulator):
             self._add(
                 "POST", f"{base}/batch/upsert", f"{t}.batch_upsert", self._handle_batch_upsert, t
             )
+            self._add(
+                "POST", f"{base}/batch/archive", f"{t}.batch_archive", self._handle_batch_archive, t
+            )
             self._add("GET", base, f"{t}.list", self._handle_list, t)
+            self._add("DELETE", rf"{base}/(?P<id>[^/]+)", f"{t}.archive", self._handle_archive, t)
+            self._add(
+                "POST",
+                f"/crm/v3/properties/{t}",
+                "properties.create",
+                self._handle_property_create,
+                t,
+            )
+            self._add(
+                "GET",
+                rf"/crm/v3/properties/{t}/groups/(?P<name>[^/]+)",
+                "groups.get",
+                self._handle_group,
+                t,
+            )
+            self._add(
+                "POST",
+                f"/crm/v3/properties/{t}/groups",
+                "groups.create",
+                self._handle_group_create,
+                t,
+            )
             self._add("GET", rf"{base}/(?P<id>[^/]+)", f"{t}.get", self._handle_get, t)
             self._add("PATCH", rf"{base}/(?P<id>[^/]+)", f"{t}.update", self._handle_patch, t)
             self._add(
@@ -405,8 +501,14 @@ class HubSpotEmulator(Emulator):
         *,
         search: bool = False,
     ) -> None:
+        writes = method in ("PATCH", "DELETE") or endpoint.split(".")[-1] in _WRITE_ENDPOINTS
+
         def wrapped(request: Request) -> Response:
-            return self._guard(request, object_type, handler, search=search)
+            response = self._guard(request, object_type, handler, search=search)
+            hook = self.after_write
+            if writes and hook is not None and response.status < 300:
+                return hook(endpoint, response) or response
+            return response
 
         self.route(method, pattern, endpoint, wrapped)
 
@@ -475,8 +577,13 @@ class HubSpotEmulator(Emulator):
             "policyName": policy,
             "groupName": f"publicapi:private-app-api-calls-{label}:{self.portal_id}",
         }
-        headers = {"Retry-After": f"{retry_after:.3f}"} if retry_after is not None else {}
+        send = retry_after is not None and self.retry_after_header
+        headers = {"Retry-After": f"{retry_after:.3f}"} if send else {}
         return json_response(body, status=429, headers=headers)
+
+    def daily_limit_answer(self) -> Response:
+        """HubSpot's DAILY 429, for a test's ``after_write`` to send."""
+        return self._rate_limited("DAILY", "daily", retry_after=None)
 
     def fault_response(self, fault: str, request: Request) -> Response:
         if fault == "429":
@@ -650,7 +757,7 @@ class HubSpotEmulator(Emulator):
     def _check_properties(self, object_type: str, props: Mapping[str, Any]) -> dict[str, str]:
         defs = self._properties[object_type]
         problems = []
-        for name in props:
+        for name, value in props.items():
             definition = defs.get(name)
             if definition is None:
                 problems.append(
@@ -669,6 +776,15 @@ class HubSpotEmulator(Emulator):
                         "isValid": False,
                         "message": f'"{name}" is a read only property; its value cannot be set.',
                         "error": "READ_ONLY_VALUE",
+                        "name": name,
+                    }
+                )
+            elif value is not None and len(str(value)) > MAX_TEXT:
+                problems.append(
+                    {
+                        "isValid": False,
+                        "message": f"{name} is longer than {MAX_TEXT} characters",
+                        "error": "INVALID_LENGTH",
                         "name": name,
                     }
                 )
@@ -708,14 +824,16 @@ class HubSpotEmulator(Emulator):
                 continue
             holder = self._find_unique(object_type, name, value)
             if holder is not None and holder.id != own_id:
-                if object_type == "contacts" and name == "email":
+                if object_type == "contacts" and name == "email" and own_id is None:
+                    # Documented for create only (contacts API guide).
                     raise _Refused(
                         409, f"Contact already exists. Existing ID: {holder.id}", "CONFLICT"
                     )
+                # Elsewhere HubSpot documents no text: ours names no holder (less forgiving).
                 raise _Refused(
                     409,
                     f"A {_SINGULAR[object_type].lower()} with the unique value {value!r} for "
-                    f"property {name!r} already exists. Existing ID: {holder.id}",
+                    f"property {name!r} already exists.",
                     "CONFLICT",
                 )
             key = (name, value.casefold())
@@ -759,7 +877,8 @@ class HubSpotEmulator(Emulator):
             "completedAt": _now_iso(),
         }
         if errors:
-            body["errors"] = errors
+            # HubSpot's StandardError: every item carries links and errors (often empty).
+            body["errors"] = [{"links": {}, "errors": [], "context": {}, **e} for e in errors]
             body["numErrors"] = len(errors)
             return json_response(body, status=207)
         return json_response(body, status=status)
@@ -868,10 +987,14 @@ class HubSpotEmulator(Emulator):
         if id_property:
             self._require_unique(object_type, id_property)
         names = self._returned(object_type, body)
+        archived = (request.arg("archived", "false") or "").lower() == "true"
         results, missing = [], []
         for item in inputs:
             wanted = str(item.get("id", ""))
-            if id_property:
+            if archived:
+                record = self._archived.get(wanted)
+                record = record if record is not None and record.type == object_type else None
+            elif id_property:
                 record = self._find_unique(object_type, id_property, wanted)
             else:
                 record = self._get(object_type, wanted)
@@ -883,6 +1006,12 @@ class HubSpotEmulator(Emulator):
         return self._batch(results, errors, 200)
 
     def _require_unique(self, object_type: str, prop: str) -> None:
+        if object_type not in _UNIQUE_ALLOWED and prop != "hs_object_id":
+            raise _Refused(
+                400,
+                f"idProperty is not supported for {object_type}: only unique-value properties "
+                "of objects that have them can be used",
+            )
         definition = self._properties[object_type].get(prop)
         if definition is None or not definition.unique:
             raise _Refused(
@@ -989,6 +1118,7 @@ class HubSpotEmulator(Emulator):
         inputs = self._inputs(body)
         seen: dict[tuple[str, str], str] = {}
         prepared = []
+        errors: list[dict[str, Any]] = []
         for item in inputs:
             id_property = item.get("idProperty")
             value = str(item.get("id") or "")
@@ -1001,7 +1131,22 @@ class HubSpotEmulator(Emulator):
             record = self._find_unique(object_type, id_property, value)
             merged = {**(record.props if record else {}), **props}
             own = record.id if record else None
-            self._check_unique(object_type, merged, own, seen, own or f"new:{value}")
+            try:
+                self._check_unique(object_type, merged, own, seen, own or f"new:{value}")
+            except _Refused as refused:
+                # One input failing on its own fails alone: a 207 names it, the rest land.
+                # The wording is ours; HubSpot documents no text (and no "Existing ID").
+                errors.append(
+                    {
+                        "status": "error",
+                        "category": "VALIDATION_ERROR",
+                        "message": f"Upsert of {id_property}={value!r} failed: a unique value "
+                        "is already held by another record",
+                        "context": {"ids": [value]},
+                    }
+                )
+                del refused
+                continue
             prepared.append((record, props))
         results = []
         for record, props in prepared:
@@ -1014,8 +1159,9 @@ class HubSpotEmulator(Emulator):
             obj = record.as_json(record.props)
             obj["new"] = is_new
             results.append(obj)
-        self._writes += 1
-        return self._batch(results, [], 200)
+        if results:
+            self._writes += 1
+        return self._batch(results, errors, 200)
 
     # -- single-record endpoints -----------------------------------------------------------
     def _handle_list(self, object_type: str, request: Request, body: Any) -> Response:
@@ -1024,7 +1170,11 @@ class HubSpotEmulator(Emulator):
             after = int(request.arg("after", "0") or 0)
         except ValueError:
             raise _Refused(400, "limit and after must be numbers") from None
-        records = sorted(self._by_type[object_type].values(), key=lambda r: int(r.id))
+        if (request.arg("archived", "false") or "").lower() == "true":
+            pool = [r for r in self._archived.values() if r.type == object_type]
+        else:
+            pool = list(self._by_type[object_type].values())
+        records = sorted(pool, key=lambda r: int(r.id))
         names = request.query.get("properties") or list(_DEFAULT_RETURNED[object_type])
         page = records[after : after + limit]
         payload: dict[str, Any] = {"results": [r.as_json([*names, *_ALWAYS]) for r in page]}
@@ -1054,6 +1204,77 @@ class HubSpotEmulator(Emulator):
         self._link_company_id(record, props)
         self._writes += 1
         return json_response(record.as_json(record.props))
+
+    def _handle_archive(self, object_type: str, request: Request, body: Any) -> Response:
+        # Objects API guide, "Archive": 204 with no body; archiving twice is not an error.
+        if self._get(object_type, request.params["id"]) is not None:
+            self._archive(request.params["id"])
+            self._writes += 1
+        return Response(status=204, body=b"", headers={})
+
+    def _handle_batch_archive(self, object_type: str, request: Request, body: Any) -> Response:
+        archived = [
+            self._archive(str(item.get("id", "")))
+            for item in self._inputs(body)
+            if self._get(object_type, str(item.get("id", ""))) is not None
+        ]
+        if archived:
+            self._writes += 1
+        return Response(status=204, body=b"", headers={})
+
+    def _handle_property_create(self, object_type: str, request: Request, body: Any) -> Response:
+        """Properties API guide, "Create a property": name, label, type, fieldType and
+        groupName are required; ``hasUniqueValue`` only where HubSpot has unique values."""
+        body = body if isinstance(body, Mapping) else {}
+        missing = [
+            k for k in ("name", "label", "type", "fieldType", "groupName") if not body.get(k)
+        ]
+        if missing:
+            raise _Refused(400, f"Missing required field(s): {', '.join(missing)}")
+        name = str(body["name"])
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,99}", name):
+            raise _Refused(400, f"Property name {name!r} is not valid")
+        if body.get("hasUniqueValue") and object_type not in _UNIQUE_ALLOWED:
+            raise _Refused(
+                400,
+                f"Unique value properties are not supported for object type {object_type}",
+                "VALIDATION_ERROR",
+                {"hasUniqueValue": ["true"]},
+            )
+        if body["type"] != "string" or body["fieldType"] not in ("text", "textarea"):
+            raise _Refused(400, "this emulator creates string text properties only")
+        group = str(body["groupName"])
+        if group not in self._groups[object_type]:
+            raise _Refused(400, f"Property group {group!r} does not exist for {object_type}")
+        if name in self._properties[object_type]:
+            raise _Refused(409, f"Property named '{name}' already exists.", "OBJECT_ALREADY_EXISTS")
+        definition = _PropertyDef(
+            name, unique=bool(body.get("hasUniqueValue")), group=group, label=str(body["label"])
+        )
+        self._properties[object_type][name] = definition
+        self._writes += 1
+        return json_response(definition.as_json(object_type), status=201)
+
+    def _handle_group(self, object_type: str, request: Request, body: Any) -> Response:
+        name = request.params["name"]
+        label = self._groups[object_type].get(name)
+        if label is None:
+            raise _Refused(
+                404, f"Unable to find group {name} for {object_type}", "OBJECT_NOT_FOUND"
+            )
+        return json_response({"name": name, "label": label, "displayOrder": -1, "archived": False})
+
+    def _handle_group_create(self, object_type: str, request: Request, body: Any) -> Response:
+        body = body if isinstance(body, Mapping) else {}
+        name, label = str(body.get("name") or ""), str(body.get("label") or "")
+        if not name or not label:
+            raise _Refused(400, "A property group needs a name and a label")
+        if name in self._groups[object_type]:
+            raise _Refused(409, f"Group named '{name}' already exists.", "OBJECT_ALREADY_EXISTS")
+        self._groups[object_type][name] = label
+        self._writes += 1
+        payload = {"name": name, "label": label, "displayOrder": -1, "archived": False}
+        return json_response(payload, status=201)
 
     def _handle_property(self, object_type: str, request: Request, body: Any) -> Response:
         name = request.params["name"]
@@ -1168,9 +1389,13 @@ class HubSpotEmulator(Emulator):
     def connector_options(self) -> dict[str, Any]:
         return {"access_token": self.token, "host": self.base_url}
 
-    def add_property(self, object_type: str, name: str, *, unique: bool = False) -> None:
+    def add_property(
+        self, object_type: str, name: str, *, unique: bool = False, group: str = ""
+    ) -> None:
+        if unique and object_type not in _UNIQUE_ALLOWED:
+            raise ValueError(f"HubSpot has no unique-value properties on {object_type}")
         with self.lock:
-            self._properties[object_type][name] = _PropertyDef(name, unique=unique)
+            self._properties[object_type][name] = _PropertyDef(name, unique=unique, group=group)
             self._unique.pop((object_type, name), None)
             if unique:
                 for record in self._by_type[object_type].values():
@@ -1219,10 +1444,17 @@ class HubSpotEmulator(Emulator):
             return record.id
 
     def delete_record(self, record_id: str) -> None:
+        """Archive a record, as deleting one in HubSpot does (``archived=true`` still reads it)."""
         with self.lock:
-            record = self._records.pop(str(record_id), None)
+            self._archive(str(record_id))
+
+    def _archive(self, record_id: str) -> bool:
+        with self.lock:
+            record = self._records.pop(record_id, None)
             if record is None:
-                return
+                return False
+            record.archived_at = _now_iso()
+            self._archived[record.id] = record
             del self._by_type[record.type][record.id]
             self._unindex(record.id)
             self._unpost(record.id)
@@ -1230,6 +1462,7 @@ class HubSpotEmulator(Emulator):
                 self._links[target] = {
                     link for link in self._links.get(target, set()) if link[0] != record.id
                 }
+            return True
 
     def records(self, object_type: str) -> list[dict[str, str]]:
         """Every record of a type as ``{"id": ..., **properties}`` (for tests)."""

@@ -15,7 +15,7 @@ import itertools
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from syncd.store.store import Store
 
 __all__ = [
     "ACCOUNT",
+    "IN_DOUBT_PENDING",
     "SEARCH_LAG",
     "Crm",
     "Recording",
@@ -61,6 +62,10 @@ ACCOUNT = "acct"
 REGIONS = {ACCOUNT: "US"}
 SEARCH_LAG = 60.0  # seconds; longer than any test runs, so lagging search never catches up
 TAKEN_AT = datetime(2024, 5, 6, 15, 30, tzinfo=UTC)
+
+
+# Connector types whose Plan.in_doubt support lands from another branch (removed at merge).
+IN_DOUBT_PENDING = {"salesforce": "Salesforce in_doubt lands from branch sf"}
 
 
 def contract_types() -> list[str]:
@@ -220,6 +225,16 @@ class Crm:
             record_id=record_id,
             fields=dict(fields),
         )
+
+    def found_again(self, plan: Plan, outcome: Outcome) -> None:
+        """The plan applied again *in doubt* finds what it wrote at once (search lags a
+        minute here): reconciled, the same ids, nothing written twice."""
+        if self.type in IN_DOUBT_PENDING:
+            pytest.xfail(IN_DOUBT_PENDING[self.type])
+        again = self.apply_one(replace(plan, in_doubt=True))
+        assert again.reconciled, again
+        assert (again.record_id, again.activity_id) == (outcome.record_id, outcome.activity_id)
+        assert len(self.activities(plan.activity.marker)) == 1
 
     def apply_one(self, plan: Plan) -> Outcome:
         outcomes = self.connector.apply([plan])

@@ -266,10 +266,13 @@ def test_activity_carries_content_and_marker_and_is_found_at_once(crm: Crm) -> N
     [activity] = crm.activities(marker)
     assert (activity.id, activity.record_id) == (outcome.activity_id, ann)
     assert content in visible_text(activity.body)
-    # The search index lags a minute: finding the activity must not depend on it.
+    # find_activities may search (HubSpot: for old history), and the index lags a minute
+    # here: what it finds must be right; finding a fresh write is the in-doubt apply's job.
     found = crm.connector.find_activities([marker, activity_marker(ACCOUNT, "M1")])
-    assert set(found) == {marker}, "a marker that is a prefix of another must not match"
-    assert (found[marker].activity_id, found[marker].record_id) == (outcome.activity_id, ann)
+    assert set(found) <= {marker}, "a marker that is a prefix of another must not match"
+    if marker in found:
+        assert (found[marker].activity_id, found[marker].record_id) == (outcome.activity_id, ann)
+    crm.found_again(plan, outcome)
 
 
 @pytest.mark.parametrize("emergency", [True, False])
@@ -380,9 +383,10 @@ def test_hostile_text_is_stored_verbatim(crm: Crm, text: str) -> None:
     [activity] = crm.activities(plan.activity.marker)
     assert msg.content in visible_text(activity.body)
     found = crm.connector.find_activities([plan.activity.marker])
-    assert [ref.activity_id for ref in found.values()] == [outcome.activity_id]
+    assert [ref.activity_id for ref in found.values()] in ([], [outcome.activity_id])
     key = MatchKey(KeyKind.COMPANY, text)
     assert decoy not in {r.id for r in crm.connector.lookup([key])[key]}
+    crm.found_again(plan, outcome)
 
 
 # -- 12. read -----------------------------------------------------------------------------

@@ -345,6 +345,8 @@ def audit_target(
         if owner is not None and caller is not None and owner.index != caller:
             audit.misattributed += 1
     wanted = sorted(markers)
+    # find_activities may search (HubSpot: by marker, for old history): let the index lag pass.
+    time.sleep(emulator.search_lag)
     found: set[str] = set()
     for start in range(0, len(wanted), 100):
         found.update(find_activities(wanted[start : start + 100]))
