@@ -4,6 +4,10 @@ Retry rules. A request the org cannot have processed (429, 503, a connection nev
 always safe to repeat. Other 5xx and broken connections are ambiguous: repeated here only for
 idempotent calls (reads, PATCH updates and external-id upserts); for a plain create the caller
 gets a :class:`RetriableError` and reconciles first (see ``writes.py``).
+
+An answer of the wrong shape (a 200 whose body is not the documented JSON) is a
+:class:`MalformedAnswer`, a :class:`RetriableError`: a write it answered may have landed, so
+the caller treats it like any ambiguous failure, never as a traceback.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from syncd.errors import AuthError, ConfigError, RateLimited, RetriableError
 from syncd.logging import register_secret
 from syncd.ratelimit import RateLimiter
 
-__all__ = ["COMPOSITE_QUERIES", "SalesforceClient"]
+__all__ = ["COMPOSITE_QUERIES", "MalformedAnswer", "SalesforceClient"]
 
 T = TypeVar("T")
 log = structlog.get_logger("syncd.connectors.salesforce")
@@ -45,6 +49,16 @@ log = structlog.get_logger("syncd.connectors.salesforce")
 _BACKOFF_CAP = 20.0
 COMPOSITE_QUERIES = 5  # queries and sObject Collections a composite request may hold
 _SAFE_STATUSES = frozenset({429, 503})
+
+
+class MalformedAnswer(RetriableError):
+    """A 2xx answer whose body is not what the endpoint documents."""
+
+
+def _expect(value: Any, kind: type, what: str) -> Any:
+    if not isinstance(value, kind):
+        raise MalformedAnswer(f"{what}: malformed answer (expected a JSON {kind.__name__})")
+    return value
 
 
 def _retry_after(response: requests.Response | None) -> float | None:
@@ -70,6 +84,12 @@ def _never_sent(exc: requests.RequestException) -> bool:
     return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
+def _rows_of(items: list[Any], what: str) -> list[dict[str, Any]]:
+    for item in items:
+        _expect(item, Mapping, what)
+    return items
+
+
 class SalesforceClient:
     """One org, one session. Thread-safe: the session is swapped under a lock."""
 
@@ -91,10 +111,14 @@ class SalesforceClient:
         limiter = RateLimiter(max(1, round(options.requests_per_second)), 1.0)
         self.session = SalesforceSession(
             timeout=options.timeout,
+            deadline=options.deadline,
             limiter=limiter,
             observe=lambda endpoint, status, waited: observe(target, endpoint, status, waited),
             on_usage=self._usage,
         )
+        if options.allow_save:
+            # DuplicateRuleHeader: save past duplicate rules whose action is "Allow".
+            self.session.headers["Sforce-Duplicate-Rule-Header"] = "allowSave=true"
         for secret in options.secrets():
             register_secret(secret)
 
@@ -148,6 +172,7 @@ class SalesforceClient:
         while True:
             sf: Salesforce | None = None
             retry_after: float | None = None
+            error: RetriableError
             try:
                 sf = self._current()
                 return fn(sf)
@@ -162,7 +187,12 @@ class SalesforceClient:
                 self._relogin(sf)
                 continue
             except SalesforceRefusedRequest as exc:
-                raise self._refused(exc, what) from exc
+                refused = self._refused(exc, what)
+                if not (isinstance(refused, RateLimited) and refused.policy == "CONCURRENT"):
+                    raise refused from exc
+                # Refused before it ran: safe to repeat, after a pause.
+                problem, safe, error = str(refused), True, refused
+                retry_after = refused.retry_after
             except SalesforceError as exc:
                 if exc.status != 429 and exc.status < 500:
                     raise  # 400/404/300: the caller decides what a malformed request means
@@ -172,7 +202,7 @@ class SalesforceClient:
                     self.session.limiter.penalize(retry_after or self.options.backoff)
                 problem = f"HTTP {exc.status}: {summary(exc.content)}"
                 safe = idempotent or exc.status in _SAFE_STATUSES
-                error: RetriableError = (
+                error = (
                     RateLimited(f"{what}: {problem}", retry_after=retry_after)
                     if exc.status == 429
                     else RetriableError(f"{what}: {problem}", retry_after=retry_after)
@@ -181,6 +211,8 @@ class SalesforceClient:
                 problem = type(exc).__name__
                 safe = idempotent or _never_sent(exc)
                 error = RetriableError(f"{what}: {problem}")
+            except MalformedAnswer as exc:  # answered, but not readable: maybe done
+                problem, safe, error = str(exc), idempotent, exc
             except RetriableError as exc:  # from login: logins are safe to repeat
                 problem, safe, error = str(exc), True, exc
             attempt += 1
@@ -215,8 +247,10 @@ class SalesforceClient:
             if error.code != "REQUEST_LIMIT_EXCEEDED":
                 continue
             if "concurrent" in error.message.lower():
-                # Too many long-running requests at once: seconds, not hours.
-                return RateLimited(f"{what}: {error}", retry_after=5.0, policy="CONCURRENT")
+                # Too many long-running requests at once: seconds, not hours. ("API Request
+                # Limits and Allocations": both limits answer 403 REQUEST_LIMIT_EXCEEDED; the
+                # daily one says "TotalRequests Limit exceeded.")
+                return RateLimited(f"{what}: {error}", retry_after=1.0, policy="CONCURRENT")
             log.error(
                 "salesforce.daily_limit_exceeded",
                 target=self.target,
@@ -229,14 +263,14 @@ class SalesforceClient:
 
     # -- conveniences ----------------------------------------------------------------------
     def query_all(self, soql: str) -> list[dict[str, Any]]:
-        result = self._read("query", lambda sf: sf.query_all(soql))
-        return list(result.get("records") or [])
+        result = _expect(self._read("query", lambda sf: sf.query_all(soql)), Mapping, "query")
+        return _rows_of(_expect(result.get("records"), list, "query"), "query")
 
     def search(self, sosl: str) -> list[dict[str, Any]]:
         result = self._read("search", lambda sf: sf.search(sosl))
         if isinstance(result, Mapping):
-            return list(result.get("searchRecords") or [])
-        return list(result or [])
+            result = result.get("searchRecords")
+        return _rows_of(_expect(result, list, "search"), "search")
 
     def data_path(self, rest: str) -> str:
         """A subrequest URL: ``/services/data/v59.0/<rest>``."""
@@ -252,8 +286,10 @@ class SalesforceClient:
             lambda sf: sf.restful("composite", method="POST", json=body),
             idempotent=idempotent,
         )
-        answers = (result or {}).get("compositeResponse") or []
-        return {str(a.get("referenceId")): a for a in answers}
+        answers = _expect(
+            _expect(result, Mapping, "composite").get("compositeResponse"), list, "composite"
+        )
+        return {str(a.get("referenceId")): a for a in _rows_of(answers, "composite")}
 
     def query_many(self, statements: Sequence[str]) -> list[list[dict[str, Any]]]:
         """The rows of each SOQL statement, in order: up to five per composite request."""
@@ -279,16 +315,19 @@ class SalesforceClient:
 
     def _rows(self, answer: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The records a query subrequest answered, following ``nextRecordsUrl``."""
-        status = int(answer.get("httpStatusCode") or 0)
-        body: dict[str, Any] = answer.get("body") or {}
+        status = answer.get("httpStatusCode")
+        status = status if isinstance(status, int) else 0
+        body: Any = answer.get("body") or {}
         if status >= 500 or status == 0:
             raise RetriableError(f"query in a composite request: HTTP {status}: {summary(body)}")
         if status >= 300:
             raise self._refused_query("query", body)
-        rows = list(body.get("records") or [])
+        body = _expect(body, Mapping, "query")
+        rows = _rows_of(_expect(body.get("records"), list, "query"), "query")
         while not body.get("done", True) and body.get("nextRecordsUrl"):
-            body = self.call("query", partial(_query_more, str(body["nextRecordsUrl"]))) or {}
-            rows += body.get("records") or []
+            more = self.call("query", partial(_query_more, str(body["nextRecordsUrl"])))
+            body = _expect(more, Mapping, "query")
+            rows += _rows_of(_expect(body.get("records"), list, "query"), "query")
         return rows
 
     def _refused_query(self, what: str, content: Any) -> ConfigError:
@@ -320,7 +359,12 @@ class SalesforceClient:
             lambda sf: sf.restful(path, method=method, json=body),
             idempotent=idempotent,
         )
-        return list(result or [])
+        results = _rows_of(_expect(result, list, f"{method} {path}"), f"{method} {path}")
+        if len(results) != len(records):
+            raise MalformedAnswer(
+                f"{method} {path}: {len(results)} results for {len(records)} records"
+            )
+        return results
 
     def restful(self, path: str) -> Any:
         return self.call(path or "resources", lambda sf: sf.restful(path))

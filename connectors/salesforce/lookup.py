@@ -13,6 +13,8 @@ per batch; a batch of new callers: one SOSL plus one SOQL per object (plus one f
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from connectors.salesforce.soql import (
     soql_in,
     sosl_or,
 )
-from syncd.match.names import normalize_company, normalize_person
+from syncd.match.names import normalize_company, normalize_person, same_company
 from syncd.match.phones import format_variants, national_digits, normalize_phone, same_number
 from syncd.models import ActivityRef, CrmRecord, KeyKind, MatchKey
 
@@ -39,6 +41,7 @@ __all__ = [
     "Lookup",
     "marker_in_subject",
     "recent_spellings",
+    "stored_marker",
     "to_record",
     "written_phone",
 ]
@@ -71,6 +74,10 @@ SOBJECT_BY_KIND = {
 _MAX_SOSL_ROWS = 2000  # Salesforce's cap on one search's results: at the cap, split and ask again
 _MAX_SOSL_TERMS = 100
 _NAME_MAX = 255  # longest Name/Company/Email Salesforce stores: longer keys cannot match
+_COMPANY_READ_FRESH = 30.0  # seconds: a lookup and the apply that follows it
+_COMPANY_READ_MAX = 20_000
+_MARKER_HEAD = 80  # of a long marker, kept readable before its digest
+_LIKE_MIN = 3  # shorter company names are compared exactly, never as a LIKE prefix
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
 
@@ -92,6 +99,15 @@ def written_phone(e164: str) -> str:
 def recent_spellings(e164: str) -> list[str]:
     """Spellings a record written in the last minutes may hold: ours, and the org's usual."""
     return list(dict.fromkeys([*format_variants(e164)[:3], e164]))
+
+
+def stored_marker(marker: str) -> str:
+    """The marker as a Task holds it: whole when it fits a 255-character field, else its head
+    and a digest of all of it (a 256-character message id still finds its one Task)."""
+    if len(marker) <= _NAME_MAX:
+        return marker
+    digest = hashlib.sha256(marker.encode("utf-8")).hexdigest()[:40]
+    return f"{marker[:_MARKER_HEAD]}#{digest}"
 
 
 def marker_in_subject(subject: str) -> str | None:
@@ -164,6 +180,14 @@ class Lookup:
         self.client = client
         self.options = options
         self.region = region
+        # Company keys whose Accounts a SOQL read just returned (key -> monotonic time), so
+        # the writer need not ask again before creating one (see accounts.py).
+        self._companies_read: dict[str, float] = {}
+
+    def looked_up(self, company_key: str) -> bool:
+        """True when Accounts were read by SOQL for this company key in the last seconds."""
+        at = self._companies_read.get(company_key)
+        return at is not None and time.monotonic() - at <= _COMPANY_READ_FRESH
 
     # -- fields ----------------------------------------------------------------------------
     def extra_fields(self, sobject: str) -> tuple[str, ...]:
@@ -209,6 +233,7 @@ class Lookup:
         statements += self._account_statements(companies)
         queried = self._run(statements)
         add(queried)
+        self._remember_companies(companies)
         if companies and "Contact" in per_object:
             # The Contact statement matched Account.Name like the Account statement matched
             # Name: only accounts that search alone found still need their contacts read.
@@ -314,6 +339,29 @@ class Lookup:
             for chunk, soql in pack(items, lambda c: prefix + _company_where("Name", c))
         ]
 
+    def _remember_companies(self, keys: Sequence[MatchKey]) -> None:
+        now = time.monotonic()
+        if len(self._companies_read) > _COMPANY_READ_MAX:
+            self._companies_read = {
+                k: t for k, t in self._companies_read.items() if now - t <= _COMPANY_READ_FRESH
+            }
+        for key in keys:
+            self._companies_read[key.value] = now
+
+    def accounts(self, keys: Sequence[MatchKey]) -> dict[MatchKey, list[CrmRecord]]:
+        """Accounts whose name is, or fuzzily resembles, each (normalized) company key: one
+        immediately consistent SOQL read for all of them."""
+        statements = self._account_statements(keys)
+        found: dict[MatchKey, list[CrmRecord]] = defaultdict(list)
+        results = self.client.query_many([s.soql for s in statements])
+        for statement, rows in zip(statements, results, strict=True):
+            for row in rows:
+                record = self._record("Account", row)
+                for key in statement.keys:
+                    if _matches(key, record) or same_company(record.company, key.value):
+                        found[key].append(record)
+        return found
+
     def _run(self, statements: Sequence[_Statement]) -> dict[MatchKey, list[CrmRecord]]:
         found: dict[MatchKey, list[CrmRecord]] = defaultdict(list)
         results = self.client.query_many([s.soql for s in statements])
@@ -348,15 +396,16 @@ class Lookup:
     def find_activities(self, markers: Sequence[str]) -> dict[str, ActivityRef]:
         """Tasks carrying these markers. With ``marker_field`` an indexed equality; without,
         ``Subject LIKE '%[marker]'`` (a scan on a big Task table: prefer the field)."""
-        wanted = [m for m in dict.fromkeys(markers) if 0 < len(m) <= _NAME_MAX]
+        asked = {stored_marker(m): m for m in dict.fromkeys(markers) if m}
         field = self.options.marker_field
         select = f"SELECT Id, WhoId, Subject{', ' + field if field else ''} FROM Task WHERE "
         out: dict[str, ActivityRef] = {}
-        exact = set(wanted)  # SOQL compares case-insensitively; markers are case-sensitive
-        for _, soql in pack(wanted, lambda c: select + _marker_where(field, c)):
+        # SOQL compares case-insensitively; markers are case-sensitive: ``asked`` decides.
+        for _, soql in pack(list(asked), lambda c: select + _marker_where(field, c)):
             for row in self.client.query_all(soql):
-                marker = _text(row, field) if field else marker_in_subject(_text(row, "Subject"))
-                if marker in exact and marker not in out:
+                held = _text(row, field) if field else marker_in_subject(_text(row, "Subject"))
+                marker = asked.get(held or "")
+                if marker is not None and marker not in out:
                     who = _text(row, "WhoId") or None
                     out[marker] = ActivityRef(
                         marker=marker, activity_id=_text(row, "Id"), record_id=who
@@ -408,6 +457,8 @@ def _company_where(field: str, keys: Sequence[MatchKey]) -> str:
     values = [k.value for k in keys]
     parts = [soql_in(field, values)]
     for value in values:
+        if len(value) < _LIKE_MIN:  # "z%" would read half the table: exact names only
+            continue
         parts.append(format_soql(f"{field} LIKE '{{:like}}%'", value))
         parts.append(format_soql(f"{field} LIKE 'the {{:like}}%'", value))
     return " OR ".join(parts)

@@ -11,9 +11,51 @@ from urllib.parse import urlsplit
 from syncd.connector import TargetContext
 from syncd.errors import ConfigError
 
-__all__ = ["AUTH_FLOWS", "LOOPBACK_HOSTS", "SalesforceOptions", "parse_options"]
+__all__ = [
+    "AUTH_FLOWS",
+    "KNOWN_KEYS",
+    "LOOPBACK_HOSTS",
+    "SOAP_LOGIN_LAST_VERSION",
+    "SalesforceOptions",
+    "parse_options",
+]
 
 AUTH_FLOWS = ("password", "client_credentials", "jwt", "session")
+# SOAP login() is unavailable from API 65.0 on (Salesforce help article 005132110).
+SOAP_LOGIN_LAST_VERSION = 64
+_SECRETS = (
+    "username",
+    "password",
+    "security_token",
+    "consumer_key",
+    "consumer_secret",
+    "privatekey",
+    "session_id",
+)
+KNOWN_KEYS = frozenset(
+    {
+        *(f"{name}{suffix}" for name in _SECRETS for suffix in ("", "_env", "_file")),
+        "auth",
+        "domain",
+        "instance_url",
+        "api_version",
+        "record_type",
+        "new_record",
+        "account",
+        "allow_save",
+        "search_objects",
+        "caller_key_field",
+        "marker_field",
+        "contact_fields",
+        "timeout",
+        "deadline",
+        "daily_limit_alert_ratio",
+        "retries",
+        "backoff",
+        "requests_per_second",
+    }
+)
+_ACCOUNT_MODES = ("match_or_create", "match_only", "none")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _VERSION = re.compile(r"\d{2,3}\.0")
@@ -37,9 +79,15 @@ class SalesforceOptions:
     record_type: str = "Contact"
     search_objects: tuple[str, ...] = ("Contact", "Lead")
     caller_key_field: str = "Syncd_Key__c"
-    marker_field: str = ""
+    marker_field: str = "Syncd_Marker__c"
     contact_fields: Mapping[str, str] = field(default_factory=dict)
+    # New Contacts join an Account by company name: match_or_create, match_only or none.
+    account: str = "match_or_create"
+    # Send ``Sforce-Duplicate-Rule-Header: allowSave=true`` (save past an alerting rule).
+    allow_save: bool = False
     timeout: float = 30.0
+    # The whole exchange (connect, send, every read) ends within this many seconds.
+    deadline: float = 120.0
     daily_limit_alert_ratio: float = 0.9
     retries: int = 3
     backoff: float = 0.5
@@ -141,6 +189,12 @@ def _require(value: str | None, key: str, auth: str) -> str:
 def parse_options(context: TargetContext) -> SalesforceOptions:
     """Validate ``context.options``; secrets come from ``context.secret`` (env, file, inline)."""
     options = context.options
+    unknown = sorted(set(options) - KNOWN_KEYS - {"type"})
+    if unknown:
+        raise ConfigError(
+            f"unknown Salesforce option (known: {', '.join(sorted(KNOWN_KEYS))})",
+            key=f"targets.{context.name}.{unknown[0]}",
+        )
     auth = _str(options, "auth", "password")
     if auth not in AUTH_FLOWS:
         raise ConfigError(f"must be one of {', '.join(AUTH_FLOWS)}", key="auth")
@@ -175,12 +229,37 @@ def parse_options(context: TargetContext) -> SalesforceOptions:
         if instance_url is None:
             raise ConfigError("auth = 'session' needs the org's instance_url", key="instance_url")
 
+    # ``new_record = contact | lead`` names what a new caller becomes; ``record_type`` is its
+    # older spelling (Contact | Lead). Both may be given only if they agree.
     record_type = _str(options, "record_type", "Contact")
     if record_type not in _RECORD_TYPES:
         raise ConfigError("must be 'Contact' or 'Lead'", key="record_type")
+    if "new_record" in options:
+        new_record = _str(options, "new_record").lower()
+        if new_record not in ("contact", "lead"):
+            raise ConfigError("must be 'contact' or 'lead'", key="new_record")
+        if "record_type" in options and record_type.lower() != new_record:
+            raise ConfigError("disagrees with record_type", key="new_record")
+        record_type = new_record.capitalize()
+    account = _str(options, "account", "match_or_create")
+    if account not in _ACCOUNT_MODES:
+        raise ConfigError(f"must be one of {', '.join(_ACCOUNT_MODES)}", key="account")
+    allow_save = options.get("allow_save", False)
+    if not isinstance(allow_save, bool):
+        raise ConfigError("must be true or false", key="allow_save")
     api_version = _str(options, "api_version", "59.0").removeprefix("v")
     if not _VERSION.fullmatch(api_version):
         raise ConfigError(f"{api_version!r} is not an API version like '59.0'", key="api_version")
+    if auth == "password" and int(api_version.split(".")[0]) > SOAP_LOGIN_LAST_VERSION:
+        raise ConfigError(
+            f"SOAP password login does not exist in API {api_version} (removed from 65.0):"
+            " use auth = 'client_credentials' or 'jwt'",
+            key="auth",
+        )
+    timeout = _number(options, "timeout", 30.0, 0.1, 600.0)
+    deadline = _number(options, "deadline", max(120.0, timeout), 0.1, 3600.0)
+    if deadline < timeout:
+        raise ConfigError("must be at least timeout", key="deadline")
     retries = _number(options, "retries", 3, 0, 10)
     return SalesforceOptions(
         auth=auth,
@@ -197,9 +276,12 @@ def parse_options(context: TargetContext) -> SalesforceOptions:
         record_type=record_type,
         search_objects=_search_objects(options),
         caller_key_field=_api_name(options, "caller_key_field", "Syncd_Key__c"),
-        marker_field=_api_name(options, "marker_field", ""),
+        marker_field=_api_name(options, "marker_field", "Syncd_Marker__c"),
         contact_fields=_contact_fields(options),
-        timeout=_number(options, "timeout", 30.0, 0.1, 600.0),
+        account=account,
+        allow_save=allow_save,
+        timeout=timeout,
+        deadline=deadline,
         daily_limit_alert_ratio=_number(options, "daily_limit_alert_ratio", 0.9, 0.01, 1.0),
         retries=int(retries),
         backoff=_number(options, "backoff", 0.5, 0.0, 60.0),

@@ -4,26 +4,38 @@ New callers are created *once per caller_key* with an external-id upsert
 (``PATCH composite/sobjects/<Type>/<Syncd_Key__c>``), so a batch re-sent after a crash updates
 the record it created instead of creating another. Without that field, creates are plain
 inserts, preceded by an immediately consistent SOQL look-up of the caller's phones and emails.
+
+A plan *in doubt* (an earlier attempt may have reached the org) is looked for part by part
+before anything is written (:meth:`Writer._reconcile`): its Task by marker (SOQL equality on
+``marker_field``), its new record by caller key (SOQL equality on the External ID field), the
+fields of an update by reading the record. Only what is missing is written; a plan found whole
+comes back ``reconciled``.
+
+Duplicate rules (``DUPLICATES_DETECTED``) are a match, never a failure: on a create or an
+upsert the record the rule named is used; on an update the record we matched keeps the
+activity and the fields the rule objected to are left unwritten.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import structlog
 from simple_salesforce.exceptions import SalesforceMalformedRequest, SalesforceResourceNotFound
 
+from connectors.salesforce.accounts import Accounts, Pending
 from connectors.salesforce.client import COMPOSITE_QUERIES, SalesforceClient
 from connectors.salesforce.errors import GONE_CODES, SfError, parse_errors, summary
-from connectors.salesforce.lookup import Lookup, written_phone
+from connectors.salesforce.lookup import Lookup, stored_marker, written_phone
 from connectors.salesforce.options import SalesforceOptions
+from connectors.salesforce.soql import pack, soql_in
 from syncd.connector import PlanProgress
 from syncd.errors import RateLimited, RetriableError
 from syncd.match.phones import normalize_phone
-from syncd.models import Action, ActivitySpec, KeyKind, Outcome, Plan
+from syncd.models import Action, ActivitySpec, CrmRecord, KeyKind, Outcome, Plan
 
 __all__ = ["BATCH", "Writer", "external_id", "task_subject"]
 
@@ -67,17 +79,30 @@ def _describe(errors: Sequence[SfError]) -> str:
     return "; ".join(map(str, errors)) or "rejected"
 
 
+_ACCOUNTS = "accounts0"  # the reference of the Account create in a composite request
+
+
+def _kind_of(record_id: str | None, default: str) -> str:
+    """A record's kind from its id's key prefix (003 Contact, 00Q Lead)."""
+    if record_id and record_id.startswith("00Q"):
+        return "lead"
+    if record_id and record_id.startswith("003"):
+        return "contact"
+    return default
+
+
 def external_id(caller_key: str) -> str:
     """The upsert key for a caller: stable, short and free of personal data."""
     return hashlib.sha256(caller_key.encode("utf-8")).hexdigest()[:40]
 
 
 def task_subject(activity: ActivitySpec, *, marker_in_subject: bool) -> str:
-    """The Task subject; ends with `` [<marker>]`` when the marker has no field of its own."""
+    """The Task subject, at most 255 characters; ends with `` [<marker>]`` (never cut) when
+    the marker has no field of its own."""
     subject = " ".join(activity.subject.split()) or "Call"
     if not marker_in_subject:
         return subject[: _MAX_LENGTH["Subject"]]
-    suffix = f" [{activity.marker}]"
+    suffix = f" [{stored_marker(activity.marker)}]"
     return subject[: max(0, _MAX_LENGTH["Subject"] - len(suffix))] + suffix
 
 
@@ -107,6 +132,7 @@ class _Op:
     groups: Sequence[_Group]
     done: Callable[[Sequence[_Group], list[dict[str, Any]]], None]
     task: bool = False
+    accounts: Pending | None = None  # the new Accounts this op creates or references
 
 
 class Writer:
@@ -116,9 +142,23 @@ class Writer:
         self.client = client
         self.options = options
         self.lookup = lookup
+        self.accounts = Accounts(options, lookup)
 
     def apply(self, plans: Sequence[Plan]) -> list[Outcome]:
         states = [_State(p, record_id=p.record_id, record_kind=p.record_kind) for p in plans]
+        found_whole = self._reconcile([s for s in states if s.plan.in_doubt])
+        pending = self.accounts.plan(states)
+        new_callers = {
+            s.plan.caller_key or f"delivery:{s.plan.delivery_id}"
+            for s in states
+            if s.plan.action is Action.CREATE
+        }
+        foldable = self.options.caller_key_field and len(new_callers) <= BATCH
+        if pending.names and (pending.for_updates or not foldable):
+            # For existing Contacts, or too many to fold into the first composite request:
+            # create them first, alone.
+            pending.link(pending.resolve(self._create_accounts(pending.records()) or []))
+            pending = Pending()
         groups: dict[str, _Group] = {}
         updates: list[_State] = []
         for state in states:
@@ -135,17 +175,126 @@ class Writer:
             record_id = str(state.plan.record_id)
             by_record.setdefault(record_id, _Group(record_id)).states.append(state)
         if self.options.caller_key_field:
-            self._in_composites(list(groups.values()), list(by_record.values()), states)
+            self._in_composites(list(groups.values()), list(by_record.values()), states, pending)
         else:
             self._insert(list(groups.values()))
             self._update(list(by_record.values()))
         # Whatever a composite request could not take (or a failed reference held back).
         self._log_tasks([s for s in states if not s.failed and s.record_id and not s.activity_id])
-        return [s.outcome() for s in states]
+        return [
+            replace(s.outcome(), reconciled=True)
+            if id(s) in found_whole and not s.failed
+            else s.outcome()
+            for s in states
+        ]
+
+    # -- in doubt: find each part before writing it -----------------------------------------
+    def _reconcile(self, states: Sequence[_State]) -> set[int]:
+        """Look for what an earlier attempt at these plans may have written (immediately
+        consistent reads only) and turn each plan into what is still missing. Returns the
+        ``id()`` of the states found whole (nothing left to write)."""
+        if not states:
+            return set()
+        whole: set[int] = set()
+        fresh = [s for s in states if not s.plan.activity.existing_id]
+        found = self.lookup.find_activities([s.marker for s in fresh])
+        rest: list[_State] = []
+        for state in states:
+            ref = found.get(state.marker) if not state.plan.activity.existing_id else None
+            if ref is None:
+                rest.append(state)
+                continue
+            # The Task references its record, written first: the plan landed whole.
+            record_id = ref.record_id or state.record_id
+            kind = _kind_of(record_id, state.record_kind)
+            state.plan = replace(
+                state.plan, action=Action.LOG, record_id=record_id, record_kind=kind, fields={}
+            )
+            state.record_id, state.record_kind, state.activity_id = record_id, kind, ref.activity_id
+            whole.add(id(state))
+        self._find_created([s for s in rest if s.plan.action is Action.CREATE])
+        self._drop_written([s for s in rest if s.plan.action is Action.UPDATE])
+        return whole
+
+    def _find_created(self, states: Sequence[_State]) -> None:
+        """New callers an earlier attempt did create: found by their External ID."""
+        key_field = self.options.caller_key_field
+        if not states or not key_field:
+            return  # without the field, inserts look the caller up by phone and email first
+        by_key = {
+            external_id(s.plan.caller_key or f"delivery:{s.plan.delivery_id}"): s for s in states
+        }
+        sobject = self.options.record_type
+        select = f"SELECT Id, {key_field} FROM {sobject} WHERE "
+        rows = [
+            row
+            for _, soql in pack(list(by_key), lambda chunk: select + soql_in(key_field, chunk))
+            for row in self.client.query_all(soql)
+        ]
+        ids = {str(r.get(key_field)): str(r.get("Id")) for r in rows}
+        for state in states:
+            key = external_id(state.plan.caller_key or f"delivery:{state.plan.delivery_id}")
+            if key in ids:
+                kind = sobject.lower()
+                state.plan = replace(
+                    state.plan, action=Action.LOG, record_id=ids[key], record_kind=kind, fields={}
+                )
+                state.record_id, state.record_kind = ids[key], kind
+
+    def _drop_written(self, states: Sequence[_State]) -> None:
+        """Updates an earlier attempt may have made: fields already holding the value go."""
+        by_kind: dict[str, list[_State]] = {}
+        for state in states:
+            by_kind.setdefault(state.plan.record_kind, []).append(state)
+        for kind, group in by_kind.items():
+            records = self.lookup.read(kind, [str(s.plan.record_id) for s in group])
+            for state in group:
+                record = records.get(str(state.plan.record_id))
+                if record is None:
+                    continue  # gone: the update reports it as such
+                left = {k: v for k, v in state.plan.fields.items() if not self._holds(record, k, v)}
+                action = Action.UPDATE if left else Action.LOG
+                state.plan = replace(state.plan, action=action, fields=left)
+
+    def _holds(self, record: CrmRecord, name: str, value: str) -> bool:
+        if name == "phone":
+            key = normalize_phone(value, self.lookup.region)
+            return key is not None and key.e164 in record.phones
+        api_name = self.options.contact_fields.get(name, name)
+        have = record.fields.get(name) or record.fields.get(api_name) or ""
+        return bool(have) and have == _cut(_CANONICAL.get(name, api_name), value)
+
+    def _resend(self, op: _Op) -> None:
+        """An idempotent contact write again, alone, its Account references resolved."""
+        records = op.records
+        if op.accounts is not None:
+            records = [op.accounts.resolved(r, _ACCOUNTS) for r in records]
+        results = self._send(op.groups, op.method, op.path, records, idempotent=True)
+        if results is not None:
+            op.done(op.groups, results)
+
+    def _accounts_missing(self, pending: Pending) -> None:
+        """After a composite request whose Account create failed or went unanswered: the
+        Accounts that did land are found by name, the rest created alone."""
+        pending.link(self.accounts.find(dict(pending.names)))
+        left = Pending({k: n for k, n in pending.names.items() if k not in pending.ids})
+        if left.names:
+            pending.link(left.resolve(self._create_accounts(left.records()) or []))
+
+    def _create_accounts(self, records: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """New Accounts in one Collections create. An ambiguous failure propagates: the retry
+        comes in doubt and finds by name what did land."""
+        try:
+            return self.client.collections("POST", "composite/sobjects", records, idempotent=False)
+        except (SalesforceMalformedRequest, SalesforceResourceNotFound) as exc:
+            log.error(
+                "salesforce.request_rejected", what="Account create", error=summary(exc.content)
+            )
+            return None
 
     # -- one composite request for contacts and their tasks -------------------------------
     def _in_composites(
-        self, groups: list[_Group], updates: list[_Group], states: list[_State]
+        self, groups: list[_Group], updates: list[_Group], states: list[_State], pending: Pending
     ) -> None:
         """Upserts, updates and the Tasks on them, up to five Collections per composite request
         (one API call). A Task's WhoId references the contact write's result
@@ -155,8 +304,27 @@ class Writer:
         for n, chunk in enumerate(_chunks(groups)):
             ref = f"upsert{n}"
             path = f"composite/sobjects/{self.options.record_type}/{self.options.caller_key_field}"
-            op = _Op(ref, "PATCH", path, self._upsert_records(chunk), chunk, self._contact_results)
-            units.append([op, *self._task_ops(ref, chunk)])
+            records = self._upsert_records(chunk)
+            first: list[_Op] = []
+            if n == 0 and pending.names:
+                # New Accounts first, in the same request: the Contacts reference their ids.
+                for group, record in zip(chunk, records, strict=True):
+                    key = pending.key_of(group.states[0])
+                    if key is not None:
+                        record["AccountId"] = pending.reference(key, _ACCOUNTS)
+                first.append(
+                    _Op(
+                        _ACCOUNTS,
+                        "POST",
+                        "composite/sobjects",
+                        pending.records(),
+                        [],
+                        lambda _groups, results: pending.link(pending.resolve(results)),
+                        accounts=pending,
+                    )
+                )
+            op = _Op(ref, "PATCH", path, records, chunk, self._contact_results, accounts=pending)
+            units.append([*first, op, *self._task_ops(ref, chunk)])
         for n, chunk in enumerate(_chunks(updates)):
             ref = f"update{n}"
             records = self._update_records(chunk)
@@ -185,7 +353,7 @@ class Writer:
             (state, f"@{{{ref}[{n}].id}}" if ref else state.record_id)
             for n, group in enumerate(groups)
             for state in group.states
-            if not state.plan.activity.existing_id and not state.failed
+            if not state.plan.activity.existing_id and not state.failed and not state.activity_id
         ]
         ops: list[_Op] = []
         for chunk in _chunks(pending):
@@ -242,10 +410,10 @@ class Writer:
             for op in ops:
                 if op.task:
                     self._tasks_missing(op.groups)
+                elif op.ref == _ACCOUNTS and op.accounts is not None:
+                    self._accounts_missing(op.accounts)
                 else:
-                    results = self._send(op.groups, op.method, op.path, op.records, idempotent=True)
-                    if results is not None:
-                        op.done(op.groups, results)
+                    self._resend(op)
             return
         for op in ops:
             answer = answers.get(op.ref) or {}
@@ -256,6 +424,12 @@ class Writer:
             errors = parse_errors(body)
             if op.task and any(e.code == "PROCESSING_HALTED" for e in errors):
                 continue  # a referenced contact write failed: these Tasks go afterwards
+            if op.ref == _ACCOUNTS and op.accounts is not None:
+                self._accounts_missing(op.accounts)  # whatever went wrong: find, then create
+                continue
+            if op.accounts is not None and any(e.code == "PROCESSING_HALTED" for e in errors):
+                self._resend(op)  # an Account it referenced failed: send it on known ids
+                continue
             for group in op.groups:
                 group.fail(f"{op.method} {op.path}: {_describe(errors)}", retriable=status >= 500)
 
@@ -315,7 +489,8 @@ class Writer:
 
     # -- contacts ------------------------------------------------------------------------
     def _resolved(self, group: _Group, record_id: str, *, created: bool) -> None:
-        kind = self.options.record_type.lower()
+        # A duplicate rule may name a record of the other kind (a Lead's rule, a Contact).
+        kind = _kind_of(record_id, self.options.record_type.lower())
         for index, state in enumerate(group.states):
             state.record_id, state.record_kind = record_id, kind
             state.created = created and index == 0  # one contact, counted once
@@ -424,6 +599,15 @@ class Writer:
                     state.updated = True
                 continue
             errors = parse_errors(result.get("errors"))
+            if any(e.code == "DUPLICATES_DETECTED" for e in errors):
+                # The org's rule says the record, with these values, duplicates another. The
+                # record we matched keeps the activity; the objected fields stay unwritten.
+                log.warning(
+                    "salesforce.update_held_by_duplicate_rule",
+                    record_id=group.key,
+                    duplicates=[i for e in errors for i in e.duplicate_ids],
+                )
+                continue
             gone = any(e.code in GONE_CODES and "AccountId" not in e.fields for e in errors)
             group.fail(
                 _describe(errors),
@@ -446,9 +630,10 @@ class Writer:
             "Priority": "High" if activity.emergency else "Normal",
             "ActivityDate": activity.occurred_at.date().isoformat(),
             "WhoId": state.record_id,
+            "CallType": "Inbound",  # an answered call: kept on every update
         }
         if marker_field:
-            fields[marker_field] = activity.marker
+            fields[marker_field] = stored_marker(activity.marker)
         if create:
             fields["TaskSubtype"] = "Call"  # settable on insert only
         return fields

@@ -319,6 +319,12 @@ def _stopper() -> Iterator[ThreadPoolExecutor]:
 @pytest.fixture
 def emulator(crm_type: str, _stopper: ThreadPoolExecutor) -> Iterator[CrmEmulator]:
     emu = _load_emulator(crm_type)
+    if crm_type == "salesforce":
+        # Salesforce as it ships: the standard duplicate rules active, queries paged (one row
+        # a page: every read of two rows or more follows nextRecordsUrl), OAuth 2.0 client
+        # credentials (connector_options).
+        emu.duplicate_rule = True  # type: ignore[attr-defined]
+        emu.query_page_size = 1  # type: ignore[attr-defined]
     emu.start()
     emu.search_lag = SEARCH_LAG
     try:

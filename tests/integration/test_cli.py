@@ -236,7 +236,7 @@ def test_check_names_a_refused_berkshire_token(sandbox: Sandbox) -> None:
 
 
 @pytest.mark.parametrize(
-    ("target", "key"), [("hubspot", "access_token"), ("salesforce", "password")]
+    ("target", "key"), [("hubspot", "access_token"), ("salesforce", "consumer_secret")]
 )
 def test_check_names_the_target_whose_credential_is_refused(
     sandbox: Sandbox, target: str, key: str

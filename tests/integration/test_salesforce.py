@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from simple_salesforce.exceptions import SalesforceMalformedRequest, SalesforceResourceNotFound
 from structlog.testing import capture_logs
 
@@ -134,8 +136,28 @@ def test_emulator_and_connector_satisfy_the_protocols(emulator: SalesforceEmulat
 # -- logins ------------------------------------------------------------------------------------
 
 
-def _private_key(tmp_path: Path) -> Path:
+def _certificate(key: rsa.RSAPrivateKey) -> bytes:
+    """A self-signed X.509 certificate for ``key``, as an admin uploads to the connected app."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "syncd test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _private_key(tmp_path: Path, emulator: SalesforceEmulator | None = None) -> Path:
+    """A fresh key (generated here, never committed); its certificate goes to ``emulator``."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if emulator is not None:
+        emulator.jwt_certificate = _certificate(key)
     path = tmp_path / "server.key"
     path.write_bytes(
         key.private_bytes(
@@ -174,7 +196,7 @@ def test_each_auth_flow_logs_in(
             **base,
             "username": emulator.username,
             "consumer_key": emulator.consumer_key,
-            "privatekey_file": str(_private_key(tmp_path)),
+            "privatekey_file": str(_private_key(tmp_path, emulator)),
         }
     else:
         options = {**base, "session_id": emulator.issue_session()}
@@ -187,8 +209,18 @@ def test_each_auth_flow_logs_in(
     assert emulator.counts["login"] == (0 if flow == "session" else 1)
 
 
+def soap(emulator: SalesforceEmulator) -> dict[str, Any]:
+    """Options for SOAP password login (``auth = "password"``) to ``emulator``."""
+    return {
+        "auth": "password",
+        "username": emulator.username,
+        "password": emulator.password,
+        "security_token": emulator.security_token,
+    }
+
+
 def test_bad_password_is_an_auth_error(emulator: SalesforceEmulator) -> None:
-    connector = connect(emulator, password="wrong")
+    connector = connect(emulator, **{**soap(emulator), "password": "wrong"})
     with pytest.raises(AuthError) as raised:
         connector.lookup([phone()])
     assert raised.value.where == "sf-test"
@@ -229,9 +261,16 @@ def test_session_refused_after_relogin_is_an_auth_error() -> None:
 def test_check_reports_good_and_bad_credentials(emulator: SalesforceEmulator) -> None:
     good = {r.name: r for r in connect(emulator).check()}
     assert all(r.ok for r in good.values()), good
-    assert set(good) == {"login", "API v59.0", "Contact fields", "API limits"}
+    assert set(good) == {
+        "login",
+        "API v59.0",
+        "Contact fields",
+        "Task fields",
+        "Account fields",
+        "API limits",
+    }
 
-    bad = connect(emulator, security_token="stale").check()
+    bad = connect(emulator, **{**soap(emulator), "security_token": "stale"}).check()
     assert [(r.name, r.ok, r.auth_failed) for r in bad] == [("login", False, True)]
     assert "INVALID_LOGIN" in bad[0].detail
 
@@ -466,7 +505,9 @@ def test_one_caller_three_messages_makes_one_contact_three_tasks(
         assert task["TaskSubtype"] == "Call"
         assert task["Status"] == "Completed"
         assert task["ActivityDate"] == "2024-05-17"
-        assert task["Subject"] == f"Call: Jane Doe [syncd:acct:M{n}]"
+        assert task["Subject"] == "Call: Jane Doe"  # the marker has a field of its own
+        assert task["Syncd_Marker__c"] == f"syncd:acct:M{n}"
+        assert task["CallType"] == "Inbound"
         assert (
             task["Description"] == "Please call back about the invoice.\n\nCallback time: after 3pm"
         )
@@ -648,13 +689,12 @@ def test_more_than_200_records_are_split(emulator: SalesforceEmulator) -> None:
 
 def test_find_activities_by_subject_and_by_field(emulator: SalesforceEmulator) -> None:
     contact = emulator.seed_contact(last_name="Doe")
-    connect(emulator).apply([plan(1, action=Action.LOG, record_id=contact)])
-    emulator.add_field("Task", "Syncd_Marker__c", external_id=True)
-    by_field = connect(emulator, marker_field="Syncd_Marker__c")
+    connect(emulator, marker_field="").apply([plan(1, action=Action.LOG, record_id=contact)])
+    by_field = connect(emulator)  # marker_field defaults to Syncd_Marker__c
     by_field.apply([plan(2, action=Action.LOG, record_id=contact)])
 
     markers = ["syncd:acct:M1", "syncd:acct:M2", "syncd:acct:M9", "SYNCD:ACCT:M1"]
-    by_subject = connect(emulator).find_activities(markers)
+    by_subject = connect(emulator, marker_field="").find_activities(markers)
     assert set(by_subject) == {"syncd:acct:M1"}
     assert by_subject["syncd:acct:M1"].record_id == contact
     assert set(by_field.find_activities(markers)) == {"syncd:acct:M2"}
@@ -752,7 +792,7 @@ def test_emulator_serves_sobject_crud(emulator: SalesforceEmulator) -> None:
 
     created = rest("sobjects/Contact", "POST", json={"LastName": "Doe", "Phone": "4155551212"})
     record_id = created["id"]
-    assert rest(f"sobjects/Contact/{record_id}")["Phone"] == "(415) 555-1212"
+    assert rest(f"sobjects/Contact/{record_id}")["Phone"] == "4155551212"  # stored as sent
     rest(f"sobjects/Contact/{record_id}", "PATCH", json={"FirstName": "Jane"})
     assert rest(f"sobjects/Contact/{record_id}")["Name"] == "Jane Doe"
     rest(f"sobjects/Contact/{record_id}", "DELETE")

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from syncd.sandbox import salesforce as salesforce_module
 from syncd.sandbox.http import Request
 from syncd.sandbox.salesforce import SalesforceEmulator
+from syncd.sandbox.salesforce import org as salesforce_module
 
 API = "/services/data/v59.0"
 SOSL_RESERVED = set("?&|!{}[]()^~*:\\\"'+-")
@@ -403,6 +403,7 @@ def search_term(rng: random.Random, state: Lockstep) -> str:
         return sosl_escape(str(record["Email"]))
     if kind == "company" and record.get("Company"):
         return '"' + sosl_escape(str(record["Company"])) + '"'
+    words = [w for w in words if len(w) >= 2]  # shorter terms are INVALID_SEARCH
     if not words:
         return "nobody"
     word = rng.choice(words)
@@ -410,7 +411,7 @@ def search_term(rng: random.Random, state: Lockstep) -> str:
     if kind == "phrase" and len(words) > 1:
         return '"' + sosl_escape(" ".join(words[:2])) + '"'
     if kind == "wildcard":
-        return sosl_escape(word[: rng.randint(1, max(1, len(word)))]) + "*"
+        return sosl_escape(word[: rng.randint(2, max(2, len(word)))]) + "*"
     return sosl_escape(word)
 
 

@@ -1,18 +1,6 @@
-"""A Salesforce org on loopback, for the real simple-salesforce client.
+"""The emulated org: schema, records and their indexes, the REST endpoints, logins.
 
-It answers what syncd's connector sends: SOAP and OAuth logins, SOQL and SOSL (subsets, parsed
-by a small tokenizer, never ``eval``), sObject CRUD and describe, sObject Collections (create,
-update, external-id upsert, at most 200 records), composite requests (subrequests with
-``@{ref}`` references, one API call), ``limits``. It behaves like an org where it
-matters to a sync: Salesforce-shaped error bodies, ``Sforce-Limit-Info`` on every answer,
-sessions that expire, a daily request limit, phones reformatted on save like a US-locale org,
-a search index that lags writes by ``search_lag`` seconds (SOQL sees writes at once), and an
-optional duplicate rule on Contact phones.
-
-Queries, searches, upserts and the duplicate rule take their candidates from indexes kept
-current on every write and rollback, then match them exactly as a scan of every record would:
-the emulator's cost follows the answer, not the org's size, so a benchmark measures syncd.
-"""
+See the package docstring for what it models and the documents it follows."""
 
 from __future__ import annotations
 
@@ -22,32 +10,67 @@ import itertools
 import json
 import re
 import secrets
+import threading
 import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import jwt
 
 from syncd.sandbox.crm import StoredActivity, StoredContact
 from syncd.sandbox.http import Emulator, Request, Response, json_response
+from syncd.sandbox.salesforce.duplicates import account_rule_matches, person_rule_matches
+from syncd.sandbox.salesforce.query import (
+    SyntaxProblem,
+    Term,
+    _Bool,
+    _Cmp,
+    _Returning,
+    _Search,
+    _Str,
+    parse_soql,
+    parse_sosl,
+)
 
-__all__ = [
-    "SalesforceEmulator",
-    "SoqlQuery",
-    "SoslQuery",
-    "SyntaxProblem",
-    "Term",
-    "parse_soql",
-    "parse_sosl",
-]
+__all__ = ["SalesforceEmulator"]
 
 ORG_ID = "00D000000000001AAA"
 USER_ID = "005000000000001AAA"
-API_VERSIONS = tuple(f"{v}.0" for v in range(31, 63))
+# API versions 31.0 to 66.0 answer; SOAP login() exists only up to 64.0 (Salesforce help
+# article 005132110, "Platform SOAP API login() Retirement").
+API_VERSIONS = tuple(f"{v}.0" for v in range(31, 67))
+SOAP_LOGIN_VERSIONS = tuple(f"{v}.0" for v in range(31, 65))
+# "Limits on the REST API": URI plus headers at most 16,384 bytes (414 / 431 past it).
+MAX_URI_BYTES = 16_384
+# SOQL and SOSL Reference: query results come in batches of 2,000 rows at most.
+QUERY_PAGE_SIZE = 2000
+# Object Reference, Task and Lead: the values of the restricted picklists in a new org.
+PICKLISTS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("Task", "Status"): (
+        "Not Started",
+        "In Progress",
+        "Completed",
+        "Waiting on someone else",
+        "Deferred",
+    ),
+    ("Task", "Priority"): ("High", "Normal", "Low"),
+    ("Task", "TaskSubtype"): ("Task", "Email", "ListEmail", "Cadence", "Call", "LinkedIn"),
+    ("Task", "CallType"): ("Internal", "Inbound", "Outbound"),
+    ("Lead", "Status"): (
+        "Open - Not Contacted",
+        "Working - Contacted",
+        "Closed - Converted",
+        "Closed - Not Converted",
+    ),
+}
+# Custom fields syncd asks an admin for (``syncd setup`` creates them through the Tooling API).
+CUSTOM_FIELDS = (("Contact", "Syncd_Key__c"), ("Lead", "Syncd_Key__c"), ("Task", "Syncd_Marker__c"))
 WRITE_ENDPOINTS = frozenset(
     {
         "collections.create",
@@ -77,9 +100,16 @@ class _Field:
     updateable: bool = True
     external_id: bool = False
     reference_to: tuple[str, ...] = ()
+    sobject: str = ""
 
     def describe(self) -> dict[str, Any]:
+        values = PICKLISTS.get((self.sobject, self.name), ()) if self.type == "picklist" else ()
         return {
+            "picklistValues": [
+                {"value": v, "label": v, "active": True, "defaultValue": False} for v in values
+            ],
+            "restrictedPicklist": bool(values),
+            "custom": self.name.endswith("__c"),
             "name": self.name,
             "type": self.type,
             "length": self.length,
@@ -153,480 +183,10 @@ def _default_schema() -> dict[str, dict[str, _Field]]:
             _Field("Syncd_Marker__c", external_id=True),
         ],
     }
-    return {sobject: {f.name: f for f in flist} for sobject, flist in fields.items()}
-
-
-# ==========================================================================================
-# Query languages: a shared lexer, SOQL, SOSL
-# ==========================================================================================
-
-
-class SyntaxProblem(ValueError):
-    """A query the org would refuse; ``code`` is Salesforce's errorCode."""
-
-    def __init__(self, message: str, code: str = "MALFORMED_QUERY") -> None:
-        self.code = code
-        super().__init__(message)
-
-
-@dataclass(frozen=True)
-class _Str:
-    """A string literal: its text, and the regex it means after ``LIKE``."""
-
-    text: str
-    like: str
-
-
-@dataclass(frozen=True)
-class _Tok:
-    kind: str  # word, str, num, op, punct
-    value: Any
-    raw: str
-
-
-_LEX = re.compile(
-    r"(?P<ws>\s+)"
-    r"|(?P<str>'(?:[^'\\]|\\.)*')"
-    r"|(?P<num>-?\d+(?:\.\d+)?(?![\w-]))"
-    r"|(?P<date>\d{4}-\d{2}-\d{2})"
-    r"|(?P<word>[A-Za-z_][A-Za-z0-9_.]*)"
-    r"|(?P<op>!=|<>|<=|>=|=|<|>)"
-    r"|(?P<punct>[(),])",
-    re.DOTALL,
-)
-_SOQL_ESCAPES = {
-    "n": "\n",
-    "r": "\r",
-    "t": "\t",
-    "b": "\b",
-    "f": "\f",
-    '"': '"',
-    "'": "'",
-    "\\": "\\",
-}
-
-
-def _decode(raw: str) -> _Str:
-    body = raw[1:-1]
-    text: list[str] = []
-    like: list[str] = []
-    i = 0
-    while i < len(body):
-        ch = body[i]
-        if ch != "\\":
-            text.append(ch)
-            like.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
-            i += 1
-            continue
-        nxt = body[i + 1] if i + 1 < len(body) else ""
-        if nxt in _SOQL_ESCAPES:
-            value = _SOQL_ESCAPES[nxt]
-            i += 2
-        elif nxt in ("%", "_"):
-            value = nxt
-            i += 2
-        elif nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", body[i + 2 : i + 6]):
-            value = chr(int(body[i + 2 : i + 6], 16))
-            i += 6
-        else:
-            raise SyntaxProblem(
-                f"Invalid string literal {raw}. Illegal character sequence '\\{nxt}'"
-            )
-        text.append(value)
-        like.append(re.escape(value))
-    return _Str("".join(text), "".join(like))
-
-
-def _lex(text: str) -> list[_Tok]:
-    tokens: list[_Tok] = []
-    pos = 0
-    while pos < len(text):
-        match = _LEX.match(text, pos)
-        if match is None:
-            if text[pos] == "'":
-                raise SyntaxProblem("unterminated string literal")
-            raise SyntaxProblem(f"unexpected character {text[pos]!r} at {pos}")
-        pos = match.end()
-        kind = match.lastgroup or ""
-        raw = match.group(0)
-        if kind == "ws":
-            continue
-        if kind == "str":
-            tokens.append(_Tok("str", _decode(raw), raw))
-        elif kind == "num":
-            tokens.append(_Tok("num", float(raw), raw))
-        elif kind == "date":
-            tokens.append(_Tok("str", _Str(raw, re.escape(raw)), raw))
-        else:
-            tokens.append(_Tok(kind, raw, raw))
-    return tokens
-
-
-# -- conditions -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Cmp:
-    field: str
-    op: str  # = != < > <= >= IN NOTIN LIKE
-    value: Any  # _Str | float | bool | None | list of those
-
-
-@dataclass(frozen=True)
-class _Bool:
-    op: str  # AND OR NOT
-    parts: tuple[Any, ...]
-
-
-class _Parser:
-    def __init__(self, tokens: Sequence[_Tok]) -> None:
-        self.tokens = list(tokens)
-        self.pos = 0
-
-    def peek(self, offset: int = 0) -> _Tok | None:
-        index = self.pos + offset
-        return self.tokens[index] if index < len(self.tokens) else None
-
-    def keyword(self, *words: str) -> bool:
-        """Consume the keywords if they come next (case-insensitive)."""
-        for offset, word in enumerate(words):
-            tok = self.peek(offset)
-            if tok is None or tok.kind != "word" or str(tok.value).upper() != word:
-                return False
-        self.pos += len(words)
-        return True
-
-    def expect_keyword(self, word: str) -> None:
-        if not self.keyword(word):
-            raise SyntaxProblem(f"expecting {word}, found {self._found()}")
-
-    def punct(self, char: str) -> bool:
-        tok = self.peek()
-        if tok is not None and tok.kind == "punct" and tok.value == char:
-            self.pos += 1
-            return True
-        return False
-
-    def expect_punct(self, char: str) -> None:
-        if not self.punct(char):
-            raise SyntaxProblem(f"expecting '{char}', found {self._found()}")
-
-    def name(self) -> str:
-        tok = self.peek()
-        if tok is None or tok.kind != "word":
-            raise SyntaxProblem(f"expecting a name, found {self._found()}")
-        self.pos += 1
-        return str(tok.value)
-
-    def integer(self) -> int:
-        tok = self.peek()
-        if tok is None or tok.kind != "num" or not float(tok.value).is_integer():
-            raise SyntaxProblem(f"expecting a number, found {self._found()}")
-        self.pos += 1
-        return int(tok.value)
-
-    def _found(self) -> str:
-        tok = self.peek()
-        return "end of query" if tok is None else f"'{tok.raw}'"
-
-    def at_end(self) -> bool:
-        return self.pos >= len(self.tokens)
-
-    # condition := and (OR and)* ; and := unary (AND unary)* ; unary := NOT unary | (cond) | cmp
-    def condition(self) -> Any:
-        parts = [self._and()]
-        while self.keyword("OR"):
-            parts.append(self._and())
-        return parts[0] if len(parts) == 1 else _Bool("OR", tuple(parts))
-
-    def _and(self) -> Any:
-        parts = [self._unary()]
-        while self.keyword("AND"):
-            parts.append(self._unary())
-        return parts[0] if len(parts) == 1 else _Bool("AND", tuple(parts))
-
-    def _unary(self) -> Any:
-        if self.keyword("NOT"):
-            return _Bool("NOT", (self._unary(),))
-        if self.punct("("):
-            inner = self.condition()
-            self.expect_punct(")")
-            return inner
-        return self._comparison()
-
-    def _comparison(self) -> _Cmp:
-        name = self.name()
-        if self.keyword("NOT", "IN"):
-            return _Cmp(name, "NOTIN", self._list())
-        if self.keyword("IN"):
-            return _Cmp(name, "IN", self._list())
-        if self.keyword("LIKE"):
-            value = self._value()
-            if not isinstance(value, _Str):
-                raise SyntaxProblem("LIKE needs a string")
-            return _Cmp(name, "LIKE", value)
-        tok = self.peek()
-        if tok is None or tok.kind != "op":
-            raise SyntaxProblem(f"expecting an operator, found {self._found()}")
-        self.pos += 1
-        op = "!=" if tok.value == "<>" else str(tok.value)
-        return _Cmp(name, op, self._value())
-
-    def _list(self) -> list[Any]:
-        self.expect_punct("(")
-        values = [self._value()]
-        while self.punct(","):
-            values.append(self._value())
-        self.expect_punct(")")
-        return values
-
-    def _value(self) -> Any:
-        tok = self.peek()
-        if tok is None:
-            raise SyntaxProblem("expecting a value, found end of query")
-        self.pos += 1
-        if tok.kind in ("str", "num"):
-            return tok.value
-        if tok.kind == "word" and str(tok.value).lower() in ("null", "true", "false"):
-            return {"null": None, "true": True, "false": False}[str(tok.value).lower()]
-        raise SyntaxProblem(f"unexpected token: '{tok.raw}'")
-
-    def field_list(self) -> list[str]:
-        fields = [self.name()]
-        while self.punct(","):
-            fields.append(self.name())
-        return fields
-
-
-@dataclass(frozen=True)
-class SoqlQuery:
-    fields: tuple[str, ...]
-    sobject: str
-    where: Any = None
-    order_by: tuple[str, bool] | None = None  # (field, descending)
-    limit: int | None = None
-
-
-def parse_soql(text: str) -> SoqlQuery:
-    """``SELECT f, Rel.f FROM Obj [WHERE ...] [ORDER BY f [ASC|DESC]] [LIMIT n]``."""
-    parser = _Parser(_lex(text))
-    parser.expect_keyword("SELECT")
-    fields = parser.field_list()
-    parser.expect_keyword("FROM")
-    sobject = parser.name()
-    where = parser.condition() if parser.keyword("WHERE") else None
-    order = None
-    if parser.keyword("ORDER", "BY"):
-        order_field = parser.name()
-        descending = parser.keyword("DESC")
-        if not descending:
-            parser.keyword("ASC")
-        order = (order_field, descending)
-    limit = parser.integer() if parser.keyword("LIMIT") else None
-    if not parser.at_end():
-        raise SyntaxProblem(f"unexpected token: {parser._found()}")
-    return SoqlQuery(tuple(fields), sobject, where, order, limit)
-
-
-# -- SOSL -------------------------------------------------------------------------------------
-
-_SOSL_RESERVED = frozenset("?&|!{}[]()^~*:\\\"'+-")
-
-
-@dataclass(frozen=True)
-class Term:
-    text: str
-    phrase: bool = False
-    wildcard: bool = False  # a trailing unescaped "*"
-
-
-@dataclass(frozen=True)
-class _Search:
-    op: str  # OR AND ANDNOT
-    parts: tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class _Returning:
-    sobject: str
-    fields: tuple[str, ...] = ("Id",)
-    where: Any = None
-    limit: int | None = None
-
-
-@dataclass(frozen=True)
-class SoslQuery:
-    search: Any  # Term | _Search
-    group: str = "ALL"
-    returning: tuple[_Returning, ...] = ()
-    limit: int | None = None
-
-    def terms(self) -> list[Term]:
-        """Every search term, in order (for tests: how many groups did a query end up with)."""
-        out: list[Term] = []
-
-        def walk(node: Any) -> None:
-            if isinstance(node, Term):
-                out.append(node)
-            else:
-                for part in node.parts:
-                    walk(part)
-
-        walk(self.search)
-        return out
-
-
-def _find_clause(text: str) -> tuple[str, str]:
-    """Split ``FIND {...} rest`` at the first unescaped closing brace."""
-    match = re.match(r"\s*FIND\s*\{", text, re.IGNORECASE)
-    if match is None:
-        raise SyntaxProblem("expecting FIND {", "MALFORMED_SEARCH")
-    i = match.end()
-    while i < len(text):
-        if text[i] == "\\":
-            i += 2
-            continue
-        if text[i] == "}":
-            return text[match.end() : i], text[i + 1 :]
-        i += 1
-    raise SyntaxProblem("missing '}' after the search query", "MALFORMED_SEARCH")
-
-
-def _search_tokens(text: str) -> Iterator[tuple[str, Any]]:
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch.isspace():
-            i += 1
-        elif ch in "()":
-            yield ch, ch
-            i += 1
-        elif ch == '"':
-            chars: list[str] = []
-            i += 1
-            while True:
-                if i >= len(text):
-                    raise SyntaxProblem("unterminated phrase", "MALFORMED_SEARCH")
-                c = text[i]
-                if c == "\\" and i + 1 < len(text):
-                    chars.append(text[i + 1])
-                    i += 2
-                elif c == '"':
-                    i += 1
-                    break
-                elif c in _SOSL_RESERVED and c not in "*?":
-                    raise SyntaxProblem(f"unescaped {c!r} in phrase", "MALFORMED_SEARCH")
-                else:
-                    chars.append(c)
-                    i += 1
-            yield "term", Term("".join(chars), phrase=True)
-        else:
-            chars, raw, wildcard = [], [], False
-            while i < len(text) and not text[i].isspace() and text[i] not in '()"':
-                c = text[i]
-                if c == "\\" and i + 1 < len(text):
-                    chars.append(text[i + 1])
-                    raw.append(c + text[i + 1])
-                    i += 2
-                    continue
-                if c in _SOSL_RESERVED and c not in "*?":
-                    raise SyntaxProblem(f"unescaped {c!r} in search term", "MALFORMED_SEARCH")
-                wildcard = c == "*"
-                if c != "*":
-                    chars.append(c)
-                raw.append(c)
-                i += 1
-            word = "".join(raw)
-            if word.upper() in ("OR", "AND", "NOT"):
-                yield "op", word.upper()
-            else:
-                yield "term", Term("".join(chars), wildcard=wildcard)
-
-
-def _parse_search(text: str) -> Any:
-    tokens = list(_search_tokens(text))
-    pos = 0
-
-    def peek() -> tuple[str, Any] | None:
-        return tokens[pos] if pos < len(tokens) else None
-
-    def parse_or() -> Any:
-        nonlocal pos
-        parts = [parse_and()]
-        while peek() == ("op", "OR"):
-            pos += 1
-            parts.append(parse_and())
-        return parts[0] if len(parts) == 1 else _Search("OR", tuple(parts))
-
-    def parse_and() -> Any:
-        nonlocal pos
-        node = parse_unary()
-        while True:
-            tok = peek()
-            if tok == ("op", "AND"):
-                pos += 1
-                if peek() == ("op", "NOT"):
-                    pos += 1
-                    node = _Search("ANDNOT", (node, parse_unary()))
-                else:
-                    node = _Search("AND", (node, parse_unary()))
-            elif tok is not None and tok[0] in ("term", "("):
-                node = _Search("AND", (node, parse_unary()))  # juxtaposed words: all must match
-            else:
-                return node
-
-    def parse_unary() -> Any:
-        nonlocal pos
-        tok = peek()
-        if tok is None:
-            raise SyntaxProblem("search term expected", "MALFORMED_SEARCH")
-        pos += 1
-        if tok[0] == "(":
-            inner = parse_or()
-            if peek() != (")", ")"):
-                raise SyntaxProblem("missing ')'", "MALFORMED_SEARCH")
-            pos += 1
-            return inner
-        if tok[0] != "term":
-            raise SyntaxProblem(f"unexpected {tok[1]!r}", "MALFORMED_SEARCH")
-        return tok[1]
-
-    node = parse_or()
-    if pos != len(tokens):
-        raise SyntaxProblem("unexpected text after the search", "MALFORMED_SEARCH")
-    return node
-
-
-def parse_sosl(text: str) -> SoslQuery:
-    """``FIND {search} [IN <group> FIELDS] [RETURNING Obj(fields [WHERE ...] [LIMIT n]), ...]
-    [LIMIT n]``; the search is quoted phrases or words joined by OR / AND / AND NOT."""
-    search_text, rest = _find_clause(text)
-    search = _parse_search(search_text)
-    parser = _Parser(_lex(rest))
-    group = "ALL"
-    if parser.keyword("IN"):
-        group = parser.name().upper()
-        if group not in ("ALL", "NAME", "EMAIL", "PHONE", "SIDEBAR"):
-            raise SyntaxProblem(f"unknown search group {group}", "MALFORMED_SEARCH")
-        parser.expect_keyword("FIELDS")
-    returning: list[_Returning] = []
-    if parser.keyword("RETURNING"):
-        while True:
-            sobject = parser.name()
-            if parser.punct("("):
-                fields = parser.field_list()
-                where = parser.condition() if parser.keyword("WHERE") else None
-                limit = parser.integer() if parser.keyword("LIMIT") else None
-                parser.expect_punct(")")
-                returning.append(_Returning(sobject, tuple(fields), where, limit))
-            else:
-                returning.append(_Returning(sobject))
-            if not parser.punct(","):
-                break
-    limit = parser.integer() if parser.keyword("LIMIT") else None
-    if not parser.at_end():
-        raise SyntaxProblem(f"unexpected token: {parser._found()}", "MALFORMED_SEARCH")
-    return SoslQuery(search, group, tuple(returning), limit)
+    return {
+        sobject: {f.name: replace(f, sobject=sobject) for f in flist}
+        for sobject, flist in fields.items()
+    }
 
 
 # ==========================================================================================
@@ -757,23 +317,7 @@ def _digits(value: str) -> str:
 
 
 _EXTENSION = re.compile(r"\s*(?:x|ext\.?|extension)\s*\d+\s*$", re.IGNORECASE)
-_PHONE_SHAPE = re.compile(r"\+?[\d\s().\-]+")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-
-
-def us_format(value: str) -> str:
-    """What a US-locale org stores for a typed NANP number: ``(800) 555-1212``."""
-    text = value.strip()
-    if not _PHONE_SHAPE.fullmatch(text):
-        return value
-    digits = _digits(text)
-    if text.startswith("+") and not digits.startswith("1"):
-        return value
-    if len(digits) == 11 and digits.startswith("1"):
-        digits = digits[1:]
-    if len(digits) != 10:
-        return value
-    return f"({digits[:3]}) {digits[3:6]}-{digits[6:]}"
 
 
 def _phone_key(value: str) -> str:
@@ -822,6 +366,10 @@ class SalesforceEmulator(Emulator):
         duplicate_rule: bool = False,
         session_ttl: float | None = None,
         daily_limit: int = 1_000_000,
+        query_page_size: int = QUERY_PAGE_SIZE,
+        jwt_certificate: bytes | None = None,
+        custom_fields: bool = True,
+        can_customize: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -832,7 +380,22 @@ class SalesforceEmulator(Emulator):
         self.consumer_key = consumer_key
         self.consumer_secret = consumer_secret
         self.search_lag = search_lag
+        # The standard Contact, Lead and Account duplicate rules (action "Allow" with an
+        # alert: an API save is blocked unless the DuplicateRuleHeader says allowSave=true).
         self.duplicate_rule = duplicate_rule
+        # "block": the rule's action is Block, which allowSave cannot pass.
+        self.duplicate_action = "allow"
+        # A custom Account rule on the normalized name alone (the standard one needs more).
+        self.account_name_rule = False
+        self.query_page_size = query_page_size
+        # The certificate (or public key) PEM uploaded to the connected app for JWT bearer.
+        self.jwt_certificate = jwt_certificate
+        # False: an org where SOAP login() is disabled (the default for new orgs).
+        self.soap_login_enabled = True
+        # The integration user's "Customize Application" permission (Tooling API writes).
+        self.can_customize = can_customize
+        self._cursors: dict[str, tuple[list[dict[str, Any]], int]] = {}
+        self._local = threading.local()  # per request: its DuplicateRuleHeader
         # Real orgs include the matched records in a DUPLICATES_DETECTED error; some API
         # paths do not. False exercises a client's fallback.
         self.duplicate_details = True
@@ -840,6 +403,9 @@ class SalesforceEmulator(Emulator):
         self.daily_limit = daily_limit
         self.api_used = 0
         self.schema = _default_schema()
+        if not custom_fields:  # a fresh org: the fields syncd needs are not there yet
+            for sobject, name in CUSTOM_FIELDS:
+                del self.schema[sobject][name]
         self.write_counts: Counter[str] = Counter()
         self._records: dict[str, _Record] = {}
         self._by_prefix15: dict[str, str] = {}
@@ -875,10 +441,9 @@ class SalesforceEmulator(Emulator):
 
     def connector_options(self) -> dict[str, Any]:
         return {
-            "auth": "password",
-            "username": self.username,
-            "password": self.password,
-            "security_token": self.security_token,
+            "auth": "client_credentials",
+            "consumer_key": self.consumer_key,
+            "consumer_secret": self.consumer_secret,
             "instance_url": self.base_url,
             "backoff": 0.05,
         }
@@ -1237,6 +802,7 @@ class SalesforceEmulator(Emulator):
         api("GET", r"/?", "resources", self._resources)
         api("GET", r"/limits/?", "limits", self._limits)
         api("GET", r"/query/?", "query", self._query)
+        api("GET", r"/query/(?P<locator>01g\w+)-\d+/?", "query", self._query_more)
         api("GET", r"/search/?", "search", self._search)
         api("GET", r"/sobjects/?", "describe", self._describe_global)
         sobject = r"/sobjects/(?P<type>\w+)"
@@ -1251,6 +817,7 @@ class SalesforceEmulator(Emulator):
         upsert = collections + r"/(?P<type>\w+)/(?P<field>\w+)/?"
         api("PATCH", upsert, "collections.upsert", self._coll_upsert)
         api("POST", r"/composite/?", "composite", self._composite)
+        api("POST", r"/tooling/sobjects/CustomField/?", "tooling.create", self._tooling_field)
 
     def _api_route(
         self, method: str, pattern: str, endpoint: str, handler: Callable[[Request], Response]
@@ -1271,6 +838,9 @@ class SalesforceEmulator(Emulator):
         """Session check, daily limit, API version, then the handler."""
 
         def guarded(request: Request) -> Response:
+            too_long = self._too_long(request)
+            if too_long is not None:
+                return too_long
             token = (request.header("Authorization") or "").removeprefix("Bearer ").strip()
             with self.lock:
                 issued = self._sessions.get(token)
@@ -1289,6 +859,7 @@ class SalesforceEmulator(Emulator):
                     )
                 self.api_used += 1
                 over = self.api_used > self.daily_limit
+            self._local.duplicate_header = request.header("Sforce-Duplicate-Rule-Header")
             if over:
                 return self._answer(
                     [
@@ -1313,19 +884,41 @@ class SalesforceEmulator(Emulator):
         except (ValueError, TypeError, AttributeError) as exc:
             return self._answer([{"message": str(exc), "errorCode": "JSON_PARSER_ERROR"}], 400)
 
+    def _too_long(self, request: Request) -> Response | None:
+        """REST API Developer Guide, "Limits": the URI and the headers may hold 16,384 bytes;
+        past it the answer is 414 (URI) or 431 (headers). The URI is measured as sent (the
+        path plus the query string re-encoded)."""
+        query = urlencode([(k, v) for k, vs in request.query.items() for v in vs])
+        uri = len(request.path.encode()) + (len(query) + 1 if query else 0)
+        if uri > MAX_URI_BYTES:
+            return self._answer([{"message": "URI Too Long", "errorCode": "URI_TOO_LONG"}], 414)
+        headers = sum(len(k) + len(v) + 4 for k, v in request.headers.items())
+        if uri + headers > MAX_URI_BYTES:
+            return self._answer(
+                [{"message": "Request Header Fields Too Large", "errorCode": "HEADERS_TOO_LARGE"}],
+                431,
+            )
+        return None
+
     def fault_response(self, fault: str, request: Request) -> Response:
-        status = {"outage": 503, "429": 429, "500": 500}[fault]
-        headers = {"Retry-After": f"{self.faults.retry_after:g}"} if status in (429, 503) else {}
+        # The "429" fault is Salesforce's concurrent-request limit, which it answers with 403
+        # REQUEST_LIMIT_EXCEEDED ("API Request Limits and Allocations"), never 429.
+        status = {"outage": 503, "429": 403, "500": 500}[fault]
         with self.lock:
-            headers.update(self._limit_header())
+            limit = self._limit_header()
         if "/services/Soap/" in request.path or "/oauth2/" in request.path:
-            # Login endpoints fail like the edge does: a bare text page, not a SOAP/OAuth body.
+            # Login endpoints fail like the edge does: a bare text page, not a SOAP/OAuth
+            # body; the edge throttles with a 429 (the API request limits do not apply).
+            status = 429 if fault == "429" else status
+            headers = {"Retry-After": f"{self.faults.retry_after:g}", **limit}
             return Response(
                 status, b"Service Unavailable", {**headers, "Content-Type": "text/plain"}
             )
+        headers = {"Retry-After": f"{self.faults.retry_after:g}"} if status == 503 else {}
+        headers.update(limit)
         code, message = {
             503: ("SERVER_UNAVAILABLE", "Server temporarily unavailable"),
-            429: ("REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."),
+            403: ("REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."),
             500: ("UNKNOWN_EXCEPTION", "An unexpected error occurred. Please include this ErrorId"),
         }[status]
         return json_response(
@@ -1339,7 +932,30 @@ class SalesforceEmulator(Emulator):
             self._sessions[token] = time.monotonic()
         return token
 
+    def _soap_fault(self, code: str, message: str) -> Response:
+        fault = (
+            '<?xml version="1.0" encoding="UTF-8"?>'
+            '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'
+            ' xmlns:sf="urn:fault.partner.soap.sforce.com"'
+            ' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>'
+            f"<soapenv:Fault><faultcode>sf:{code}</faultcode>"
+            f"<faultstring>{code}: {html.escape(message)}</faultstring>"
+            "</soapenv:Fault></soapenv:Body></soapenv:Envelope>"
+        )
+        return Response(500, fault.encode(), {"Content-Type": "text/xml;charset=UTF-8"})
+
     def _soap_login(self, request: Request) -> Response:
+        # Salesforce help article 005132110: login() is not available from API 65.0 on, and
+        # is disabled by default in new orgs.
+        if request.params.get("ver") not in SOAP_LOGIN_VERSIONS:
+            return self._soap_fault(
+                "UNSUPPORTED_API_VERSION",
+                f"login() is not available in API version {request.params.get('ver')}",
+            )
+        if not self.soap_login_enabled:
+            return self._soap_fault(
+                "INVALID_OPERATION", "SOAP API login() is disabled by default in this org"
+            )
         body = request.body.decode("utf-8", "replace")
 
         def element(name: str) -> str:
@@ -1428,22 +1044,31 @@ class SalesforceEmulator(Emulator):
         )
 
     def _jwt_ok(self, assertion: str) -> bool:
-        """Claims only: the emulator holds no certificate, so the signature is not verified."""
-        parts = assertion.split(".")
-        if len(parts) != 3 or not parts[2]:
+        """OAuth 2.0 JWT Bearer Flow for Server-to-Server Integration (Salesforce Help): an
+        RS256 assertion signed with the key whose certificate the connected app holds, ``iss``
+        the consumer key, ``sub`` the username, ``aud`` login/test.salesforce.com or the My
+        Domain URL, ``exp`` within three minutes. No certificate configured: every assertion
+        is refused (the less forgiving choice)."""
+        if self.jwt_certificate is None:
             return False
+        key: Any = self.jwt_certificate
+        if b"BEGIN CERTIFICATE" in self.jwt_certificate:
+            from cryptography import x509
+
+            key = x509.load_pem_x509_certificate(self.jwt_certificate).public_key()
+        audiences = ["https://login.salesforce.com", "https://test.salesforce.com", self.base_url]
         try:
-            header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
-            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-        except ValueError:
+            claims = jwt.decode(
+                assertion,
+                key,
+                algorithms=["RS256"],
+                audience=audiences,
+                options={"require": ["iss", "sub", "aud", "exp"]},
+            )
+        except jwt.PyJWTError:
             return False
-        return (
-            header.get("alg") == "RS256"
-            and claims.get("iss") == self.consumer_key
-            and claims.get("sub") == self.username
-            and str(claims.get("aud", "")).startswith("https://")
-            and float(claims.get("exp", 0)) > time.time()
-        )
+        fresh = float(claims["exp"]) <= time.time() + 3 * 60 + 30  # 30 s of clock skew
+        return fresh and claims["iss"] == self.consumer_key and claims["sub"] == self.username
 
     # -- small resources --------------------------------------------------------------------
     def _versions(self, request: Request) -> Response:
@@ -1469,12 +1094,77 @@ class SalesforceEmulator(Emulator):
         fields = self.schema.get(sobject)
         if fields is None:
             return self._not_found()
-        return self._answer({"name": sobject, "fields": [f.describe() for f in fields.values()]})
+        # REST API Developer Guide, sObject Describe: object-level permissions of the user.
+        return self._answer(
+            {
+                "name": sobject,
+                "createable": True,
+                "updateable": True,
+                "queryable": True,
+                "fields": [f.describe() for f in fields.values()],
+            }
+        )
 
     def _not_found(self) -> Response:
         return self._answer(
             [{"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}], 404
         )
+
+    # -- tooling ----------------------------------------------------------------------------
+    def _tooling_field(self, request: Request) -> Response:
+        """Tooling API, ``CustomField`` create: ``{"FullName": "Contact.X__c", "Metadata":
+        {"type": "Text", "length": 255, "externalId": true, "label": ...}}``. Needs the
+        "Customize Application" permission; a field that exists is a DUPLICATE_VALUE."""
+        if not self.can_customize:
+            return self._answer(
+                [
+                    {
+                        "message": "insufficient access rights on entity: CustomField",
+                        "errorCode": "INSUFFICIENT_ACCESS",
+                    }
+                ],
+                403,
+            )
+        body = request.json() or {}
+        full_name = str(body.get("FullName") or "")
+        metadata = body.get("Metadata") or {}
+        sobject, _, name = full_name.partition(".")
+        if sobject not in self.schema or not re.fullmatch(r"[A-Za-z]\w*__c", name):
+            return self._answer(
+                [{"message": f"invalid FullName: {full_name}", "errorCode": "INVALID_FIELD"}], 400
+            )
+        kind = str(metadata.get("type") or "")
+        length = metadata.get("length")
+        if kind != "Text" or not isinstance(length, int) or not 1 <= length <= 255:
+            return self._answer(
+                [
+                    {
+                        "message": "Text fields need a length of 1-255",
+                        "errorCode": "FIELD_INTEGRITY_EXCEPTION",
+                    }
+                ],
+                400,
+            )
+        with self.lock:
+            if name in self.schema[sobject]:
+                return self._answer(
+                    [
+                        {
+                            "message": f"duplicate value found: {full_name} already exists",
+                            "errorCode": "DUPLICATE_DEVELOPER_NAME",
+                        }
+                    ],
+                    400,
+                )
+            self.schema[sobject][name] = _Field(
+                name,
+                length=length,
+                external_id=bool(metadata.get("externalId")),
+                sobject=sobject,
+            )
+            self._sequence += 1
+            field_id = f"00N000{self._sequence:09d}AAA"
+        return self._answer({"id": field_id, "success": True, "errors": [], "warnings": []}, 201)
 
     # -- composite --------------------------------------------------------------------------
     def _composite(self, request: Request) -> Response:
@@ -1694,10 +1384,38 @@ class SalesforceEmulator(Emulator):
             if query.limit is not None:
                 records = records[: query.limit]
             rows = [self._row(r, query.fields) for r in records]
-        return self._answer({"totalSize": len(rows), "done": True, "records": rows})
+        return self._page(request.params["ver"], rows, len(rows))
+
+    def _page(self, version: str, rows: list[dict[str, Any]], total: int) -> Response:
+        """One batch of a query's rows (SOQL and SOSL Reference, "Query Results": at most
+        2,000 a batch, the rest behind ``nextRecordsUrl``)."""
+        size = max(1, self.query_page_size)
+        body: dict[str, Any] = {"totalSize": total, "done": len(rows) <= size}
+        if len(rows) > size:
+            locator = f"01g{secrets.token_hex(6).upper()}"
+            with self.lock:
+                self._cursors[locator] = (rows[size:], total)
+            body["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}-{size}"
+        body["records"] = rows[:size]
+        return self._answer(body)
+
+    def _query_more(self, request: Request) -> Response:
+        with self.lock:
+            cursor = self._cursors.pop(request.params["locator"], None)
+        if cursor is None:
+            return self._answer(
+                [{"message": "invalid query locator", "errorCode": "INVALID_QUERY_LOCATOR"}], 400
+            )
+        return self._page(request.params["ver"], *cursor)
 
     def _search(self, request: Request) -> Response:
         query = parse_sosl(request.arg("q") or "")
+        for term in query.terms():
+            # SOSL Reference, FIND: a term must hold at least two characters.
+            if len(term.text.strip()) < 2:
+                raise SyntaxProblem(
+                    "search term must be longer than one character", "INVALID_SEARCH"
+                )
         specs = query.returning or tuple(_Returning(s) for s in ("Account", "Contact", "Lead"))
         for spec in specs:
             for path in spec.fields:
@@ -1777,8 +1495,15 @@ class SalesforceEmulator(Emulator):
                             [name],
                         )
                     ]
-            if spec.type == "phone" and text:
-                text = us_format(text)
+            values_allowed = PICKLISTS.get((sobject, name))
+            if values_allowed is not None and text and text not in values_allowed:
+                return None, [
+                    _error(
+                        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                        f"{spec.name}: bad value for restricted picklist field: {text}",
+                        [name],
+                    )
+                ]
             if spec.type == "reference" and text:
                 problem = self._reference_problem(spec, text)
                 if problem is not None:
@@ -1804,10 +1529,12 @@ class SalesforceEmulator(Emulator):
                     missing,
                 )
             ]
-        if existing is None and sobject == "Contact" and self.duplicate_rule:
-            duplicate = self._duplicate_of(merged)
-            if duplicate is not None:
-                return None, [self._duplicate_error(duplicate)]
+        if self.duplicate_rule and sobject in _DUPLICATE_RULES and not self._save_allowed():
+            # Duplicate Management: active rules run on create and on edit, through the API
+            # as in the UI (upserts too); the alert blocks an API save unless allowed.
+            duplicates = self._duplicates_of(sobject, merged, existing)
+            if duplicates:
+                return None, [self._duplicate_error(sobject, duplicates)]
         if existing is not None:
             self._touch(existing)
         record = existing or _Record(sobject, self._new_id(sobject), {})
@@ -1825,36 +1552,68 @@ class SalesforceEmulator(Emulator):
             return _error("ENTITY_IS_DELETED", "entity is deleted", [spec.name])
         return None
 
-    def _duplicate_of(self, values: Mapping[str, Any]) -> _Record | None:
-        keys = {_phone_key(str(values.get(f) or "")) for f in ("Phone", "MobilePhone")}
-        keys = {k for k in keys if len(k) >= 7}
-        if not keys:
-            return None
-        ids: set[str] | None = None
-        if not self._full_scan:
-            phones = self._index("contact-phones", "Contact")
-            ids = set().union(*(phones.get(k) for k in keys))
-        for record in self._candidates("Contact", ids):
-            theirs = {_phone_key(str(record.fields.get(f) or "")) for f in ("Phone", "MobilePhone")}
-            if keys & theirs:
-                return record
-        return None
+    def _save_allowed(self) -> bool:
+        """SOAP/REST ``DuplicateRuleHeader``: ``allowSave=true`` saves past a rule whose
+        action is Allow (with an alert); a Block rule holds whatever the header says."""
+        header = str(getattr(self._local, "duplicate_header", "") or "")
+        allow = re.search(r"allowSave\s*=\s*true", header, re.IGNORECASE) is not None
+        return allow and self.duplicate_action == "allow"
 
-    def _duplicate_error(self, match: _Record) -> dict[str, Any]:
+    def _duplicates_of(
+        self, sobject: str, values: Mapping[str, Any], existing: _Record | None
+    ) -> list[_Record]:
+        """Live records the standard matching rule pairs with ``values`` (the record being
+        saved itself excepted), narrowed by phone and email indexes before the rule runs."""
+        found: list[_Record] = []
+        for other in _DUPLICATE_RULES[sobject]:
+            if sobject == "Account":
+                ids: set[str] | None = None
+            elif self._full_scan:
+                ids = None
+            else:
+                ids = set()
+                phones = self._index("contact-phones", other)
+                for name in ("Phone", "MobilePhone"):
+                    key = _phone_key(str(values.get(name) or ""))
+                    if len(key) >= 7:
+                        ids |= phones.get(key)
+                email = str(values.get("Email") or "")
+                if email:
+                    ids |= self._index("equal", other, "Email").get(email.casefold())
+            for record in self._candidates(other, ids):
+                if existing is not None and record.id == existing.id:
+                    continue
+                if sobject == "Account":
+                    hit = account_rule_matches(
+                        values, record.fields, name_only=self.account_name_rule
+                    )
+                else:
+                    hit = person_rule_matches(values, record.fields)
+                if hit:
+                    found.append(record)
+        return found
+
+    def _duplicate_error(self, sobject: str, matches: Sequence[_Record]) -> dict[str, Any]:
+        """DUPLICATES_DETECTED as the REST API reports it (SOAP API Developer Guide,
+        ``DuplicateError`` / ``DuplicateResult``): the rule, and per matched object the
+        records found."""
         message = "Use one of these records?"
         error = _error("DUPLICATES_DETECTED", message)
         if self.duplicate_details:
             ver = API_VERSIONS[-1]
+            by_type: dict[str, list[_Record]] = {}
+            for match in matches:
+                by_type.setdefault(match.sobject, []).append(match)
             error["duplicateResult"] = {
-                "allowSave": False,
-                "duplicateRule": "Standard_Contact_Duplicate_Rule",
-                "duplicateRuleEntityType": "Contact",
+                "allowSave": self.duplicate_action == "allow",
+                "duplicateRule": f"Standard_{sobject}_Duplicate_Rule",
+                "duplicateRuleEntityType": sobject,
                 "errorMessage": message,
                 "matchResults": [
                     {
-                        "entityType": "Contact",
+                        "entityType": entity,
                         "errors": [],
-                        "matchEngine": "ExactMatchEngine",
+                        "matchEngine": "FuzzyMatchEngine",
                         "matchRecords": [
                             {
                                 "additionalInformation": [],
@@ -1862,17 +1621,19 @@ class SalesforceEmulator(Emulator):
                                 "matchConfidence": 100.0,
                                 "record": {
                                     "attributes": {
-                                        "type": "Contact",
-                                        "url": f"/services/data/v{ver}/sobjects/Contact/{match.id}",
+                                        "type": entity,
+                                        "url": f"/services/data/v{ver}/sobjects/{entity}/{r.id}",
                                     },
-                                    "Id": match.id,
+                                    "Id": r.id,
                                 },
                             }
+                            for r in records
                         ],
-                        "rule": "Syncd_Phone_Match_Rule",
-                        "size": 1,
+                        "rule": f"Standard_{entity}_Match_Rule_v1_1",
+                        "size": len(records),
                         "success": True,
                     }
+                    for entity, records in by_type.items()
                 ],
             }
         return error
@@ -2108,6 +1869,12 @@ class SalesforceEmulator(Emulator):
 
 
 _MAX_SUBREQUESTS = 25
+# The objects each standard duplicate rule compares a saved record with.
+_DUPLICATE_RULES: dict[str, tuple[str, ...]] = {
+    "Contact": ("Contact",),
+    "Lead": ("Lead", "Contact"),
+    "Account": ("Account",),
+}
 _MAX_HEAVY_SUBREQUESTS = 5
 _HEAVY = re.compile(r"/(?:query|queryAll)/?(?:\?|$)|/composite/sobjects")
 _REF = re.compile(r"@\{([A-Za-z0-9_]+)((?:\.[A-Za-z0-9_]+|\[\d+\])*)\}")
