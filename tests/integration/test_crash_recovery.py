@@ -57,7 +57,6 @@ def test_sigkill_at_random_moments_loses_nothing_and_doubles_nothing() -> None:
     assert figures["ok"], f"seed {seed}: {figures}"
 
 
-@pytest.mark.xfail(reason="needs Plan.in_doubt in the connectors (branches hub, sf)", strict=False)
 def test_signals_and_faults_at_random_moments_lose_nothing_and_double_nothing() -> None:
     """SIGKILL, SIGINT or SIGTERM to ``run`` or ``run --once``, while one CRM answers 500s,
     429s, slowly, not at all, or lands an activity write and then answers with the daily

@@ -361,12 +361,6 @@ def _record_types(node: object) -> set[str]:
     return found
 
 
-NEEDS_IN_DOUBT = pytest.mark.xfail(
-    reason="needs Plan.in_doubt in the connectors (branches hub, sf)", strict=False
-)
-
-
-@NEEDS_IN_DOUBT
 @pytest.mark.parametrize("writes", ["contacts", "activities"])
 def test_slow_answers_and_writes_the_client_gave_up_on(
     make_rig: Callable[..., Rig], world: SandboxWorld, writes: str
@@ -510,9 +504,7 @@ class LockOnRequest(Faults):
         return super().pick()
 
 
-@pytest.mark.parametrize(
-    "when", ["before the cycle", pytest.param("while the CRM writes", marks=NEEDS_IN_DOUBT)]
-)
+@pytest.mark.parametrize("when", ["before the cycle", "while the CRM writes"])
 def test_locked_database_fails_the_cycle_cleanly(rig: Rig, world: SandboxWorld, when: str) -> None:
     short_busy_timeout(rig)
     lock = WriteLock(rig.db_path)

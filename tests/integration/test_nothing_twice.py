@@ -40,9 +40,6 @@ from syncd.store.store import Store
 
 TARGETS = ("hubspot", "salesforce")
 MESSAGES, CALLERS = 40, 12
-NEEDS_IN_DOUBT = pytest.mark.xfail(
-    reason="needs Plan.in_doubt in the connectors (branches hub, sf)", strict=False
-)
 
 
 def sigint(emulator: Emulator, request: Request, response: Response) -> Response:
@@ -74,7 +71,6 @@ def activity_writes(world: SandboxWorld) -> dict[str, int]:
 # -- the table's rows --------------------------------------------------------------------------
 
 
-@NEEDS_IN_DOUBT
 @pytest.mark.parametrize("target", TARGETS)
 def test_sigint_mid_batch_after_the_writes_landed(
     rig: Rig, world: SandboxWorld, target: str
@@ -90,7 +86,6 @@ def test_sigint_mid_batch_after_the_writes_landed(
     rig.assert_exactly_once()
 
 
-@NEEDS_IN_DOUBT
 @pytest.mark.parametrize("part", ["contacts", "activities"])
 @pytest.mark.parametrize("target", TARGETS)
 def test_sigint_between_the_parts_of_a_plan(
@@ -111,7 +106,6 @@ def test_sigint_between_the_parts_of_a_plan(
     rig.assert_exactly_once()
 
 
-@NEEDS_IN_DOUBT
 @pytest.mark.parametrize("target", TARGETS)
 def test_daily_limit_after_the_writes_landed(rig: Rig, world: SandboxWorld, target: str) -> None:
     attack = AfterWrite(crm(world, target), daily_limit, left=1)
@@ -126,7 +120,6 @@ def test_daily_limit_after_the_writes_landed(rig: Rig, world: SandboxWorld, targ
     rig.assert_exactly_once()
 
 
-@NEEDS_IN_DOUBT
 @pytest.mark.parametrize("target", TARGETS)
 def test_200_with_a_malformed_body_after_the_writes_landed(
     rig: Rig, world: SandboxWorld, target: str
@@ -186,7 +179,6 @@ def test_two_replicas_on_postgres_one_clock_ahead_by_more_than_the_lease(
     _audit(world, replicas[0], pre, counts)
 
 
-@NEEDS_IN_DOUBT
 def test_a_lost_store_rebuilt_and_synced_again_writes_nothing(tmp_path: Path) -> None:
     """Sync 500 messages, delete the state store, sync the same days again into a new one:
     not one new activity or contact at either CRM; the recovery's requests are reported."""
@@ -283,7 +275,6 @@ def test_a_crm_slower_than_the_lease_while_a_second_replica_runs(
     _audit(world, daemon, pre, counts, targets=("salesforce",))
 
 
-@NEEDS_IN_DOUBT
 def test_a_frozen_worker_is_taken_over_and_its_stale_outcome_rejected(
     world: SandboxWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
