@@ -191,6 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--new", action="store_true", help="the caller is someone new: create a record"
     )
     review.add_argument("--kind", default="contact", help="kind of --record (contact or lead)")
+    export = sub.add_parser(
+        "export-state", help="write the state store as JSON lines (to move it elsewhere)"
+    )
+    with_config(export)
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    export.add_argument("--database-url", help="the store to read (default: the config's)")
+    load = sub.add_parser(
+        "import-state", help="load an export-state file into an empty state store"
+    )
+    with_config(load)
+    load.add_argument("--input", "-i", help="file to read (default: standard input)")
+    load.add_argument("--database-url", help="the store to fill (default: the config's)")
     retry = sub.add_parser("retry", help="requeue dead deliveries")
     with_config(retry)
     retry.add_argument("--target", help="only this target")
@@ -287,6 +299,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from syncd.startup import database_startup
     from syncd.store.store import Store
 
+    if command in ("export-state", "import-state"):
+        from syncd.store.portable import run_portable
+
+        return run_portable(command, args, settings)
     if getattr(args, "target", None) and args.target not in settings.targets:
         known = ", ".join(sorted(settings.targets)) or "none"
         raise ConfigError(f"unknown target {args.target!r} (configured: {known})", key="--target")

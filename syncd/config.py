@@ -84,6 +84,16 @@ class DaemonSettings:
     # today (late and changed messages); 0 days turns it off.
     reconcile_days: int = 14
     reconcile_interval_seconds: float = 86400.0
+    # Circuit breaker: after this many whole-batch failures in a row a target pauses for
+    # breaker_pause_seconds (doubling per further failure, up to breaker_max_pause_seconds).
+    breaker_failures: int = 3
+    breaker_pause_seconds: float = 60.0
+    breaker_max_pause_seconds: float = 3600.0
+    # Messages created before the state store was born are reconciled (found by marker in
+    # the CRM) before their first write: the store may be a rebuilt one.
+    reconcile_before_birth: bool = True
+    # A CRM's daily API quota spent: its target pauses this long before trying again.
+    daily_limit_pause_seconds: float = 3600.0
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # The web console (on health_address): actions need this token; without it, read-only.
     console_token: str | None = field(default=None, repr=False)
@@ -363,6 +373,7 @@ def _daemon(table: Mapping[str, Any]) -> DaemonSettings:
     for key in (
         "interval_seconds", "lease_seconds", "retry_base_seconds", "retry_cap_seconds",
         "poll_lease_seconds", "backfill_wait_seconds", "reconcile_interval_seconds",
+        "breaker_pause_seconds", "breaker_max_pause_seconds", "daily_limit_pause_seconds",
     ):  # fmt: skip
         if key in table:
             kw[key] = _positive(table[key], f"syncd.{key}")
@@ -386,13 +397,19 @@ def _daemon(table: Mapping[str, Any]) -> DaemonSettings:
         kw["jitter_seconds"] = _positive(
             table["jitter_seconds"], "syncd.jitter_seconds", allow_zero=True
         )
-    for key in ("lookback_days", "batch_size", "max_attempts", "reconcile_days"):
+    for key in (
+        "lookback_days",
+        "batch_size",
+        "max_attempts",
+        "reconcile_days",
+        "breaker_failures",
+    ):
         if key in table:
             value = _expect(table[key], int, f"syncd.{key}")
             if value < (0 if key in ("lookback_days", "reconcile_days") else 1):
                 raise ConfigError(f"out of range: {value}", key=f"syncd.{key}")
             kw[key] = value
-    for key in ("mask_phones", "alert_emergencies", "console_show_pii"):
+    for key in ("mask_phones", "alert_emergencies", "console_show_pii", "reconcile_before_birth"):
         if key in table:
             kw[key] = _expect(table[key], bool, f"syncd.{key}")
     if "log_format" in table:
@@ -405,6 +422,11 @@ def _daemon(table: Mapping[str, Any]) -> DaemonSettings:
         kw["poll_lease_seconds"] = min(
             DaemonSettings.poll_lease_seconds, kw.get("lease_seconds", 300.0)
         )
+    webhook = kw["alert_webhook_url"]
+    if webhook is not None and not _secure_or_loopback(webhook):
+        # Not echoing the value: the URL embeds the webhook's token.
+        reason = "must be an https URL (plain http only to loopback)"
+        raise ConfigError(reason, key="syncd.alert_webhook_url")
     return DaemonSettings(**kw)
 
 

@@ -19,10 +19,10 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import OperationalError
 
-from syncd.alerts import Alerter
+from syncd.alerts import Alerter, emergency_alerts
 from syncd.config import AccountSettings, Settings
 from syncd.connector import Connector, TargetContext, load_factory
-from syncd.deliver import DeliveryStats, TargetPaused, deliver_target
+from syncd.deliver import DeliveryStats, TargetPaused, check_claim, deliver_target
 from syncd.dryrun_store import roll_back, rolled_back_store
 from syncd.errors import AuthError, RetriableError, SyncdError
 from syncd.ingest import (
@@ -115,6 +115,13 @@ class Daemon:
             self.store = rolled_back_store(settings.daemon.database_url)
         # Last sign of life of a running cycle (a source or CRM answer): the watchdog reads it.
         self.last_progress = time.monotonic()
+        if getattr(self.alerter, "store", None) is None:
+            # Alerts go to the store's outbox first, then out (retried until the webhook
+            # takes them); dead letters are written there with their outcome.
+            self.alerter.attach(self.store)
+        if settings.daemon.alert_emergencies and self.alerter.enabled:
+            # An emergency's alert is written with the message: a crash cannot lose it.
+            self.store.alerts_for_new = emergency_alerts
         self._clients: dict[str, BerkshireClient] = {}
         self._connectors: dict[str, Connector] = {}
         self.paused: dict[str, tuple[datetime, str]] = {}
@@ -176,6 +183,9 @@ class Daemon:
         self.last_progress = time.monotonic()
         self.crm_waited[target] += waited
         self.metrics.observe_request(target, endpoint, status, waited)
+        # The fence, after every CRM answer: a batch taken over by another worker (we were
+        # frozen past the lease) stops here, before its connector sends another write.
+        check_claim()
 
     def migrate(self) -> None:
         self._runs.migrate()
@@ -280,8 +290,16 @@ class Daemon:
                         log.error("could not record the run", error=_db_problem(exc))
                 self._update_metrics(report)
                 self.last_cycle = report
+                self._flush_alerts()
                 structlog.contextvars.unbind_contextvars("run_id")
             return report
+
+    def _flush_alerts(self) -> None:
+        """Send what the alert outbox holds (this cycle's alerts, earlier ones that failed)."""
+        try:
+            self.alerter.flush()
+        except Exception as exc:  # alerting must never break a cycle; the rows stay
+            log.warning("alert outbox not flushed", error=type(exc).__name__)
 
     def _targets_in_use(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -466,8 +484,7 @@ class Daemon:
             )  # fmt: skip
             report.targets[name] = stats
             self.paused.pop(name, None)
-            for message_id, reason in stats.dead_letters[:20]:  # an alert storm helps nobody
-                self.alerter.dead_letter(name, message_id, reason)
+            # Dead letters are already in the alert outbox, written with their outcomes.
             log.info("target delivered", target=name, **stats.as_dict())
         except AuthError as exc:
             self.paused[name] = (now + AUTH_PAUSE, "authentication failed")
@@ -478,7 +495,10 @@ class Daemon:
             self.paused[name] = (exc.until, exc.reason)
             report.errors.append(str(exc))
             log.error("target paused", target=name, until=exc.until.isoformat(), reason=exc.reason)
-            self.alerter.daily_limit(name)
+            if exc.kind == "outage":
+                self.alerter.outage(name, exc.until, exc.reason)
+            else:
+                self.alerter.daily_limit(name)
         except RetriableError as exc:
             report.errors.append(f"{name}: {exc}")
             log.warning("CRM unavailable; deliveries will be retried", target=name, error=str(exc))

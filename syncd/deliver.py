@@ -4,19 +4,30 @@ Per batch, the CRM sees at most: one packed lookup for the keys the match cache 
 answer, one packed read for cached records whose fields we might fill, one batched contact
 write, one batched activity write. Everything the batch learnt is recorded in one
 transaction with the outcomes (see :meth:`syncd.store.Store.record`).
+
+Nothing twice: before ``connector.apply`` each delivery is recorded, durably and under its
+claim's fence, as *in doubt* together with its intent (action, record, caller key, fields).
+Every later attempt at an in-doubt delivery -- after a crash, a signal, a hand-back, a daily
+limit, a timeout, a malformed answer or a lost lease -- is sent as ``Plan(in_doubt=True)``,
+rebuilt from that intent, so the connector finds each part by marker before writing; only a
+recorded done clears the doubt. The claim is renewed between phases, and a
+worker whose claim was taken over has its outcomes rejected as a whole by the store.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
+from syncd.alerts import dead_letter_alert
 from syncd.backoff import backoff_delay
 from syncd.config import DaemonSettings, TargetSettings
 from syncd.connector import Connector
@@ -32,26 +43,36 @@ from syncd.match.policy import (
     policy_keys,
 )
 from syncd.models import (
+    Action,
     CrmRecord,
     KeyKind,
     MatchKey,
     Outcome,
     Plan,
-    activity_marker,
 )
 from syncd.owners.assign import OwnerStep
+from syncd.store.alertbox import AlertRow
+from syncd.store.breaker import close_breaker, open_until, record_failure
 from syncd.store.store import CacheEntry, CacheWrite, Claimed, DeliveryResult, State, Store
 
-__all__ = ["DeliveryStats", "TargetPaused", "deliver_target"]
+__all__ = ["ClaimLost", "DeliveryStats", "TargetPaused", "check_claim", "deliver_target"]
 
 log = structlog.get_logger(__name__)
 
 
-class TargetPaused(Exception):
-    """The target cannot take work now (daily quota spent); ``until`` says when to try."""
+class ClaimLost(BaseException):
+    """Raised into a connector, through its request observer (:func:`check_claim`), when
+    the batch it is applying has been taken over by another worker: it must not send one
+    more write. A BaseException, like KeyboardInterrupt, so that no connector's ``except
+    Exception`` turns it into a retry of the request."""
 
-    def __init__(self, target: str, until: datetime, reason: str) -> None:
-        self.target, self.until, self.reason = target, until, reason
+
+class TargetPaused(Exception):
+    """The target cannot take work now; ``until`` says when to try. ``kind`` is ``daily``
+    (the daily API quota is spent) or ``outage`` (its circuit breaker is open)."""
+
+    def __init__(self, target: str, until: datetime, reason: str, kind: str = "daily") -> None:
+        self.target, self.until, self.reason, self.kind = target, until, reason, kind
         super().__init__(f"{target} paused until {until.isoformat()}: {reason}")
 
 
@@ -69,6 +90,10 @@ class DeliveryStats:
     retry: int = 0
     dead: int = 0
     batches: int = 0
+    # In-doubt plans sent to the connector (each reconciles before it writes).
+    in_doubt: int = 0
+    # Outcomes the store rejected because this worker's claim had been taken over.
+    rejected: int = 0
     dead_letters: list[tuple[str, str]] = field(default_factory=list)  # (message id, reason)
     # How each delivery was decided: email / phone / company_name / cache / operator (an
     # existing record found that way), new, review.
@@ -87,6 +112,8 @@ class DeliveryStats:
             "activities_logged": self.activities_logged,
             "activities_updated": self.activities_updated,
             "reconciled": self.reconciled,
+            "in_doubt": self.in_doubt,
+            "rejected": self.rejected,
             "review": self.review,
             "skipped": self.skipped,
             "retry": self.retry,
@@ -125,6 +152,7 @@ class _Batch:
         self.store, self.connector, self.target, self.daemon = store, connector, target, daemon
         self.regions, self.now, self.dry_run = regions, now, dry_run
         self.results: list[DeliveryResult] = []
+        self.alerts: list[AlertRow] = []
         self.cache_writes: list[CacheWrite] = []
         self.cache_drops: list[str] = []
         # Per delivery: canonical fields the CRM record holds once its plan succeeds.
@@ -135,27 +163,42 @@ class _Batch:
         self.decisions: dict[int, str] = {}
 
     # -- steps -----------------------------------------------------------------------------
-    def reconcile(self, items: list[_Item], stats: DeliveryStats) -> list[_Item]:
-        """An earlier attempt may have reached the CRM before we could record it: look for
-        its activity by marker (an immediately consistent read) instead of writing again."""
-        suspects = [i for i in items if i.claimed.attempts > 1 and not i.claimed.activity_id]
-        if not suspects:
-            return items
-        markers = {self._marker(i): i for i in suspects}
-        found = self.connector.find_activities(list(markers))
-        settled: set[int] = set()
-        for marker, ref in found.items():
-            item = markers.get(marker)
-            if item is None:
-                continue
-            settled.add(item.claimed.delivery_id)
-            stats.reconciled += 1
-            self._done(
-                item.claimed.delivery_id, ref.record_id, "contact", ref.activity_id, "reconciled"
+    def from_intent(self, items: list[_Item]) -> list[Plan]:
+        """In-doubt deliveries with a recorded intent: the SAME plan again (same record, same
+        caller key, same fields), marked in doubt -- never a fresh match, which could pick
+        another record or caller key than the write that may have landed."""
+        plans: list[Plan] = []
+        for item in items:
+            intent = item.claimed.intent or {}
+            record_id = intent.get("record_id")
+            kind = str(intent.get("record_kind") or "contact")
+            if record_id:
+                decision = Decision("existing", record=CrmRecord(str(record_id), kind))
+            else:
+                decision = Decision("new", company_id=intent.get("company_id"))
+            plan = plan_for(
+                item.claimed.delivery_id,
+                item.claimed.message,
+                item.keys,
+                decision,
+                self.target,
+                caller_key=str(intent.get("caller_key") or ""),
+                existing_activity=item.claimed.activity_id,
             )
-            if ref.record_id:
-                self._cache(item.keys, ref.record_id, "contact", {})
-        return [i for i in items if i.claimed.delivery_id not in settled]
+            if plan is None:  # the sync mode changed since: match afresh, still in doubt
+                item.decision = None
+                continue
+            plan = replace(
+                plan,
+                action=Action(str(intent.get("action") or plan.action.value)),
+                fields=dict(intent.get("fields") or {}),
+                company_id=intent.get("company_id") or plan.company_id,
+                record_kind=kind,
+                in_doubt=True,
+            )
+            self.known_after[plan.delivery_id] = {}
+            plans.append(plan)
+        return plans
 
     def from_cache(self, items: list[_Item]) -> None:
         keys = {k for i in items for k in self._cache_keys(i.keys)}
@@ -250,6 +293,9 @@ class _Batch:
                 existing_activity=claimed.activity_id,
                 known=item.known,
             )
+            if plan is not None and claimed.in_doubt:
+                # A write may have landed (or an earlier store may have made it): reconcile.
+                plan = replace(plan, in_doubt=True)
             if plan is None:
                 stats.skipped += 1
                 self.results.append(
@@ -287,20 +333,23 @@ class _Batch:
                 self.cache_drops.extend(outcome.gone)
             if outcome.ok:
                 stats.done += 1
-                if outcome.created and outcome.record_id:
-                    created.add(outcome.record_id)
-                if outcome.updated:
-                    stats.contacts_updated += 1
-                if plan.activity.existing_id:
-                    stats.activities_updated += 1
+                if outcome.reconciled:
+                    stats.reconciled += 1  # every part was already there: nothing written
                 else:
-                    stats.activities_logged += 1
+                    if outcome.created and outcome.record_id:
+                        created.add(outcome.record_id)
+                    if outcome.updated:
+                        stats.contacts_updated += 1
+                    if plan.activity.existing_id:
+                        stats.activities_updated += 1
+                    else:
+                        stats.activities_logged += 1
                 self._done(
                     plan.delivery_id,
                     outcome.record_id,
                     outcome.record_kind,
                     outcome.activity_id,
-                    plan.action.value,
+                    "reconciled" if outcome.reconciled else plan.action.value,
                     passed_over=self.passed_over.get(plan.delivery_id),
                 )
                 if outcome.record_id:
@@ -309,6 +358,8 @@ class _Batch:
                     self._cache_plan(plan, outcome.record_id, outcome.record_kind, snapshot)
                 continue
             attempts = claims[plan.delivery_id].attempts
+            # The record the intent named is gone: the next attempt matches afresh.
+            forget = bool(plan.in_doubt and plan.record_id and plan.record_id in outcome.gone)
             if outcome.retriable and attempts < self.daemon.max_attempts:
                 stats.retry += 1
                 delay = 0.0 if outcome.gone else self._delay(attempts, outcome.retry_after)
@@ -319,13 +370,13 @@ class _Batch:
                         error=outcome.error,
                         next_attempt_at=self.now + timedelta(seconds=delay),
                         decision=self.decisions.get(plan.delivery_id),
+                        forget_intent=forget,
                     )
                 )
             else:
                 stats.dead += 1
-                stats.dead_letters.append(
-                    (plan.message.message_id, outcome.error or "unknown error")
-                )
+                error = outcome.error or "unknown error"
+                stats.dead_letters.append((plan.message.message_id, error))
                 log.warning(
                     "delivery dead",
                     target=self.target.name,
@@ -338,14 +389,18 @@ class _Batch:
                         State.DEAD,
                         error=outcome.error,
                         decision=self.decisions.get(plan.delivery_id),
+                        forget_intent=forget,
                     )
                 )
+                self.alerts.append(
+                    dead_letter_alert(
+                        self.target.name, plan.message.account, plan.message.message_id, error,
+                        self.now,
+                    )
+                )  # fmt: skip
         stats.contacts_created += len(created)
 
     # -- helpers ---------------------------------------------------------------------------
-    def _marker(self, item: _Item) -> str:
-        return activity_marker(item.claimed.message.account, item.claimed.message.message_id)
-
     def _offered(self, item: _Item) -> dict[str, str]:
         return canonical_fields(item.claimed.message, item.keys)
 
@@ -437,33 +492,43 @@ def deliver_target(
     giving its claims back; a spent daily quota raises :class:`TargetPaused`. Counts go to
     ``stats`` when given, so a caller still has them when a batch fails and this raises."""
     stats = stats if stats is not None else DeliveryStats()
-    held: list[int] = []  # dry run keeps its claims until the end so it sees each delivery once
+    held: list[tuple[int, str]] = []  # dry run keeps its claims to the end: each seen once
     worker = daemon.worker_id
+    breaker = open_until(store, target.name)
+    if breaker.is_open(clock()) and breaker.open_until is not None:
+        raise TargetPaused(
+            target.name, breaker.open_until, f"circuit open: {breaker.reason}", kind="outage"
+        )
+    failing = [breaker.failures > 0]  # the breaker has failures to clear on a success
     creating = _NewCallerLease(store, target.name, worker, daemon.lease_seconds, clock, stop)
     try:
         while not (stop and stop.is_set()):
             if max_batches is not None and stats.batches >= max_batches:
                 break
             now = clock()
-            claimed = store.claim(target.name, daemon.batch_size, worker, daemon.lease_seconds, now)
+            claimed = store.claim(
+                target.name, daemon.batch_size, worker, daemon.lease_seconds, now,
+                doubt_before_birth=daemon.reconcile_before_birth,
+            )  # fmt: skip
             if not claimed:
                 break
             stats.batches += 1
             stats.claimed += len(claimed)
             if dry_run:
-                held.extend(c.delivery_id for c in claimed)
+                held.extend((c.delivery_id, c.token) for c in claimed)
             try:
                 _deliver_batch(
                     store, connector, target, daemon, regions, claimed, stats, now, dry_run,
-                    creating,
+                    creating, failing, clock,
                 )  # fmt: skip
             finally:
                 creating.release()
             if on_batch is not None:
                 on_batch(target.name, stats)
     finally:
-        if dry_run and held:
-            store.release(held, worker=worker, refund_attempt=True)
+        for token in {t for _, t in held}:
+            ids = [i for i, t in held if t == token]
+            store.release(ids, worker=worker, refund_attempt=True, token=token)
     return stats
 
 
@@ -478,68 +543,262 @@ def _deliver_batch(
     now: datetime,
     dry_run: bool,
     creating: _NewCallerLease | None = None,
+    failing: list[bool] | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> None:
+    # Renewals run from the current time, not the batch's start (on SQLite the process clock
+    # is the lease clock): a batch that waited keeps a full lease ahead of it.
+    current = clock or (lambda: now)
     batch = _Batch(store, connector, target, daemon, regions, now, dry_run)
     claims = {c.delivery_id: c for c in claimed}
+    token = claimed[0].token
     ids = list(claims)
+    lease = daemon.lease_seconds
     try:
         items = [
             _Item(c, extract_keys(c.message, regions.get(c.message.account, "US"))) for c in claimed
         ]
-        items = batch.reconcile(items, stats)
+        intended = [i for i in items if i.claimed.in_doubt and i.claimed.intent]
+        again = batch.from_intent(intended)
+        rebuilt = {p.delivery_id for p in again}
+        items = [i for i in items if i.claimed.delivery_id not in rebuilt]
         batch.from_cache(items)
         batch.from_crm(items)
+        name = target.name
+        ids = _still_held(store, name, ids, token, lease, current(), "after lookup")
         if creating is not None and not dry_run and _has_new(items):
             creating.acquire()
+            # Waiting for the new-caller lease must not cost the delivery lease.
+            ids = _still_held(
+                store, name, ids, token, lease, current(), "after the new-caller lease"
+            )
             _recheck_new(batch, items)
-        plans = batch.plan(items, stats)
+        kept = set(ids)
+        items = [i for i in items if i.claimed.delivery_id in kept]
+        plans = [p for p in again if p.delivery_id in kept] + batch.plan(items, stats)
         owners = OwnerStep(store, connector, target.name, target.owners, dry_run=dry_run)
         plans = owners.assign(
             plans, {i.claimed.delivery_id: i.decision.record if i.decision else None for i in items}
         )
-        outcomes = owners.checked(connector.apply(plans) if plans else [])
+        if plans and not dry_run:
+            # Durably "may have been written" BEFORE the first byte goes to the CRM.
+            marked = store.mark_in_doubt(
+                {p.delivery_id: _intent(p) for p in plans}, token=token, lease_seconds=lease,
+                now=current(),
+            )  # fmt: skip
+            lost = {p.delivery_id for p in plans} - marked
+            if lost:  # taken over: the new holder reconciles them, we must not write them
+                _lost(target.name, len(lost), "before apply")
+                kept -= lost
+                plans = [p for p in plans if p.delivery_id in marked]
+        stats.in_doubt += sum(1 for p in plans if p.in_doubt)
+        if plans and not dry_run:
+            # A CRM slower than the lease must not cost the claim while we wait for it.
+            beat = _Heartbeat(store, name, [p.delivery_id for p in plans], token, lease, current)
+            try:
+                with beat:
+                    outcomes = owners.checked(connector.apply(plans))
+            except ClaimLost:
+                # Taken over mid-apply: the new holder reconciles every part. Ours that are
+                # still held go back (in doubt) for a prompt retry instead of a lease wait.
+                _lost(name, len(plans), "mid-apply: the connector was stopped")
+                store.release(beat.ids, worker=daemon.worker_id, token=token)
+                stats.rejected += len(plans)
+                return
+        else:
+            outcomes = owners.checked(connector.apply(plans) if plans else [])
+        if plans and not dry_run:
+            _still_held(store, name, ids, token, lease, current(), "after apply")
         answered = {o.delivery_id for o in outcomes}
         missing = [p for p in plans if p.delivery_id not in answered]
         outcomes = list(outcomes) + [
             Outcome(p.delivery_id, ok=False, error="connector gave no outcome", retriable=True)
             for p in missing
         ]
+        counted = copy.deepcopy(stats)  # as it was, should the store reject these outcomes
         batch.record_outcomes(plans, outcomes, claims, stats)
     except AuthError as exc:
-        store.release(ids, worker=daemon.worker_id, error=str(exc), refund_attempt=True)
+        store.release(
+            ids, worker=daemon.worker_id, error=str(exc), refund_attempt=True, token=token
+        )
         raise
     except RateLimited as exc:
         if exc.daily:
-            until = now + timedelta(hours=1)
+            until = now + timedelta(seconds=daemon.daily_limit_pause_seconds)
             store.release(
                 ids,
                 worker=daemon.worker_id,
                 next_attempt_at=until,
                 error=str(exc),
                 refund_attempt=True,
+                token=token,
             )
             raise TargetPaused(target.name, until, "daily API limit reached") from exc
         _retry_all(store, target.name, ids, daemon, now, exc.retry_after, str(exc), claims, stats)
         raise
     except RetriableError as exc:
+        if not dry_run:
+            state = record_failure(
+                store, target.name, str(exc), threshold=daemon.breaker_failures,
+                pause_seconds=daemon.breaker_pause_seconds,
+                max_pause_seconds=daemon.breaker_max_pause_seconds, now=now,
+            )  # fmt: skip
+            if failing is not None:
+                failing[0] = True
+            if state.open_until is not None:
+                # An outage: hand the batch back without spending its attempts, pause.
+                store.release(
+                    ids, worker=daemon.worker_id, next_attempt_at=state.open_until,
+                    error=str(exc), refund_attempt=True, token=token,
+                )  # fmt: skip
+                stats.retry += len(ids)
+                reason = f"circuit open after {state.failures} failed batches: {exc}"
+                raise TargetPaused(target.name, state.open_until, reason, kind="outage") from exc
         _retry_all(store, target.name, ids, daemon, now, exc.retry_after, str(exc), claims, stats)
         raise
     except BaseException as exc:
-        # A bug or an interrupt: give the work back untouched for the next run.
+        # A bug or an interrupt: give the work back for the next run (still in doubt when
+        # it was marked so: the next attempt reconciles).
         store.release(
-            ids, worker=daemon.worker_id, error=f"{type(exc).__name__}: {exc}", refund_attempt=True
+            ids,
+            worker=daemon.worker_id,
+            error=f"{type(exc).__name__}: {exc}",
+            refund_attempt=True,
+            token=token,
         )
         raise
+    if failing is not None and failing[0] and not dry_run:
+        close_breaker(store, target.name)  # the CRM answered: the outage is over
+        failing[0] = False
     if not dry_run:
-        store.record(
+        results = [r for r in batch.results if r.delivery_id in kept]
+        if not store.record(
             target.name,
-            batch.results,
+            results,
             worker=daemon.worker_id,
             cache_writes=batch.cache_writes,
             cache_drops=batch.cache_drops,
             now=now,
+            token=token,
+            alerts=batch.alerts,
+        ):
+            _lost(target.name, len(results), "at record: outcomes rejected")
+            # Another worker owns these deliveries now and counts what it records.
+            for name in vars(stats):
+                setattr(stats, name, getattr(counted, name))
+            stats.rejected += len(results)
+        else:
+            owners.record(plans, outcomes, now)
+
+
+# A claim is renewed this often (a fraction of the lease) while the connector writes.
+HEARTBEAT_SHARE = 1 / 3
+
+
+_applying = threading.local()  # .beat: the heartbeat of the batch this thread applies
+
+
+def check_claim() -> None:
+    """Called after every CRM answer (the daemon's request observer): raises
+    :class:`ClaimLost` into the connector once the batch it applies belongs to another worker,
+    so a worker that was frozen past its lease does not send the rest of its writes. Costs
+    a database read only when no renewal has succeeded for most of a lease."""
+    beat: _Heartbeat | None = getattr(_applying, "beat", None)
+    if beat is not None and beat.lost_now():
+        raise ClaimLost(f"claims on {beat.target} were taken over by another worker")
+
+
+class _Heartbeat:
+    """Renews a batch's claim in the background while ``connector.apply`` runs, so only a
+    worker that is gone or frozen (or cut off from the database) for a whole lease loses its
+    claim; one that is merely waiting on a slow CRM keeps it."""
+
+    def __init__(
+        self,
+        store: Store,
+        target: str,
+        ids: list[int],
+        token: str,
+        lease: float,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.store, self.target, self.ids, self.token = store, target, ids, token
+        self.lease, self.clock = lease, clock
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"lease:{target}", daemon=True)
+        self.renewed = time.monotonic()
+        self.lost = False
+
+    def __enter__(self) -> _Heartbeat:
+        self.renewed = time.monotonic()
+        _applying.beat = self
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _applying.beat = None
+        self.stop.set()
+        self.thread.join()
+
+    def lost_now(self) -> bool:
+        """True once any claim of the batch is known to be another worker's. Asks the
+        database when the last renewal is most of a lease old (we may have been frozen)."""
+        if not self.lost and time.monotonic() - self.renewed > self.lease * 0.8:
+            self._renew()
+        return self.lost
+
+    def _renew(self) -> None:
+        held = self.store.renew(
+            self.ids, token=self.token, lease_seconds=self.lease, now=self.clock()
         )
-        owners.record(plans, outcomes, now)
+        if len(held) < len(self.ids):
+            _lost(self.target, len(self.ids) - len(held), "while the CRM answered")
+            self.ids = [i for i in self.ids if i in held]
+            self.lost = True
+        else:
+            self.renewed = time.monotonic()
+
+    def _beat(self) -> None:
+        every = max(self.lease * HEARTBEAT_SHARE, 0.05)
+        while not self.stop.wait(every) and not self.lost:
+            try:
+                self._renew()
+            except Exception as exc:  # the database is away: the record fence decides later
+                log.warning("claim not renewed", target=self.target, error=type(exc).__name__)
+
+
+def _intent(plan: Plan) -> dict[str, Any]:
+    """What a plan set out to do, enough to send the same plan again."""
+    return {
+        "action": plan.action.value,
+        "record_id": plan.record_id,
+        "record_kind": plan.record_kind,
+        "caller_key": plan.caller_key,
+        "fields": dict(plan.fields),
+        "company_id": plan.company_id,
+    }
+
+
+def _lost(target: str, count: int, when: str) -> None:
+    log.warning(
+        "stale worker: claims taken over by another worker",
+        target=target,
+        deliveries=count,
+        when=when,
+    )
+
+
+def _still_held(
+    store: Store, target: str, ids: list[int], token: str, lease: float, now: datetime, when: str
+) -> list[int]:
+    """Renew the claim; the deliveries another worker took over are dropped from this
+    batch (never written, never recorded, never released by us)."""
+    if not ids:
+        return ids
+    held = store.renew(ids, token=token, lease_seconds=lease, now=now)
+    if len(held) < len(ids):
+        _lost(target, len(ids) - len(held), when)
+    return [i for i in ids if i in held]
 
 
 class _NewCallerLease:
@@ -609,13 +868,21 @@ def _retry_all(
     """The whole batch failed: retry each delivery after a back-off, unless it has had its
     ``max_attempts`` -- then it is dead, as after per-record failures, for an operator to see
     and requeue (``syncd retry``) instead of being retried unseen for ever."""
+    token = next(iter(claims.values())).token if claims else None
     spent = [i for i in ids if claims[i].attempts >= daemon.max_attempts]
     ids = [i for i in ids if claims[i].attempts < daemon.max_attempts]
     if spent:
         dead = [DeliveryResult(i, State.DEAD, error=error[:2000]) for i in spent]
-        store.record(target, dead, worker=daemon.worker_id, now=now)
-        stats.dead += len(spent)
-        log.warning("deliveries dead", target=target, count=len(spent), error=error)
+        alerts = [
+            dead_letter_alert(
+                target, claims[i].message.account, claims[i].message.message_id, error, now
+            )
+            for i in spent
+        ]
+        if store.record(target, dead, worker=daemon.worker_id, now=now, token=token, alerts=alerts):
+            stats.dead += len(spent)
+            stats.dead_letters += [(claims[i].message.message_id, error) for i in spent]
+            log.warning("deliveries dead", target=target, count=len(spent), error=error)
     stats.retry += len(ids)
     if not ids:
         return
@@ -627,5 +894,9 @@ def _retry_all(
         retry_after=retry_after,
     )
     store.release(
-        ids, worker=daemon.worker_id, next_attempt_at=now + timedelta(seconds=delay), error=error
+        ids,
+        worker=daemon.worker_id,
+        next_attempt_at=now + timedelta(seconds=delay),
+        error=error,
+        token=token,
     )

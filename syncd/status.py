@@ -17,6 +17,8 @@ from syncd.history import Masker, message_history
 from syncd.logging import redact_text
 from syncd.match.emails import mask_emails_in
 from syncd.match.phones import mask_phones_in
+from syncd.store.alertbox import alerts_unsent
+from syncd.store.breaker import breaker_states
 from syncd.store.owners import owner_summary
 from syncd.store.source_state import open_gaps
 from syncd.store.store import Store
@@ -29,6 +31,7 @@ def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
     cursors = store.cursor_positions()
     oldest = store.oldest_pending()
     counts = store.counts()
+    breakers = breaker_states(store)
     return {
         "database": make_url(settings.daemon.database_url).render_as_string(hide_password=True),
         "schema_revision": store.schema_revision(),
@@ -49,6 +52,8 @@ def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
                 "oldest_pending_age_seconds": int((now - oldest[name]).total_seconds())
                 if name in oldest
                 else None,
+                # Circuit breaker: whole-batch failures in a row, paused until open_until.
+                "breaker": breakers[name].as_dict() if name in breakers else None,
             }
             for name, target in settings.targets.items()
         },
@@ -71,6 +76,7 @@ def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
         ],
         # Per target: owners assigned (by rule) and the messages that fell back, with why.
         "owners": owner_summary(store),
+        "alerts_unsent": alerts_unsent(store),
     }
 
 
@@ -118,6 +124,15 @@ def print_status(status: dict[str, Any], out: TextIO, as_json: bool) -> None:
             "-" if age is None else f"{age}s",
         )
     console.print(targets)
+    for name, t in status["targets"].items():
+        breaker = t.get("breaker") or {}
+        if breaker.get("open_until"):
+            console.print(
+                f"[red]{name}: paused until {breaker['open_until'][:19]} after "
+                f"{breaker['failures']} failed batches[/red] ({(breaker['reason'] or '')[:80]})"
+            )
+    if status.get("alerts_unsent"):
+        console.print(f"[yellow]{status['alerts_unsent']} alert(s) not yet sent[/yellow]")
     runs = Table(title="last runs")
     for col in ("id", "kind", "started", "status", "error"):
         runs.add_column(col)

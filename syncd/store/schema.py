@@ -26,6 +26,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "alerts",
+    "breakers",
     "cursors",
     "deliveries",
     "delivery_events",
@@ -38,6 +40,7 @@ __all__ = [
     "quarantine",
     "runs",
     "source_gaps",
+    "store_meta",
     "windows",
 ]
 
@@ -117,6 +120,14 @@ deliveries = Table(
     Column("review_candidates", JSON),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # The fence of the current claim: only its holder may mark, renew or record the row.
+    Column("claim_token", String(64)),
+    # A write for this delivery may have reached the CRM before its outcome was recorded:
+    # every later attempt reconciles (Plan.in_doubt). Cleared only by done.
+    Column("in_doubt", Boolean, nullable=False, default=False, server_default="0"),
+    # What the in-doubt attempt set out to do (action, record, caller key, fields), so the
+    # next attempt rebuilds the same plan instead of matching afresh.
+    Column("intent", JSON),
     UniqueConstraint("message_pk", "target"),
     Index("ix_deliveries_claim", "target", "state", "next_attempt_at"),
     Index("ix_deliveries_queue", "target", "state", "id"),
@@ -246,4 +257,42 @@ owner_assignments = Table(
     Column("reasons", Text),
     Column("at", UTCDateTime(), nullable=False),
     Index("ix_owner_assignments_record", "target", "record_id"),
+)
+
+# Facts about the store itself: ``born_at`` (when this database was first migrated).
+store_meta = Table(
+    "store_meta",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# The alert outbox: written with the fact that raises it, sent by a retrying sender. ``key``
+# names the alert once, so a restart or a second replica never sends it twice.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("key", String(300), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("payload", JSON, nullable=False),  # {"title", "fields", "severity"}, masked
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime()),
+    Column("claimed_until", UTCDateTime()),
+    Column("sent_at", UTCDateTime()),
+    Column("last_error", Text),
+    UniqueConstraint("key"),
+    Index("ix_alerts_unsent", "sent_at", "next_attempt_at"),
+)
+
+# Circuit breaker per target: consecutive whole-batch failures, and until when it is open.
+breakers = Table(
+    "breakers",
+    metadata,
+    Column("target", String(100), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("open_until", UTCDateTime()),
+    Column("reason", Text),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )

@@ -9,13 +9,13 @@ use ``FOR UPDATE SKIP LOCKED`` so several replicas on PostgreSQL share the work.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -34,12 +34,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from syncd.models import KeyKind, MatchKey, Message
 from syncd.store import events, migrate
+from syncd.store.alertbox import AlertRow, insert_alerts
 from syncd.store.codec import message_from_row, message_to_fields
+from syncd.store.files import prepare_sqlite_file
 from syncd.store.schema import (
     cursors,
     deliveries,
@@ -48,8 +49,18 @@ from syncd.store.schema import (
     messages,
     quarantine,
     runs,
+    store_meta,
     windows,
 )
+
+log = structlog.get_logger(__name__)
+
+# A message created before the store was born may have been delivered by an earlier store
+# that was lost: reconcile it first. No margin after the birth: steady state (messages newer
+# than the store) must cost nothing, and an earlier store can only have delivered messages
+# created before it was lost, which was before this one was born -- unless the source's clock
+# runs ahead of ours by more than that gap.
+BIRTH_MARGIN = timedelta(0)
 
 __all__ = [
     "CacheEntry",
@@ -92,8 +103,9 @@ class IngestResult:
 
 @dataclass(frozen=True)
 class Claimed:
-    """A delivery taken for work. ``attempts > 1`` means an earlier attempt may have reached
-    the CRM: reconcile by marker before writing again."""
+    """A delivery taken for work. ``in_doubt`` means an earlier attempt (or an earlier store)
+    may have reached the CRM: the plan must reconcile before writing, built from ``intent``
+    when an attempt recorded one. ``token`` fences the claim: only its holder may record."""
 
     delivery_id: int
     target: str
@@ -105,6 +117,9 @@ class Claimed:
     record_kind: str | None = None
     # "resolved_new" / "resolved_record" when an operator settled a review item.
     action: str | None = None
+    token: str = ""
+    in_doubt: bool = False
+    intent: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,9 @@ class DeliveryResult:
     review_candidates: list[str] | None = None
     # How the match was decided, for the sync log: "existing by phone +1...", "new", "review".
     decision: str | None = None
+    # An in-doubt delivery whose recorded intent named a record that is gone: match afresh
+    # next time (still in doubt).
+    forget_intent: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,24 +161,16 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _prepare_sqlite_file(url: str) -> None:
-    """Create the SQLite file readable by its owner only, before SQLite creates it 0644."""
-    database = make_url(url).database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    path = Path(database)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(fd)
-    else:
-        os.chmod(path, 0o600)
-
-
 def create_store_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        _prepare_sqlite_file(url)
+        prepare_sqlite_file(url)
         engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "do_connect")
+        def _before_connect(*_: Any) -> None:
+            # A state file deleted while we run is created again by the next connection:
+            # owner-only, like the first one, not SQLite's 0644.
+            prepare_sqlite_file(url, check_side_files=False)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _: Any) -> None:
@@ -187,12 +197,59 @@ class Store:
         self.url = url
         self.engine = create_store_engine(url)
         self.dialect = self.engine.dialect.name
+        self._born: datetime | None = None
+        # Alerts raised by newly stored messages (emergencies), written in the same
+        # transaction as the messages; set by the daemon when such alerts are wanted.
+        self.alerts_for_new: Callable[[Sequence[Message]], Sequence[AlertRow]] | None = None
 
     def close(self) -> None:
         self.engine.dispose()
 
     def migrate(self) -> None:
         migrate.upgrade(self.engine)
+        self.born_at()
+
+    # -- the database's clock and the store's birth ------------------------------------------
+    def _clock(self, conn: Connection, now: datetime | None) -> datetime:
+        """The time leases are measured with: the database's on PostgreSQL, so replicas whose
+        clocks disagree still agree on who holds what; on SQLite the database and the
+        process share one host, and ``now`` (the process clock, injectable) is that clock."""
+        if self.dialect == "postgresql":
+            value: datetime = conn.execute(select(func.clock_timestamp())).scalar_one()
+            return _aware(value)
+        return now or _utcnow()
+
+    def born_at(self) -> datetime:
+        """When this store was born: recorded once, at the first migrate (a store upgraded
+        from before this was recorded was born with its first message)."""
+        if self._born is not None:
+            return self._born
+        with self.engine.begin() as conn:
+            value = conn.execute(
+                select(store_meta.c.value).where(store_meta.c.key == "born_at")
+            ).scalar()
+            if value is None:
+                first = conn.execute(select(func.min(messages.c.first_seen_at))).scalar()
+                born = _aware(first) if first is not None else self._clock(conn, None)
+                dialect_insert = (
+                    postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+                )
+                conn.execute(
+                    dialect_insert(store_meta).on_conflict_do_nothing(index_elements=["key"]),
+                    {"key": "born_at", "value": born.isoformat()},
+                )
+                value = conn.execute(
+                    select(store_meta.c.value).where(store_meta.c.key == "born_at")
+                ).scalar_one()
+        self._born = _aware(datetime.fromisoformat(value))
+        return self._born
+
+    def set_born_at(self, when: datetime) -> None:
+        """Move the birth (``import-state`` carries the exported store's birth over)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(store_meta).where(store_meta.c.key == "born_at"))
+            conn.execute(insert(store_meta), {"key": "born_at", "value": when.isoformat()})
+        self._born = _aware(when)
 
     def schema_revision(self) -> str | None:
         return migrate.current_revision(self.engine)
@@ -264,6 +321,8 @@ class Store:
                     ],
                 ).all()
                 pks = [row.id for row in inserted]
+                if self.alerts_for_new is not None:
+                    insert_alerts(conn, self.dialect, self.alerts_for_new(fresh), now)
                 if targets:
                     conn.execute(
                         insert(deliveries),
@@ -490,10 +549,11 @@ class Store:
     def acquire_lease(
         self, name: str, holder: str, ttl: float, now: datetime | None = None
     ) -> bool:
-        """Take or renew a named lease; False while another live holder has it."""
-        now = now or _utcnow()
-        expires = now + timedelta(seconds=ttl)
+        """Take or renew a named lease; False while another live holder has it. Expiry is
+        measured on the database's clock (see :meth:`_clock`), not the caller's."""
         with self.engine.begin() as conn:
+            now = self._clock(conn, now)
+            expires = now + timedelta(seconds=ttl)
             row = conn.execute(
                 select(leases).where(leases.c.name == name).with_for_update()
             ).first()
@@ -531,15 +591,24 @@ class Store:
         worker: str,
         lease_seconds: float,
         now: datetime | None = None,
+        *,
+        doubt_before_birth: bool = True,
     ) -> list[Claimed]:
+        """Take up to ``limit`` due deliveries under a fresh claim token. With
+        ``doubt_before_birth``, a message created before this store was born is in doubt on
+        its first attempt (an earlier, lost store may have delivered it)."""
         now = now or _utcnow()
-        lease_until = now + timedelta(seconds=lease_seconds)
-        due = (
-            deliveries.c.state == State.PENDING,
-            and_(deliveries.c.state == State.RETRY, deliveries.c.next_attempt_at <= now),
-            and_(deliveries.c.state == State.IN_FLIGHT, deliveries.c.lease_until < now),
-        )
+        born = self.born_at()
+        token = uuid.uuid4().hex
         with self.engine.begin() as conn:
+            clock = self._clock(conn, now)
+            lease_until = clock + timedelta(seconds=lease_seconds)
+            due = (
+                deliveries.c.state == State.PENDING,
+                # Retry timing is the replica's business; lease expiry is the database's.
+                and_(deliveries.c.state == State.RETRY, deliveries.c.next_attempt_at <= now),
+                and_(deliveries.c.state == State.IN_FLIGHT, deliveries.c.lease_until < clock),
+            )
             # One query per kind of due delivery, each reading the queue index in id order;
             # an OR of the three made the database sort every pending delivery per claim.
             found: list[int] = []
@@ -567,6 +636,7 @@ class Store:
                         state=State.IN_FLIGHT,
                         lease_until=lease_until,
                         claimed_by=worker,
+                        claim_token=token,
                         attempts=deliveries.c.attempts + 1,
                         claimed_version=version,
                         updated_at=now,
@@ -582,6 +652,8 @@ class Store:
                         deliveries.c.record_id,
                         deliveries.c.record_kind,
                         deliveries.c.action,
+                        deliveries.c.in_doubt,
+                        deliveries.c.intent,
                         messages.c.account,
                         messages.c.message_id,
                         messages.c.version,
@@ -592,22 +664,95 @@ class Store:
                     .where(deliveries.c.id.in_(chunk))
                     .order_by(deliveries.c.id)
                 )
-                claimed.extend(
-                    Claimed(
-                        delivery_id=r.id,
-                        target=target,
-                        message=message_from_row(r.account, r.message_id, r.fields, r.raw),
-                        attempts=r.attempts,
-                        version=r.version,
-                        activity_id=r.activity_id,
-                        record_id=r.record_id,
-                        record_kind=r.record_kind,
-                        action=r.action,
+                for r in rows:
+                    message = message_from_row(r.account, r.message_id, r.fields, r.raw)
+                    claimed.append(
+                        Claimed(
+                            delivery_id=r.id,
+                            target=target,
+                            message=message,
+                            attempts=r.attempts,
+                            version=r.version,
+                            activity_id=r.activity_id,
+                            record_id=r.record_id,
+                            record_kind=r.record_kind,
+                            action=r.action,
+                            token=token,
+                            in_doubt=bool(r.in_doubt)
+                            or (
+                                doubt_before_birth
+                                and r.activity_id is None
+                                and _before_birth(message, born)
+                            ),
+                            intent=dict(r.intent) if r.in_doubt and r.intent else None,
+                        )
                     )
-                    for r in rows
-                )
             events.claimed(conn, claimed, worker, now)
         return claimed
+
+    def _held(
+        self, conn: Connection, ids: Sequence[int], token: str | None, worker: str
+    ) -> set[int]:
+        """The ids among ``ids`` still claimed under ``token`` (or, without one, by
+        ``worker``), locked until the transaction ends."""
+        fence = (
+            deliveries.c.claim_token == token
+            if token is not None
+            else deliveries.c.claimed_by == worker
+        )
+        held: set[int] = set()
+        for chunk in _chunks(sorted(set(ids))):
+            held.update(
+                conn.execute(
+                    select(deliveries.c.id)
+                    .where(deliveries.c.id.in_(chunk), deliveries.c.state == State.IN_FLIGHT, fence)
+                    .order_by(deliveries.c.id)
+                    .with_for_update()
+                ).scalars()
+            )
+        return held
+
+    def renew(
+        self,
+        delivery_ids: Sequence[int],
+        *,
+        token: str,
+        lease_seconds: float,
+        now: datetime | None = None,
+    ) -> set[int]:
+        """Extend the lease of claims still held under ``token``; returns the ids held (a
+        claim another worker took over after its lease ran out is no longer ours)."""
+        with self.engine.begin() as conn:
+            held = self._held(conn, delivery_ids, token, "")
+            until = self._clock(conn, now) + timedelta(seconds=lease_seconds)
+            for chunk in _chunks(sorted(held)):
+                conn.execute(
+                    update(deliveries).where(deliveries.c.id.in_(chunk)).values(lease_until=until)
+                )
+        return held
+
+    def mark_in_doubt(
+        self,
+        intents: Mapping[int, Mapping[str, Any]],
+        *,
+        token: str,
+        lease_seconds: float,
+        now: datetime | None = None,
+    ) -> set[int]:
+        """Before a connector writes: record durably, for each delivery still held under
+        ``token``, that it *may have been written* and what it set out to do. Renews the
+        lease too. Returns the ids marked: a plan whose id is missing must not be sent."""
+        with self.engine.begin() as conn:
+            held = self._held(conn, list(intents), token, "")
+            until = self._clock(conn, now) + timedelta(seconds=lease_seconds)
+            if held:
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == bindparam("b_id"))
+                    .values(in_doubt=True, intent=bindparam("b_intent"), lease_until=until),
+                    [{"b_id": i, "b_intent": _json_safe(dict(intents[i]))} for i in sorted(held)],
+                )
+        return held
 
     def record(
         self,
@@ -618,11 +763,28 @@ class Store:
         cache_writes: Sequence[CacheWrite] = (),
         cache_drops: Sequence[str] = (),
         now: datetime | None = None,
-    ) -> None:
-        """Record outcomes and match-cache changes in ONE transaction: after a crash either
-        both are there or neither is, and the marker reconciles the CRM side."""
+        token: str | None = None,
+        alerts: Sequence[AlertRow] = (),
+    ) -> bool:
+        """Record outcomes, match-cache changes and the alerts they raise in ONE transaction:
+        after a crash either all are there or none is, and in-doubt deliveries reconcile
+        the CRM side. Fenced: unless every result's claim is still held under ``token``
+        (or, without a token, by ``worker``), NOTHING is written -- a stale worker's
+        outcomes and cache writes are rejected as a whole -- and False is returned."""
         now = now or _utcnow()
         with self.engine.begin() as conn:
+            if results:
+                wanted = {r.delivery_id for r in results}
+                held = self._held(conn, list(wanted), token, worker)
+                if held != wanted:
+                    log.warning(
+                        "stale claim: outcomes rejected",
+                        target=target,
+                        worker=worker,
+                        results=len(wanted),
+                        no_longer_held=len(wanted - held),
+                    )
+                    return False
             if cache_drops:
                 for chunk in _chunks(list(cache_drops)):
                     conn.execute(
@@ -654,11 +816,13 @@ class Store:
                     # same order, instead of each waiting on the other (a deadlock).
                     [rows[key] for key in sorted(rows)],
                 )
+            if alerts:
+                insert_alerts(conn, self.dialect, alerts, now)
             if results:
+                doubt = self._doubts(conn, [r.delivery_id for r in results])
                 mine = and_(
                     deliveries.c.id == bindparam("b_id"),
                     deliveries.c.state == State.IN_FLIGHT,
-                    deliveries.c.claimed_by == worker,
                 )
                 conn.execute(
                     update(deliveries)
@@ -675,6 +839,8 @@ class Store:
                         next_attempt_at=bindparam("b_next"),
                         review_candidates=bindparam("b_review"),
                         delivered_version=bindparam("b_delivered"),
+                        in_doubt=bindparam("b_doubt"),
+                        intent=bindparam("b_intent"),
                         lease_until=None,
                         updated_at=now,
                     ),
@@ -690,6 +856,13 @@ class Store:
                             "b_next": r.next_attempt_at,
                             "b_review": r.review_candidates,
                             "b_delivered": None,
+                            # Done settles the doubt; anything else keeps it (see _SETTLED).
+                            "b_doubt": r.state not in _SETTLED and (r.delivery_id in doubt),
+                            # The intent is what a retry sends again; a review or a skip
+                            # decides afresh (an operator, the sync mode), so drops it.
+                            "b_intent": doubt.get(r.delivery_id)
+                            if r.state in (State.RETRY, State.DEAD) and not r.forget_intent
+                            else None,
                         }
                         for r in results
                     ],
@@ -701,7 +874,6 @@ class Store:
                     finished = and_(
                         deliveries.c.id.in_(done_ids),
                         deliveries.c.state == State.DONE,
-                        deliveries.c.claimed_by == worker,
                     )
                     conn.execute(
                         update(deliveries)
@@ -719,6 +891,19 @@ class Store:
                         .where(finished, deliveries.c.claimed_version < current)
                         .values(state=State.PENDING, attempts=0)
                     )
+        return True
+
+    def _doubts(self, conn: Connection, ids: Sequence[int]) -> dict[int, Any]:
+        """In-doubt deliveries among ``ids`` -> their recorded intent (None when none)."""
+        found: dict[int, Any] = {}
+        for chunk in _chunks(sorted(set(ids))):
+            rows = conn.execute(
+                select(deliveries.c.id, deliveries.c.intent).where(
+                    deliveries.c.id.in_(chunk), deliveries.c.in_doubt.is_(True)
+                )
+            )
+            found.update({r.id: r.intent for r in rows})
+        return found
 
     def release(
         self,
@@ -728,8 +913,16 @@ class Store:
         next_attempt_at: datetime | None = None,
         error: str | None = None,
         refund_attempt: bool = False,
+        token: str | None = None,
     ) -> None:
-        """Give claimed deliveries back (shutdown, dry run, target paused)."""
+        """Give claimed deliveries back (shutdown, dry run, target paused). Fenced by
+        ``token`` when given. A hand-back never clears ``in_doubt``: the next attempt at a
+        delivery that may have been written still reconciles, whatever its attempts."""
+        fence = (
+            deliveries.c.claim_token == token
+            if token is not None
+            else deliveries.c.claimed_by == worker
+        )
         with self.engine.begin() as conn:
             for chunk in _chunks(list(delivery_ids)):
                 values: dict[str, Any] = {
@@ -747,7 +940,7 @@ class Store:
                     .where(
                         deliveries.c.id.in_(chunk),
                         deliveries.c.state == State.IN_FLIGHT,
-                        deliveries.c.claimed_by == worker,
+                        fence,
                     )
                     .values(**values)
                 )
@@ -939,6 +1132,7 @@ class Store:
                     record_id=record_id,
                     record_kind=record_kind if record_id else None,
                     action="resolved_record" if record_id else "resolved_new",
+                    intent=None,  # the operator's decision replaces any earlier plan
                 )
             )
             if result.rowcount:
@@ -976,6 +1170,18 @@ def _requeued() -> dict[str, Any]:
         "last_error": None,
         "updated_at": _utcnow(),
     }
+
+
+# Only a delivery the connector carried out (every part found or written) is settled: one
+# held for review, skipped or dead may have been written before and may be requeued later
+# (an operator, an edited message), so it stays in doubt until it is done.
+_SETTLED = (State.DONE,)
+
+
+def _before_birth(message: Message, born: datetime) -> bool:
+    """Created before this store existed (or when, unknown): an earlier store may have
+    delivered it."""
+    return message.created_at is None or message.created_at < born + BIRTH_MARGIN
 
 
 def _aware(value: datetime) -> datetime:

@@ -28,7 +28,15 @@ def test_sigkill_at_random_moments_loses_nothing_and_doubles_nothing() -> None:
     seed = int(os.environ.get("SYNCD_CRASH_SEED") or random.SystemRandom().randrange(2**31))
     print(f"crash test seed {seed} (replay with SYNCD_CRASH_SEED={seed})")
     options = SOAK.SoakOptions(
-        messages=300, callers=60, days=2, kills=20, seed=seed, world_seed=WORLD_SEED
+        messages=300,
+        callers=60,
+        days=2,
+        kills=20,
+        seed=seed,
+        world_seed=WORLD_SEED,
+        signals=("SIGKILL",),
+        faults=("none",),
+        once_share=0.0,
     )
 
     figures = SOAK.run_soak(options)
@@ -46,4 +54,25 @@ def test_sigkill_at_random_moments_loses_nothing_and_doubles_nothing() -> None:
         assert audit["unexpected_contacts"] == audit["missing_contacts"] == 0, (name, audit)
         assert audit["not_found_by_marker"] == 0, (name, audit)
         assert audit["deliveries"]["done"] == 300, (name, audit["deliveries"])
+    assert figures["ok"], f"seed {seed}: {figures}"
+
+
+def test_signals_and_faults_at_random_moments_lose_nothing_and_double_nothing() -> None:
+    """SIGKILL, SIGINT or SIGTERM to ``run`` or ``run --once``, while one CRM answers 500s,
+    429s, slowly, not at all, or lands an activity write and then answers with the daily
+    limit or a malformed body."""
+    seed = int(os.environ.get("SYNCD_CRASH_SEED") or random.SystemRandom().randrange(2**31))
+    print(f"crash test seed {seed} (replay with SYNCD_CRASH_SEED={seed})")
+    options = SOAK.SoakOptions(
+        messages=300, callers=60, days=2, kills=20, seed=seed, world_seed=WORLD_SEED
+    )
+
+    figures = SOAK.run_soak(options)
+
+    print(json.dumps(figures, sort_keys=True))
+    assert sum(figures["signals"].get(s, 0) for s in SOAK.SIGNALS) == figures["kills"] > 0
+    assert sum(figures["faults_chosen"].values()) == 20
+    assert figures["messages_lost"] == 0
+    assert figures["duplicate_contacts"] == 0
+    assert figures["duplicate_activities"] == 0
     assert figures["ok"], f"seed {seed}: {figures}"

@@ -361,16 +361,7 @@ def _record_types(node: object) -> set[str]:
     return found
 
 
-# HubSpot has no unique activity property: a note that landed after the client gave up is
-# found again only by a plan the daemon sends in doubt (Plan.in_doubt, from branch outbox).
-_NEEDS_IN_DOUBT = pytest.mark.xfail(
-    reason="the daemon sends Plan.in_doubt from branch outbox; HubSpot's find_activities "
-    "searches, which lags writes",
-    strict=False,
-)
-
-
-@pytest.mark.parametrize("writes", ["contacts", pytest.param("activities", marks=_NEEDS_IN_DOUBT)])
+@pytest.mark.parametrize("writes", ["contacts", "activities"])
 def test_slow_answers_and_writes_the_client_gave_up_on(
     make_rig: Callable[..., Rig], world: SandboxWorld, writes: str
 ) -> None:
@@ -513,9 +504,7 @@ class LockOnRequest(Faults):
         return super().pick()
 
 
-@pytest.mark.parametrize(
-    "when", ["before the cycle", pytest.param("while the CRM writes", marks=_NEEDS_IN_DOUBT)]
-)
+@pytest.mark.parametrize("when", ["before the cycle", "while the CRM writes"])
 def test_locked_database_fails_the_cycle_cleanly(rig: Rig, world: SandboxWorld, when: str) -> None:
     short_busy_timeout(rig)
     lock = WriteLock(rig.db_path)
@@ -552,8 +541,11 @@ def test_locked_database_fails_the_cycle_cleanly(rig: Rig, world: SandboxWorld, 
 
 
 def test_dead_after_max_attempts_shown_in_status_and_requeued_by_retry(
-    rig: Rig, world: SandboxWorld
+    make_rig: Callable[..., Rig], world: SandboxWorld
 ) -> None:
+    # A breaker that never opens: every failure spends an attempt (test_nothing_twice shows
+    # an outage pausing the target instead).
+    rig = make_rig(breaker_failures=100)
     hubspot = crm(world, "hubspot")
     hubspot.faults.outage(3600)
     max_attempts = rig.settings.daemon.max_attempts

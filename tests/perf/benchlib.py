@@ -406,6 +406,9 @@ def _settings(sandbox: Sandbox, spec: BenchSpec, database_url: str) -> Settings:
     doc = sandbox.settings_doc(database_url)
     # Steady-state polls look back as far as a production daemon does, not over the sandbox.
     doc["syncd"].pop("lookback_days", None)
+    # The emulators are fresh: syncd never wrote to them, so nothing predating the store needs
+    # reconciling (a real first install over a CRM syncd never saw may say the same).
+    doc["syncd"]["reconcile_before_birth"] = False
     doc["targets"][spec.target].update(profile_for(spec.target).connector)
     return parse_settings(doc, environ={})
 

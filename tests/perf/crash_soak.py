@@ -1,4 +1,10 @@
-"""Crash soak: SIGKILL a real ``syncd run`` at random moments until the sandbox is in sync.
+"""Crash soak: interrupt a real ``syncd run`` at random moments until the sandbox is in sync.
+
+Each life of the daemon is ``syncd run`` or ``syncd run --once``, ended by SIGKILL, SIGINT or
+SIGTERM at a random moment (a graceful stop that does not come within ``grace`` seconds is
+finished with SIGKILL), while a random fault is injected at a random CRM: 500s, 429s, slow
+answers, an outage, or -- the hardest -- an activity write that LANDS and is then answered
+with the daily limit or a malformed 200 body. ``--signals`` and ``--faults`` narrow the menu.
 
 The sandbox (Berkshire simulator and every CRM emulator) runs in this process; the daemon runs
 as a subprocess against it, with a short interval, short leases and small batches so that the
@@ -12,7 +18,8 @@ every CRM is audited against the generator's ground truth:
 
 Run::
 
-    python tests/perf/crash_soak.py --messages 2000 --callers 300 --kills 100 [--seed N]
+    python tests/perf/crash_soak.py --messages 2000 --callers 300 --kills 100 [--seed N] \
+        [--signals SIGKILL,SIGINT,SIGTERM] [--faults none,500s,429s,slow,outage,daily,malformed]
 
 The last line printed is one JSON object with the figures; the exit code is 1 if the audit
 found anything lost or doubled. ``tests/integration/test_crash_recovery.py`` runs a short
@@ -46,13 +53,26 @@ from syncd.match.phones import normalize_phone
 from syncd.models import activity_marker
 from syncd.sandbox.crm import CrmEmulator, StoredContact
 from syncd.sandbox.generate import Caller, callers_of
+from syncd.sandbox.http import Emulator, Request, Response, json_response
 from syncd.sandbox.world import SandboxWorld
 from syncd.store.schema import deliveries
 from syncd.store.store import Store
 
-__all__ = ["SoakOptions", "TargetAudit", "run_soak", "syncd_env"]
+__all__ = [
+    "AfterWrite",
+    "SoakOptions",
+    "TargetAudit",
+    "daily_limit",
+    "malformed",
+    "run_soak",
+    "syncd_env",
+    "writes_activities",
+    "writes_contacts",
+]
 
 TARGETS = ("hubspot", "salesforce")
+SIGNALS = ("SIGKILL", "SIGINT", "SIGTERM")
+FAULTS = ("none", "500s", "429s", "slow", "outage", "daily", "malformed")
 UNFINISHED = ("pending", "in_flight", "retry")
 ACCOUNT = "demo"  # the sandbox config's account name: part of every marker
 
@@ -78,6 +98,15 @@ class SoakOptions:
     crm_delay: float = 0.05
     targets: tuple[str, ...] = TARGETS
     max_once_runs: int = 40
+    # How each life ends, picked at random per life.
+    signals: tuple[str, ...] = SIGNALS
+    # Faults injected at one random CRM per life, picked at random ("none" is a clean life).
+    faults: tuple[str, ...] = FAULTS
+    # Seconds a SIGINT/SIGTERM may take to stop the daemon before it is SIGKILLed.
+    grace: float = 15.0
+    # Share of lives that are ``syncd run --once`` (SIGINT there interrupts a batch; a life
+    # may also end by itself when its one cycle is done).
+    once_share: float = 0.5
 
 
 @dataclass
@@ -115,6 +144,107 @@ class TargetAudit:
                 or self.not_found_by_marker
             )
         )
+
+
+def writes_activities(request: Request) -> bool:
+    """An activity write on either CRM: HubSpot's engagement batch creates, Salesforce's
+    Task records (sObject Collections or composite, typed by ``attributes``)."""
+    if request.method == "GET":
+        return False
+    path = request.path
+    if "/crm/v3/objects/" in path and path.endswith("/batch/create"):
+        kind = path.split("/crm/v3/objects/")[1].split("/")[0]
+        return kind in ("notes", "calls", "tasks", "0-4", "0-46", "0-48", "0-27")
+    return b'"Task"' in request.body and b'"attributes"' in request.body
+
+
+def writes_contacts(request: Request) -> bool:
+    """A contact (or lead) write on either CRM."""
+    if request.method == "GET":
+        return False
+    if "/crm/v3/objects/contacts/batch/" in request.path:
+        return request.path.rsplit("/", 1)[-1] in ("create", "upsert", "update")
+    body = request.body
+    return b'"attributes"' in body and (b'"Contact"' in body or b'"Lead"' in body)
+
+
+Then = Callable[[Emulator, Request, Response], Response]
+
+
+class AfterWrite:
+    """Once an activity write has been CARRIED OUT by the emulator, ``then`` turns the next
+    ``left`` answers into something else: the moment a write landed but is not recorded.
+    Installed on the emulator's dispatch, so reads and other writes go by untouched."""
+
+    def __init__(
+        self,
+        emulator: Emulator,
+        then: Then | None = None,
+        left: int = 0,
+        writes: Callable[[Request], bool] = writes_activities,
+    ) -> None:
+        self.emulator, self.then, self.left, self.hits = emulator, then, left, 0
+        self.writes = writes
+        self._dispatch = emulator.dispatch
+        emulator.dispatch = self  # type: ignore[method-assign]
+
+    def arm(self, then: Then | None, left: int = 1) -> None:
+        with self.emulator.lock:
+            self.then, self.left = then, left if then is not None else 0
+
+    def __call__(self, request: Request) -> Response:
+        response = self._dispatch(request)  # the write lands
+        if self.writes(request) and 200 <= response.status < 300:
+            with self.emulator.lock:
+                then = self.then if self.left > 0 else None
+                self.left -= then is not None
+                self.hits += then is not None
+            if then is not None:
+                return then(self.emulator, request, response)
+        return response
+
+    def remove(self) -> None:
+        del self.emulator.dispatch  # the class's own again
+
+
+def daily_limit(emulator: Emulator, request: Request, response: Response) -> Response:
+    """Each vendor's documented daily-limit answer, given after the write was made: HubSpot's
+    429 with ``policyName: DAILY``, Salesforce's 403 REQUEST_LIMIT_EXCEEDED TotalRequests."""
+    if emulator.name == "hubspot":
+        body: object = {
+            "status": "error",
+            "message": "You have reached your daily limit.",
+            "errorType": "RATE_LIMIT",
+            "policyName": "DAILY",
+            "correlationId": "00000000-0000-0000-0000-000000000000",
+        }
+        return json_response(body, status=429)
+    body = [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+    return json_response(body, status=403)
+
+
+def malformed(emulator: Emulator, request: Request, response: Response) -> Response:
+    """200, and a body cut off a third of the way (a proxy, a truncated read)."""
+    return Response(200, response.body[: max(1, len(response.body) // 3)], response.headers)
+
+
+def _inject(fault: str, emulator: Emulator, after: AfterWrite, base_delay: float) -> None:
+    """Set one CRM's faults for the next life (every other CRM is clean)."""
+    emulator.faults.clear()
+    emulator.faults.delay = base_delay
+    after.arm(None)
+    if fault == "500s":
+        emulator.faults.error_ratio = 0.2
+    elif fault == "429s":
+        emulator.faults.rate_limit_ratio = 0.2
+    elif fault == "slow":
+        emulator.faults.delay = base_delay + 0.3
+    elif fault == "outage":
+        emulator.faults.outage(3600)
+    elif fault == "daily":
+        after.arm(daily_limit)
+    elif fault == "malformed":
+        after.arm(malformed, left=2)
 
 
 def syncd_env(**settings: object) -> dict[str, str]:
@@ -314,16 +444,38 @@ def run_soak(options: SoakOptions, say: Callable[[str], None] = print) -> dict[s
             lease_seconds=options.lease_seconds,
             batch_size=options.batch_size,
             log_format="json",
+            # Faults are meant to be survived, not to end in dead letters or hour-long pauses.
+            max_attempts=1000,
+            retry_base_seconds=0.2,
+            retry_cap_seconds=2,
+            breaker_pause_seconds=1,
+            breaker_max_pause_seconds=2,
+            daily_limit_pause_seconds=1,
         )
         log_path = Path(tmp) / "daemon.log"
         store = Store(database_url)
-        kills = interrupted = with_work = claims_cut = 0
+        kills = interrupted = with_work = claims_cut = forced = 0
+        signals_sent: Counter[str] = Counter()
+        faults_chosen: Counter[str] = Counter()
+        once_lives = 0
+        crms = {name: emu for name, emu in world.emulators.items() if isinstance(emu, Emulator)}
+        after = {name: AfterWrite(emu) for name, emu in crms.items()}
         try:
             with log_path.open("ab") as log:
                 for _ in range(options.kills):
                     life = rng.uniform(options.min_life, options.max_life)
+                    how = rng.choice(options.signals)
+                    fault = rng.choice(options.faults)
+                    victim = rng.choice(sorted(crms))
+                    for name, emu in crms.items():
+                        chosen = fault if name == victim else "none"
+                        _inject(chosen, emu, after[name], options.crm_delay)
+                    faults_chosen[f"{victim} {fault}" if fault != "none" else fault] += 1
+                    once = rng.random() < options.once_share
+                    once_lives += once
+                    argv = ["run", "--once"] if once else ["run"]
                     proc = subprocess.Popen(
-                        _syncd("run", "--config", str(config)),
+                        _syncd(*argv, "--config", str(config)),
                         env=env,
                         stdout=subprocess.DEVNULL,
                         stderr=log,
@@ -331,18 +483,30 @@ def run_soak(options: SoakOptions, say: Callable[[str], None] = print) -> dict[s
                     try:
                         code = proc.wait(timeout=life)
                     except subprocess.TimeoutExpired:
-                        proc.send_signal(signal.SIGKILL)
-                        proc.wait()
+                        proc.send_signal(getattr(signal, how))
+                        signals_sent[how] += 1
+                        try:
+                            proc.wait(timeout=options.grace)
+                        except subprocess.TimeoutExpired:
+                            proc.send_signal(signal.SIGKILL)  # a stop that never came
+                            proc.wait()
+                            forced += 1
                         kills += 1
                     else:
-                        raise RuntimeError(f"`syncd run` exited by itself with {code}")
+                        if not once:
+                            raise RuntimeError(f"`syncd run` exited by itself with {code}")
+                        signals_sent["exited by itself (--once)"] += 1
                     held = _interrupted(store, proc.pid)
                     interrupted += held > 0
                     claims_cut += held
                     with_work += _work_left(store, options.messages)
+            for name, emu in crms.items():  # the faults are over: let everything settle
+                _inject("none", emu, after[name], options.crm_delay)
             once_runs = 0
             status = _status(config, env)
-            while any(_unfinished(status).values()):
+            # Until every message is in and delivered (lives too short to start up ingest
+            # nothing: the --once runs below then do all the work).
+            while any(_unfinished(status).values()) or _work_left(store, options.messages):
                 if once_runs >= options.max_once_runs:
                     raise RuntimeError(f"still unfinished: {_unfinished(status)}")
                 if _unfinished(status).get("pending", 0) == 0:
@@ -386,6 +550,9 @@ def run_soak(options: SoakOptions, say: Callable[[str], None] = print) -> dict[s
             finally:
                 connector.close()
         faults = {name: dict(emu.faults.injected) for name, emu in world.emulators.items()}
+        for name, wrapper in after.items():
+            faults[name]["answer replaced after a write landed"] = wrapper.hits
+            wrapper.remove()
 
     figures: dict[str, Any] = {
         "seed": options.seed,
@@ -394,6 +561,11 @@ def run_soak(options: SoakOptions, say: Callable[[str], None] = print) -> dict[s
         "callers": options.callers,
         "targets": list(options.targets),
         "kills": kills,
+        "interruptions": kills,
+        "signals": dict(sorted(signals_sent.items())),
+        "graceful_stops_forced": forced,
+        "once_lives": once_lives,
+        "faults_chosen": dict(sorted(faults_chosen.items())),
         "kills_with_work_left": with_work,
         "kills_mid_delivery": interrupted,
         "claims_held_at_kill": claims_cut,
@@ -423,6 +595,8 @@ def _parse(argv: Iterable[str] | None) -> argparse.Namespace:
     parser.add_argument("--search-lag", type=float, default=0.0)
     parser.add_argument("--max-life", type=float, default=2.0)
     parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--signals", default=",".join(SIGNALS), help="how lives end")
+    parser.add_argument("--faults", default=",".join(FAULTS), help="faults to pick from")
     parser.add_argument("--json", action="store_true", help="accepted; JSON is always printed")
     return parser.parse_args(list(argv) if argv is not None else None)
 
@@ -442,6 +616,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         search_lag=args.search_lag,
         max_life=args.max_life,
         targets=tuple(t for t in args.targets.split(",") if t),
+        signals=tuple(s for s in args.signals.split(",") if s),
+        faults=tuple(f for f in args.faults.split(",") if f),
     )
     figures = run_soak(options, say=lambda line: print(line, file=sys.stderr))
     print(json.dumps(figures, sort_keys=True))

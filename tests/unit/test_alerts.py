@@ -5,16 +5,22 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import structlog
+from sqlalchemy import select
 
-from syncd.alerts import Alerter
+from syncd.alerts import Alerter, dead_letter_alert
 from syncd.errors import ConfigError
 from syncd.logging import register_secret
+from syncd.store.alertbox import enqueue
+from syncd.store.schema import alerts
+from syncd.store.store import Store
 
 WEBHOOK = "https://hooks.example.invalid/services/T000/B000/s3cr3tw3bh00k"
 
@@ -220,3 +226,122 @@ def test_a_closed_port_never_raises(webhook: Webhook) -> None:
     webhook.server.server_close()
     with Alerter(url, timeout=2) as alerter:
         assert alerter.daily_limit("hubspot") is False
+
+
+# -- the alert outbox: written first, sent by a retrying sender --------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    s.migrate()
+    yield s
+    s.close()
+
+
+class Wall:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _rows(store: Store) -> list[Any]:
+    with store.engine.connect() as conn:
+        return list(conn.execute(select(alerts).order_by(alerts.c.id)))
+
+
+def test_an_alert_the_webhook_refused_is_kept_and_retried(store: Store) -> None:
+    recorder, wall = Recorder(status=503), Wall()
+    alerter = Alerter(WEBHOOK, transport=recorder.transport, store=store, wall=wall)
+
+    assert alerter.emergency("main", "msg-7", "(415) 555-0199", "pipe burst") is False
+    [row] = _rows(store)
+    assert (row.sent_at, row.attempts, row.last_error) == (None, 1, "HTTP 503")
+
+    recorder.status = 200
+    assert alerter.flush() == set()  # backing off: not due yet
+    wall.now += timedelta(seconds=31)
+    assert alerter.flush() == {"emergency:main:msg-7"}
+    assert len(recorder.requests) == 2
+    [row] = _rows(store)
+    assert row.sent_at is not None
+
+
+def test_an_alert_is_sent_once_across_restarts(store: Store) -> None:
+    recorder = Recorder()
+    for _ in range(2):  # a second daemon (a restart, a replica) sees the same emergency
+        with Alerter(WEBHOOK, transport=recorder.transport, store=store) as alerter:
+            alerter.emergency("main", "msg-7", "Unknown", "pipe burst")
+            alerter.flush()
+    assert len(recorder.requests) == 1
+    assert len(_rows(store)) == 1
+
+
+def test_dead_letters_recorded_with_their_outcome_are_sent_by_the_next_flush(
+    store: Store,
+) -> None:
+    when = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    row = dead_letter_alert("hubspot", "main", "msg-9", "bad email jane@example.com", when)
+    enqueue(store, [row], when)
+    recorder = Recorder()
+    alerter = Alerter(WEBHOOK, transport=recorder.transport, store=store)
+
+    assert alerter.flush() == {row.key}
+    fields = _fields(recorder.payloads[0])
+    assert fields["Reason"] == "bad email j***@e***.com"
+    assert "msg-9" in recorder.payloads[0]["text"]
+
+
+def test_emails_are_masked_in_every_alert(alerter: Alerter, recorder: Recorder) -> None:
+    alerter.emergency("main", "msg-1", "Unknown", "write to jane.doe@example.com or call")
+    alerter.auth_failure("hubspot", "user ops@acme.example refused")
+    text = "".join(_all_text(p) for p in recorder.payloads)
+    assert "jane.doe@example.com" not in text
+    assert "ops@acme.example" not in text
+    assert "j***@e***.com" in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://hooks.example.invalid/s3cr3t",
+        "http://localhost.evil.example/s3cr3t",
+        "http://localhost@evil.example/s3cr3t",
+        "http://10.0.0.1/s3cr3t",
+    ],
+)
+def test_a_plain_http_webhook_off_this_host_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Alerter(url)
+    assert "s3cr3t" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:9/h", "http://localhost:9/h", "http://[::1]:9/h"]
+)
+def test_plain_http_to_loopback_is_allowed(url: str) -> None:
+    Alerter(url).close()
+
+
+def test_an_emergency_is_written_with_its_message_and_sent_once(store: Store) -> None:
+    from syncd.alerts import emergency_alerts
+    from syncd.models import Message
+
+    store.alerts_for_new = emergency_alerts
+    flagged = Message(
+        account="main", message_id="m-9", phone="(415) 555-0199", content="flood", is_emergency=True
+    )
+    calm = Message(account="main", message_id="m-10", content="call back")
+    store.ingest("main", [flagged, calm], ["crm"])
+    [row] = _rows(store)  # in the messages' own transaction, before anything was sent
+    assert (row.key, row.sent_at) == ("emergency:main:m-9", None)
+    assert "0199" not in json.dumps(row.payload)
+
+    recorder = Recorder()
+    with Alerter(WEBHOOK, transport=recorder.transport, store=store) as alerter:
+        alerter.emergency("main", "m-9", "(415) 555-0199", "flood")  # the window callback
+        alerter.flush()
+    assert len(recorder.requests) == 1
+    assert _fields(recorder.payloads[0])["Message"] == "m-9"

@@ -3,13 +3,14 @@ SQLite store and a small recording fake connector. Real connectors are tested el
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from recording_crm import FakeConnector  # tests/lib
 from sqlalchemy import select
 
 from connectors.dryrun import DryRunConnector
@@ -20,13 +21,11 @@ from syncd.errors import AuthError, RetriableError
 from syncd.models import (
     Action,
     ActivityRef,
-    CheckResult,
     CrmRecord,
     KeyKind,
     MatchKey,
     Message,
     Outcome,
-    Plan,
     activity_marker,
 )
 from syncd.store.schema import deliveries, messages
@@ -46,83 +45,12 @@ JANE_SNAPSHOT = {
 }
 
 
-@dataclass
-class FakeConnector:
-    """A CRM in two dicts that records every call, so a test can count them. Records it
-    creates can be read and looked up afterwards, as in a real CRM."""
-
-    name: str = TARGET
-    records: dict[MatchKey, list[CrmRecord]] = field(default_factory=dict)
-    readable: dict[str, CrmRecord] = field(default_factory=dict)
-    activities: dict[str, ActivityRef] = field(default_factory=dict)
-    # Per-plan outcome override; None means success.
-    fail: Callable[[Plan], Outcome | None] = lambda plan: None
-    raises: BaseException | None = None
-    silent: bool = False  # answer apply() with no outcomes at all
-    lookups: list[list[MatchKey]] = field(default_factory=list)
-    reads: list[tuple[str, list[str]]] = field(default_factory=list)
-    applied: list[list[Plan]] = field(default_factory=list)
-    found: list[list[str]] = field(default_factory=list)
-
-    def lookup(self, keys: Sequence[MatchKey]) -> Mapping[MatchKey, Sequence[CrmRecord]]:
-        self.lookups.append(list(keys))
-        return {key: self.records.get(key, []) for key in keys}
-
-    def read(self, kind: str, ids: Sequence[str]) -> Mapping[str, CrmRecord]:
-        self.reads.append((kind, list(ids)))
-        return {i: self.readable[i] for i in ids if i in self.readable}
-
-    def apply(self, plans: Sequence[Plan]) -> Sequence[Outcome]:
-        self.applied.append(list(plans))
-        if self.raises is not None:
-            raise self.raises
-        if self.silent:
-            return []
-        outcomes = []
-        for plan in plans:
-            failed = self.fail(plan)
-            if failed is not None:
-                outcomes.append(failed)
-                continue
-            created = plan.action is Action.CREATE
-            record_id = plan.record_id or f"new:{plan.caller_key}"  # one record per caller_key
-            if created:
-                record = CrmRecord(record_id, plan.record_kind, fields=dict(plan.fields))
-                self.readable[record_id] = record
-                for key in plan.keys:
-                    self.records.setdefault(key, []).append(record)
-            outcomes.append(
-                Outcome(
-                    plan.delivery_id,
-                    ok=True,
-                    record_id=record_id,
-                    record_kind=plan.record_kind,
-                    created=created,
-                    updated=plan.action is Action.UPDATE,
-                    activity_id=f"act:{plan.delivery_id}",
-                )
-            )
-        return outcomes
-
-    def find_activities(self, markers: Sequence[str]) -> Mapping[str, ActivityRef]:
-        self.found.append(list(markers))
-        return {m: self.activities[m] for m in markers if m in self.activities}
-
-    def check(self) -> Sequence[CheckResult]:
-        return [CheckResult("fake", True)]
-
-    def close(self) -> None:
-        return None
-
-    @property
-    def plans(self) -> list[Plan]:
-        return [p for batch in self.applied for p in batch]
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(f"sqlite:///{tmp_path / 'state.db'}")
     s.migrate()
+    # Born before the test messages (T0): steady state, nothing in doubt on a first attempt.
+    s.set_born_at(T0 - timedelta(days=30))
     yield s
     s.close()
 
@@ -363,15 +291,23 @@ def test_auth_error_refunds_claims_and_propagates(store: Store) -> None:
 def test_expired_lease_is_reconciled_by_marker_not_written_again(store: Store) -> None:
     sam = {"first_name": "Sam", "email": "sam@example.com", "phone": "415 555 0000"}
     store.ingest("main", [jane("m1"), jane("m2", **sam)], [TARGET], now=T0)
-    crashed = store.claim(TARGET, 10, "crashed", 60, now=T0)  # wrote to the CRM, then died
+    crashed = store.claim(TARGET, 10, "crashed", 60, now=T0)
+    # The crashed worker marked m1 in doubt, wrote it to the CRM, then died.
+    intent = {"action": "log", "record_id": "c-7", "record_kind": "contact", "caller_key": ""}
+    marked = store.mark_in_doubt(
+        {crashed[0].delivery_id: intent}, token=crashed[0].token, lease_seconds=60, now=T0
+    )
+    assert marked == {crashed[0].delivery_id}
     marker = activity_marker("main", "m1")
     fake = FakeConnector(activities={marker: ActivityRef(marker, "act-old", "c-7")})
 
     stats = run(store, fake, at=T0 + timedelta(seconds=61))
 
-    assert fake.found == [[marker, activity_marker("main", "m2")]]
-    assert [p.message.message_id for p in fake.plans] == ["m2"]  # apply never saw m1
-    assert stats.reconciled == 1
+    m1_plan, m2_plan = fake.plans
+    assert (m1_plan.in_doubt, m1_plan.record_id, m1_plan.action) == (True, "c-7", Action.LOG)
+    assert m2_plan.in_doubt is False  # never marked: no write can have been made for it
+    assert fake.written == {activity_marker("main", "m2"): 1}  # m1 was not written again
+    assert (stats.reconciled, stats.in_doubt) == (1, 1)
     m1, m2 = states(store)
     assert (m1.state, m1.action, m1.activity_id, m1.record_id, m1.attempts) == (
         "done",
@@ -380,18 +316,19 @@ def test_expired_lease_is_reconciled_by_marker_not_written_again(store: Store) -
         "c-7",
         2,
     )
+    assert (m1.in_doubt, m1.intent) == (False, None)  # settled
     assert (m2.state, m2.attempts) == ("done", 2)
     assert {c.delivery_id for c in crashed} == {m1.id, m2.id}
     assert store.cache_get(TARGET, [EMAIL])[EMAIL].record_id == "c-7"  # learnt from the CRM
 
 
-def test_first_attempt_is_not_reconciled(store: Store) -> None:
+def test_first_attempt_of_a_message_newer_than_the_store_is_not_in_doubt(store: Store) -> None:
     store.ingest("main", [jane("m1")], [TARGET], now=T0)
     fake = FakeConnector()
 
     run(store, fake)
 
-    assert fake.found == []  # attempts == 1: nothing can have reached the CRM yet
+    assert [p.in_doubt for p in fake.plans] == [False]  # nothing can have reached the CRM
 
 
 def test_dry_run_records_nothing_and_releases_claims(store: Store) -> None:

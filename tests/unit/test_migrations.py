@@ -16,6 +16,8 @@ from syncd.store.schema import metadata
 from syncd.store.store import Store
 
 TABLES = {
+    "alerts",
+    "breakers",
     "cursors",
     "deliveries",
     "delivery_events",
@@ -26,6 +28,7 @@ TABLES = {
     "owner_turns",
     "quarantine",
     "runs",
+    "store_meta",
 }
 
 

@@ -52,6 +52,37 @@ def one(store: Store, delivery_id: int) -> Any:
     return next(r for r in rows(store) if r.id == delivery_id)
 
 
+class LeaseClock:
+    """Lease time moved forward on either backend. Leases follow the database's clock on
+    PostgreSQL (``now`` is ignored for them) and the process clock (``now``) on SQLite: to
+    let ``seconds`` pass, SQLite gets ``T0 + seconds`` and PostgreSQL has every stored expiry
+    moved back by as much."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.moved = store, 0.0
+
+    def at(self, seconds: float) -> datetime:
+        if self.store.dialect == "postgresql":
+            shift = {"s": seconds - self.moved}
+            self.moved = seconds
+            back = "- make_interval(secs => :s)"
+            with self.store.engine.begin() as conn:
+                conn.execute(text(f"UPDATE deliveries SET lease_until = lease_until {back}"), shift)
+                conn.execute(text(f"UPDATE leases SET expires_at = expires_at {back}"), shift)
+        return T0 + timedelta(seconds=seconds)
+
+    def expect(self, moment: datetime | None, seconds: float) -> None:
+        """``moment`` is ``seconds`` after the (simulated) start, on the lease clock."""
+        assert moment is not None
+        if self.store.dialect == "postgresql":
+            with self.store.engine.connect() as conn:
+                db_now = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+            drift = moment - (db_now + timedelta(seconds=seconds - self.moved))
+            assert abs(drift) < timedelta(seconds=10)
+        else:
+            assert moment == T0 + timedelta(seconds=seconds)
+
+
 def done(claimed: Claimed, activity: str = "act-1") -> DeliveryResult:
     return DeliveryResult(
         claimed.delivery_id, State.DONE, record_id="rec-1", activity_id=activity, action="log"
@@ -194,11 +225,8 @@ def test_claim_in_id_order_and_respects_limit(store: Store) -> None:
     assert all(c.target == "crm" for c in first + second + third)
     assert store.claim("crm", 3, "w1", 60, now=T0) == []
     row = one(store, ids[0])
-    assert (row.state, row.claimed_by, row.lease_until) == (
-        "in_flight",
-        "w1",
-        T0 + timedelta(seconds=60),
-    )
+    assert (row.state, row.claimed_by) == ("in_flight", "w1")
+    LeaseClock(store).expect(row.lease_until, 60)
 
 
 def test_claim_skips_retry_until_due(store: Store) -> None:
@@ -220,10 +248,11 @@ def test_claim_skips_retry_until_due(store: Store) -> None:
 
 def test_claim_takes_over_expired_lease(store: Store) -> None:
     seed(store, 1)
+    clock = LeaseClock(store)
     [claimed] = store.claim("crm", 10, "crashed", 60, now=T0)
 
-    assert store.claim("crm", 10, "w2", 60, now=T0 + timedelta(seconds=59)) == []
-    [again] = store.claim("crm", 10, "w2", 60, now=T0 + timedelta(seconds=61))
+    assert store.claim("crm", 10, "w2", 60, now=clock.at(59)) == []
+    [again] = store.claim("crm", 10, "w2", 60, now=clock.at(61))
 
     assert again.delivery_id == claimed.delivery_id
     assert again.attempts == 2
@@ -235,6 +264,7 @@ def test_claim_takes_over_expired_lease(store: Store) -> None:
 
 def test_a_claim_takes_the_oldest_due_of_every_kind_together(store: Store) -> None:
     seed(store, 6)
+    clock = LeaseClock(store)
     early = store.claim("crm", 3, "w1", 60, now=T0)  # ids 1-3 in flight
     retry, expired, not_due = early
     later = T0 + timedelta(seconds=120)
@@ -247,7 +277,7 @@ def test_a_claim_takes_the_oldest_due_of_every_kind_together(store: Store) -> No
         worker="w1",
     )
 
-    taken = store.claim("crm", 3, "w2", 60, now=T0 + timedelta(seconds=61))
+    taken = store.claim("crm", 3, "w2", 60, now=clock.at(61))
 
     # a due retry, an expired lease and the oldest pending: by id, whatever their kind
     assert [c.delivery_id for c in taken] == [
@@ -429,18 +459,19 @@ def test_release_with_refund_and_retry(store: Store) -> None:
 
 
 def test_leases(store: Store) -> None:
+    clock = LeaseClock(store)
     assert store.acquire_lease("poll:main", "a", 30, now=T0)
-    assert store.acquire_lease("poll:main", "a", 30, now=T0 + timedelta(seconds=20))  # renew
+    assert store.acquire_lease("poll:main", "a", 30, now=clock.at(20))  # renew
     # Held until T0+50 after the renewal, so b is refused after the first TTL would have run out.
-    assert not store.acquire_lease("poll:main", "b", 30, now=T0 + timedelta(seconds=40))
-    assert store.acquire_lease("poll:other", "b", 30, now=T0)  # leases are per name
-    assert store.acquire_lease("poll:main", "b", 30, now=T0 + timedelta(seconds=51))  # expired
-    assert not store.acquire_lease("poll:main", "a", 30, now=T0 + timedelta(seconds=52))
+    assert not store.acquire_lease("poll:main", "b", 30, now=clock.at(40))
+    assert store.acquire_lease("poll:other", "b", 30, now=clock.at(40))  # leases are per name
+    assert store.acquire_lease("poll:main", "b", 30, now=clock.at(51))  # expired
+    assert not store.acquire_lease("poll:main", "a", 30, now=clock.at(52))
 
     store.release_lease("poll:main", "a")  # not a's any more: no effect
-    assert not store.acquire_lease("poll:main", "a", 30, now=T0 + timedelta(seconds=53))
+    assert not store.acquire_lease("poll:main", "a", 30, now=clock.at(53))
     store.release_lease("poll:main", "b")
-    assert store.acquire_lease("poll:main", "a", 30, now=T0 + timedelta(seconds=54))
+    assert store.acquire_lease("poll:main", "a", 30, now=clock.at(54))
 
 
 def test_windows_and_done_days(store: Store) -> None:
@@ -605,7 +636,7 @@ def test_timestamps_come_back_aware_utc(store: Store) -> None:
         assert moment is not None
         assert moment.utcoffset() == timedelta(0)
         assert moment.tzinfo == UTC
-    assert row.lease_until == T0 + timedelta(seconds=60)
+    LeaseClock(store).expect(row.lease_until, 60)
 
 
 def test_naive_datetimes_are_refused(store: Store) -> None:
@@ -637,3 +668,98 @@ def test_sqlite_file_is_private(tmp_path: Path) -> None:
     path.chmod(0o644)
     Store(f"sqlite:///{path}").close()  # an existing file is tightened, not left readable
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# -- fenced claims and in-doubt deliveries, on every backend ---------------------------------
+
+
+def test_a_taken_over_claim_can_neither_mark_renew_nor_record(store: Store) -> None:
+    seed(store, 2)
+    clock = LeaseClock(store)
+    mine = store.claim("crm", 10, "w1", 60, now=T0)
+    ids = [c.delivery_id for c in mine]
+    token = mine[0].token
+    assert store.renew(ids, token=token, lease_seconds=60, now=T0) == set(ids)
+    marked = store.mark_in_doubt(
+        {ids[0]: {"action": "create"}}, token=token, lease_seconds=60, now=T0
+    )
+    assert marked == {ids[0]}
+    theirs = store.claim("crm", 1, "w2", 60, now=clock.at(61))  # the first one, lease gone
+    assert [c.delivery_id for c in theirs] == [ids[0]]
+    assert theirs[0].in_doubt
+    assert theirs[0].intent == {"action": "create"}
+
+    assert store.renew(ids, token=token, lease_seconds=60) == {ids[1]}
+    assert store.mark_in_doubt({ids[0]: {}}, token=token, lease_seconds=60) == set()
+    recorded = store.record(
+        "crm",
+        [done(c) for c in mine],
+        worker="w1",
+        token=token,
+        cache_writes=[CacheWrite(EMAIL, "rec-1", "contact")],
+    )
+
+    assert recorded is False  # rejected as a whole: the one still held is not recorded either
+    assert [(r.state, r.claimed_by) for r in rows(store)] == [
+        ("in_flight", "w2"),
+        ("in_flight", "w1"),
+    ]
+    assert store.cache_get("crm", [EMAIL]) == {}
+    assert store.record("crm", [done(theirs[0])], worker="w2", token=theirs[0].token) is True
+    row = one(store, ids[0])
+    assert (row.state, row.in_doubt, row.intent) == ("done", False, None)
+
+
+def test_a_hand_back_keeps_the_doubt(store: Store) -> None:
+    seed(store, 1)
+    [mine] = store.claim("crm", 10, "w1", 60, now=T0)
+    store.mark_in_doubt({mine.delivery_id: {"action": "log"}}, token=mine.token, lease_seconds=60)
+
+    store.release([mine.delivery_id], worker="w1", refund_attempt=True, token=mine.token)
+
+    row = one(store, mine.delivery_id)
+    assert (row.state, row.attempts, row.in_doubt, row.intent) == (
+        "pending",
+        0,
+        True,
+        {"action": "log"},
+    )
+    [again] = store.claim("crm", 10, "w2", 60, now=T0)
+    assert (again.in_doubt, again.intent, again.attempts) == (True, {"action": "log"}, 1)
+
+
+def test_the_birth_is_the_database_s_own_and_kept(store: Store) -> None:
+    born = store.born_at()
+    assert born.tzinfo is not None
+    assert abs(born - datetime.now(UTC)) < timedelta(minutes=5)
+    store.set_born_at(T0)
+    assert Store(store.url).born_at() == T0
+
+
+def test_only_done_settles_the_doubt(store: Store) -> None:
+    seed(store, 2)
+    a, b = store.claim("crm", 10, "w1", 60, now=T0)
+    store.mark_in_doubt(
+        {a.delivery_id: {"action": "create"}, b.delivery_id: {"action": "create"}},
+        token=a.token,
+        lease_seconds=60,
+        now=T0,
+    )
+    store.record(
+        "crm",
+        [
+            DeliveryResult(a.delivery_id, State.REVIEW, review_candidates=["c-1", "c-2"]),
+            DeliveryResult(b.delivery_id, State.DEAD, error="INVALID"),
+        ],
+        worker="w1",
+        token=a.token,
+    )
+    assert {(r.state, r.in_doubt, bool(r.intent)) for r in rows(store)} == {
+        ("review", True, False),  # the operator decides afresh
+        ("dead", True, True),  # a requeue sends the same plan again
+    }
+
+    assert store.resolve_review(a.delivery_id, record_id="c-1")
+    assert store.retry_dead("crm") == 1
+    again = store.claim("crm", 10, "w1", 60, now=T0)
+    assert [c.in_doubt for c in again] == [True, True]  # requeued: still reconciled first

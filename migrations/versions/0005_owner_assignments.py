@@ -1,7 +1,7 @@
 """owners: round-robin turns per target and the owner each delivered message got
 
-Revision ID: 0003_owners
-Revises: 0003_src
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-07
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_owners"
-down_revision: str | None = "0003_src"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

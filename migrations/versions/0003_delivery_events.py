@@ -1,6 +1,6 @@
 """delivery events: a per-attempt sync log for `syncd status --message` and the console
 
-Revision ID: 0003_console
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-07
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_console"
+revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

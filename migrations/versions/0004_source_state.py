@@ -1,7 +1,7 @@
 """source state: list-item fingerprints, ids up to 256 characters, skipped-day gaps
 
-Revision ID: 0003_src
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-07
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_src"
-down_revision: str | None = "0003_console"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
