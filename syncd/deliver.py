@@ -252,9 +252,21 @@ class _Batch:
         for item in pending:
             item.decision = decide(item.keys, candidates, self.target.match)
 
-    def plan(self, items: list[_Item], stats: DeliveryStats) -> list[Plan]:
+    def plan(
+        self, items: list[_Item], stats: DeliveryStats, seed: Sequence[Plan] = ()
+    ) -> list[Plan]:
         plans: list[Plan] = []
         group_of: dict[MatchKey, str] = {}  # one new caller in one batch -> one caller_key
+        if any(i.decision is not None and i.decision.kind == "new" for i in items):
+            # A caller created by an attempt still in doubt (here, or in a batch that died)
+            # keeps its caller key: search may not show that contact yet.
+            doubtful = [(p.caller_key, p.message) for p in seed if p.caller_key]
+            if not self.dry_run:
+                doubtful += self.store.doubtful_creates(self.target.name)
+            for caller, message in doubtful:
+                region = self.regions.get(message.account, "US")
+                for match_key in self._cache_keys(extract_keys(message, region)):
+                    group_of.setdefault(match_key, caller)
         for item in items:
             decision = item.decision
             assert decision is not None
@@ -575,7 +587,7 @@ def _deliver_batch(
             _recheck_new(batch, items)
         kept = set(ids)
         items = [i for i in items if i.claimed.delivery_id in kept]
-        plans = [p for p in again if p.delivery_id in kept] + batch.plan(items, stats)
+        plans = [p for p in again if p.delivery_id in kept] + batch.plan(items, stats, again)
         owners = OwnerStep(store, connector, target.name, target.owners, dry_run=dry_run)
         plans = owners.assign(
             plans, {i.claimed.delivery_id: i.decision.record if i.decision else None for i in items}

@@ -227,12 +227,18 @@ class _Run:
     def _reconcile(self, works: list[_Work]) -> None:
         """Find what an earlier attempt at these plans wrote: the contact by caller key, then
         the activity and the emergency task by marker among the record's associations (all
-        immediately consistent reads). The phases that follow write only what is missing."""
+        immediately consistent reads). The phases that follow write only what is missing.
+
+        A new caller's earlier attempt may have logged on the contact holding the caller's
+        email instead (an upsert HubSpot refused for that email, see _send_contacts), and a
+        contact with the caller key may have appeared since: every such candidate is searched
+        for the marker, so an activity written on any of them is found, not written again."""
         if not works:
             return
         key_prop = self._options.caller_key_property
         for work in works:
             work.task_wanted = self._options.emergency_task and work.plan.activity.emergency
+        candidates: dict[int, list[str]] = {}  # id(work) -> contact ids, preferred first
         creates = [w for w in works if w.plan.action is Action.CREATE and not w.record_id]
         if creates and key_prop:
             keys = {self._caller_key(w) for w in creates}
@@ -243,19 +249,39 @@ class _Run:
                 obj = held.get(self._caller_key(work))
                 if obj is None:
                     continue
-                work.record_id, work.record_kind = str(obj.get("id")), "contact"
-                work.contact_found = True
+                candidates.setdefault(id(work), []).append(str(obj.get("id")))
                 company = str((obj.get("properties") or {}).get(_COMPANY_ID) or "")
                 work.company_linked = bool(company) and company == work.plan.company_id
-        by_type: dict[str, list[_Work]] = {}
+        emailed = [w for w in creates if self._email_of(w)]
+        if emailed:
+            holders = self._reader.read_raw(
+                "contacts", {self._email_of(w) for w in emailed}, ["email"], id_property="email"
+            )
+            for work in emailed:
+                obj = holders.get(self._email_of(work))
+                if obj is not None and str(obj.get("id")) not in candidates.get(id(work), []):
+                    candidates.setdefault(id(work), []).append(str(obj.get("id")))
         for work in works:
-            if work.record_id and not work.plan.activity.existing_id:
-                kind = _OBJECT_TYPES.get(work.record_kind, "contacts")
-                by_type.setdefault(kind, []).append(work)
+            if work.record_id:
+                candidates[id(work)] = [str(work.record_id)]
+        searched = [w for w in works if candidates.get(id(w)) and not w.plan.activity.existing_id]
+        by_type: dict[str, list[_Work]] = {}
+        for work in searched:
+            kind = _OBJECT_TYPES.get(work.record_kind, "contacts")
+            by_type.setdefault(kind, []).append(work)
         for from_type, members in by_type.items():
-            found = self._probe.find(from_type, self._activity_type, _wanted(members))
+            wanted: dict[str, set[str]] = {}
             for work in members:
-                activity_id = found.get((str(work.record_id), work.marker))
+                for record in candidates[id(work)]:
+                    wanted.setdefault(record, set()).add(work.marker)
+            found = self._probe.find(from_type, self._activity_type, wanted)
+            for work in members:
+                where = [r for r in candidates[id(work)] if (r, work.marker) in found]
+                record = where[0] if where else candidates[id(work)][0]
+                if not work.record_id:
+                    work.record_id, work.record_kind = record, "contact"
+                    work.contact_found = True
+                activity_id = found.get((record, work.marker))
                 if activity_id:
                     work.activity_id, work.activity_found = activity_id, True
             # A task is written after its activity: without the activity there is none.
@@ -264,10 +290,18 @@ class _Run:
                 found = self._probe.find(from_type, "tasks", _wanted(tasks))
                 for work in tasks:
                     work.task_found = (str(work.record_id), work.marker) in found
+        for work in works:  # an activity updated in place: its record is the one we know
+            if not work.record_id and candidates.get(id(work)):
+                work.record_id, work.record_kind = candidates[id(work)][0], "contact"
+                work.contact_found = True
 
     @staticmethod
     def _caller_key(work: _Work) -> str:
         return work.plan.caller_key or work.marker
+
+    def _email_of(self, work: _Work) -> str:
+        props = contact_properties(work.plan.fields, self._options.contact_fields)
+        return (props.get("email") or "").strip().lower()
 
     # -- the isolation loop ----------------------------------------------------------------
     def _isolate(

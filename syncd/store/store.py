@@ -731,6 +731,38 @@ class Store:
                 )
         return held
 
+    def doubtful_creates(self, target: str, limit: int = 2000) -> list[tuple[str, Message]]:
+        """(caller key, message) of unsettled in-doubt deliveries whose recorded intent
+        created a new caller: their contact may exist already while search cannot show it
+        yet, so a new caller sharing a key with one of them must take the same caller key
+        (the same upsert) instead of becoming a second contact."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    deliveries.c.intent,
+                    messages.c.account,
+                    messages.c.message_id,
+                    messages.c.fields,
+                    messages.c.raw,
+                )
+                .join(messages, messages.c.id == deliveries.c.message_pk)
+                .where(
+                    deliveries.c.target == target,
+                    deliveries.c.in_doubt.is_(True),
+                    deliveries.c.state != State.DONE,
+                    deliveries.c.intent.is_not(None),
+                )
+                .order_by(deliveries.c.id)
+                .limit(limit)
+            ).all()
+        found: list[tuple[str, Message]] = []
+        for r in rows:
+            intent = dict(r.intent or {})
+            key = str(intent.get("caller_key") or "")
+            if intent.get("action") == "create" and key and not intent.get("record_id"):
+                found.append((key, message_from_row(r.account, r.message_id, r.fields, r.raw)))
+        return found
+
     def mark_in_doubt(
         self,
         intents: Mapping[int, Mapping[str, Any]],

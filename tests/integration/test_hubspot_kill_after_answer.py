@@ -28,15 +28,7 @@ from syncd.sandbox.http import Response
 from syncd.sandbox.hubspot import HubSpotEmulator
 from syncd.sandbox.world import SandboxWorld
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.xfail(
-        reason="the daemon side of in-doubt (Plan.in_doubt after a kill) comes from branch "
-        "outbox; on its own this branch reconciles a retaken claim through find_activities, "
-        "a search that lags writes",
-        strict=False,
-    ),
-]
+pytestmark = pytest.mark.slow
 
 KILLS_AFTER_ACTIVITY = 20
 ACTIVITY_WRITES = ("notes.batch_create", "calls.batch_create", "tasks.batch_create")

@@ -495,3 +495,30 @@ def test_a_worker_frozen_past_its_lease_sends_no_further_write(
     assert dict(crm.written) == {"syncd:main:m1": 1}  # m2 and m3 never sent
     assert stats.rejected == 3
     assert {(r.claimed_by, r.in_doubt) for r in rows(store)} == {("w2", True)}
+
+
+def test_a_new_caller_sharing_a_key_with_a_create_in_doubt_takes_its_caller_key(
+    store: Store,
+) -> None:
+    """A caller whose create may have landed (killed before it was recorded) is not yet
+    visible to search: a later message from them, in another batch and spelt otherwise (only
+    the phone), must upsert under the same caller key, not make a second contact."""
+    store.ingest("main", [jane("m1")], [TARGET], now=T0)
+    crm = FakeConnector(after_write=interrupt_once(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        run(store, crm)
+    [first] = crm.applied[0]
+    assert first.action is Action.CREATE
+    # The same caller calls again, giving only the phone; the first delivery waits in doubt.
+    with store.engine.begin() as conn:
+        conn.execute(deliveries.update().values(next_attempt_at=T0 + timedelta(hours=1)))
+        conn.execute(deliveries.update().values(state=State.RETRY))
+    store.ingest("main", [jane("m2", email="")], [TARGET], now=T0)
+    crm.records.clear()  # search lags: the contact the first attempt made is not found yet
+
+    run(store, crm)
+
+    [second] = crm.applied[1]
+    assert second.message.message_id == "m2"
+    assert second.action is Action.CREATE
+    assert second.caller_key == first.caller_key
