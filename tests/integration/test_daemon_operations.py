@@ -264,7 +264,7 @@ def _days(start: str, end: str) -> tuple[Any, Any]:
 def test_the_text_plan_says_what_it_left_out(world: SandboxWorld) -> None:
     import io
 
-    from connectors.dryrun import DryRunConnector
+    from syncd.dryrun_connector import DryRunConnector
     from syncd.dryrun_report import print_plans
     from syncd.models import Action, ActivitySpec, Message, Plan
 

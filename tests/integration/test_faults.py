@@ -27,13 +27,13 @@ from typing import Any
 import crash_soak  # tests/perf is on pytest's pythonpath (pyproject)
 import pytest
 from sqlalchemy import event, select
+from syncd_hubspot.emulator.api import HubSpotEmulator
 
 from syncd.config import AccountSettings, Settings, parse_settings
 from syncd.connector import TargetContext, load_factory
 from syncd.daemon import CycleReport, Daemon
 from syncd.sandbox.generate import callers_of, make_messages
 from syncd.sandbox.http import Emulator, Faults, Request, Response
-from syncd.sandbox.hubspot import HubSpotEmulator
 from syncd.sandbox.toml import dumps
 from syncd.sandbox.world import SandboxWorld
 from syncd.source.client import BerkshireClient

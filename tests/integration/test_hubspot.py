@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from hubspot import HubSpot
 from hubspot.crm.objects.exceptions import ApiException
+from syncd_hubspot import HubSpotConnector, create
+from syncd_hubspot.emulator.api import HubSpotEmulator
 
-from connectors.hubspot import HubSpotConnector, create
 from syncd.connector import TargetContext, load_factory
 from syncd.errors import AuthError, ConfigError, RateLimited, RetriableError
 from syncd.models import Action, ActivitySpec, KeyKind, MatchKey, Message, Plan
 from syncd.ratelimit import RateLimiter
 from syncd.sandbox.crm import CrmEmulator, load_emulator
 from syncd.sandbox.http import Faults
-from syncd.sandbox.hubspot import HubSpotEmulator
 
 TARGET = "hubspot-test"
 WHEN = datetime(2024, 5, 6, 14, 30, tzinfo=UTC)

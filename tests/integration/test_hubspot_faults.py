@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 from hubspot import HubSpot
+from syncd_hubspot import HubSpotConnector, create
+from syncd_hubspot.emulator.api import HubSpotEmulator
 
-from connectors.hubspot import HubSpotConnector, create
 from syncd.connector import TargetContext
 from syncd.errors import RateLimited, RetriableError
 from syncd.models import Action, ActivitySpec, KeyKind, MatchKey, Message, Plan
 from syncd.sandbox.http import Request, Response, json_response
-from syncd.sandbox.hubspot import HubSpotEmulator
 
 TARGET = "crm"
 WHEN = datetime(2024, 5, 6, 15, 30, tzinfo=UTC)

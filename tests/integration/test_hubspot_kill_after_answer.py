@@ -21,11 +21,11 @@ from pathlib import Path
 
 import crash_soak  # tests/perf is on pytest's pythonpath (pyproject)
 import pytest
+from syncd_hubspot.emulator.api import HubSpotEmulator
 
 from syncd.connector import TargetContext, load_factory
 from syncd.sandbox.generate import callers_of
 from syncd.sandbox.http import Response
-from syncd.sandbox.hubspot import HubSpotEmulator
 from syncd.sandbox.world import SandboxWorld
 
 pytestmark = pytest.mark.slow

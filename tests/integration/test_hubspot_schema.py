@@ -25,12 +25,12 @@ import hubspot.crm.associations.v4 as associations
 import hubspot.crm.objects as objects
 import hubspot.crm.properties as properties
 import pytest
+from syncd_hubspot import HubSpotConnector, create
+from syncd_hubspot.emulator.api import HubSpotEmulator
 
-from connectors.hubspot import HubSpotConnector, create
 from syncd.connector import TargetContext
 from syncd.models import Action, ActivitySpec, KeyKind, MatchKey, Message, Plan
 from syncd.sandbox.http import Faults, Request, Response
-from syncd.sandbox.hubspot import HubSpotEmulator
 
 WHEN = datetime(2024, 5, 6, 15, 30, tzinfo=UTC)
 PACKAGES = {"objects": objects, "associations": associations, "properties": properties}

@@ -10,11 +10,11 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
+from syncd_hubspot import HubSpotConnector, create
+from syncd_hubspot.emulator.api import HubSpotEmulator
 
-from connectors.hubspot import HubSpotConnector, create
 from syncd.cli import main
 from syncd.connector import SetsUp, TargetContext
-from syncd.sandbox.hubspot import HubSpotEmulator
 from syncd.sandbox.world import SandboxWorld
 
 

@@ -1,6 +1,7 @@
 """The emulators' users, spoken to only through the vendors' own REST shapes: HubSpot's
 ``GET /crm/v3/owners`` and ``hubspot_owner_id`` checks, Salesforce's ``User`` over SOQL and
-``OwnerId`` checks (sources cited in syncd/sandbox/hubspot_owners.py, salesforce/users.py)."""
+``OwnerId`` checks (sources cited in syncd_hubspot/emulator/owners.py and
+syncd_salesforce/emulator/users.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
+from syncd_hubspot.emulator.api import HubSpotEmulator
+from syncd_salesforce.emulator import SalesforceEmulator
+from syncd_salesforce.emulator.org import USER_ID
 
-from syncd.sandbox.hubspot import HubSpotEmulator
-from syncd.sandbox.salesforce import SalesforceEmulator
-from syncd.sandbox.salesforce.org import USER_ID
 from syncd.sandbox.team import TEAM
 
 

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from syncd_cli import Result
+from syncd_hubspot.emulator.api import HubSpotEmulator
+from syncd_salesforce.emulator import SalesforceEmulator
+from syncd_salesforce.emulator.org import USER_ID
 
-from syncd.sandbox.hubspot import HubSpotEmulator
-from syncd.sandbox.salesforce import SalesforceEmulator
-from syncd.sandbox.salesforce.org import USER_ID
 from syncd.sandbox.team import TEAM
 from syncd.sandbox.toml import dumps
 from syncd.sandbox.world import SandboxWorld

@@ -18,16 +18,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from simple_salesforce.exceptions import SalesforceMalformedRequest, SalesforceResourceNotFound
 from structlog.testing import capture_logs
+from syncd_salesforce import SalesforceConnector, create
+from syncd_salesforce.emulator import SalesforceEmulator
+from syncd_salesforce.soql import sosl_or
+from syncd_salesforce.transport import plain_http_for_loopback
 
-from connectors.salesforce import SalesforceConnector, create
-from connectors.salesforce.soql import sosl_or
-from connectors.salesforce.transport import plain_http_for_loopback
 from syncd.connector import Connector, TargetContext
 from syncd.errors import AuthError, ConfigError, RateLimited, RetriableError
 from syncd.models import Action, ActivitySpec, KeyKind, MatchKey, Message, Plan, activity_marker
 from syncd.sandbox.crm import CrmEmulator
 from syncd.sandbox.http import Faults
-from syncd.sandbox.salesforce import SalesforceEmulator
 
 JANE = "+14155551212"
 SANDBOX_OPTIONS = {

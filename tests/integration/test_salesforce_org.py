@@ -25,9 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 from simple_salesforce.login import SalesforceLogin
+from syncd_salesforce import SalesforceConnector, create
+from syncd_salesforce.emulator import SalesforceEmulator
+from syncd_salesforce.emulator import org as org_module
+from syncd_salesforce.writes import external_id
 
-from connectors.salesforce import SalesforceConnector, create
-from connectors.salesforce.writes import external_id
 from syncd.check import run_check
 from syncd.config import load_settings
 from syncd.connector import TargetContext
@@ -43,8 +45,6 @@ from syncd.models import (
     activity_marker,
 )
 from syncd.sandbox.http import Request, Response, json_response
-from syncd.sandbox.salesforce import SalesforceEmulator
-from syncd.sandbox.salesforce import org as org_module
 from syncd.sandbox.world import SandboxWorld
 from syncd.setup import run_setup
 

@@ -28,14 +28,14 @@ from typing import Any
 import pytest
 import requests
 from sqlalchemy import select
+from syncd_salesforce.emulator import SalesforceEmulator
+from syncd_salesforce.transport import SalesforceSession
 
-from connectors.salesforce.transport import SalesforceSession
 from syncd.config import load_settings, parse_settings
 from syncd.connector import TargetContext, load_factory
 from syncd.errors import ConfigError, RetriableError
 from syncd.match.phones import national_digits, normalize_phone
 from syncd.models import KeyKind, MatchKey, activity_marker
-from syncd.sandbox.salesforce import SalesforceEmulator
 from syncd.sandbox.toml import dumps
 from syncd.sandbox.world import SandboxWorld
 from syncd.source.client import BerkshireClient

@@ -13,10 +13,10 @@ import pytest
 from recording_crm import FakeConnector  # tests/lib
 from sqlalchemy import select
 
-from connectors.dryrun import DryRunConnector
 from syncd.config import DaemonSettings, MatchPolicy, TargetSettings
 from syncd.connector import Connector
 from syncd.deliver import DeliveryStats, deliver_target
+from syncd.dryrun_connector import DryRunConnector
 from syncd.errors import AuthError, RetriableError
 from syncd.models import (
     Action,

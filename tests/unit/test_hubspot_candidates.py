@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
+from syncd_hubspot.candidates import answer, matches
+from syncd_hubspot.records import contact_record
 
-from connectors.hubspot.candidates import answer, matches
-from connectors.hubspot.records import contact_record
 from syncd.models import CrmRecord, KeyKind, MatchKey
 
 # E.164 numbers and the ways a portal may hold them, readable in "US" or not.

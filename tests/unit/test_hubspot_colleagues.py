@@ -7,8 +7,9 @@ import json
 import tracemalloc
 from typing import Any
 
-from connectors.hubspot.colleagues import ColleagueMemo
-from connectors.hubspot.records import CONTACT_PROPERTIES
+from syncd_hubspot.colleagues import ColleagueMemo
+from syncd_hubspot.records import CONTACT_PROPERTIES
+
 from syncd.match.names import normalize_company
 from syncd.sandbox.generate import make_callers
 

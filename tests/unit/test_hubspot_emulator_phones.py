@@ -11,10 +11,10 @@ from __future__ import annotations
 import inspect
 
 import pytest
+import syncd_hubspot.emulator.api as emulator_module
+from syncd_hubspot.emulator.api import searchable_phone
 
-import syncd.sandbox.hubspot as emulator_module
 from syncd.match.phones import national_digits, normalize_phone
-from syncd.sandbox.hubspot import searchable_phone
 
 AGREE = [
     ("(415) 392-7461", "4153927461"),

@@ -18,10 +18,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from syncd_salesforce.emulator import SalesforceEmulator
+from syncd_salesforce.emulator import org as salesforce_module
 
 from syncd.sandbox.http import Request
-from syncd.sandbox.salesforce import SalesforceEmulator
-from syncd.sandbox.salesforce import org as salesforce_module
 
 API = "/services/data/v59.0"
 SOSL_RESERVED = set("?&|!{}[]()^~*:\\\"'+-")

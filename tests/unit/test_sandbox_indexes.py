@@ -15,11 +15,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from syncd_hubspot.emulator import api as hubspot_module
+from syncd_hubspot.emulator.api import HubSpotEmulator
 
-from syncd.sandbox import hubspot as hubspot_module
 from syncd.sandbox.berkshire import BerkshireSimulator
 from syncd.sandbox.http import Emulator, Request
-from syncd.sandbox.hubspot import HubSpotEmulator
 
 NY = ZoneInfo("America/New_York")
 BERKSHIRE_AUTH = {"X-API-EMAIL": "demo@example.com", "X-API-TOKEN": "sandbox-token"}

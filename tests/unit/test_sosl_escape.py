@@ -7,8 +7,8 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from connectors.salesforce.soql import (
+from syncd_salesforce.emulator import SyntaxProblem, parse_soql, parse_sosl
+from syncd_salesforce.soql import (
     SOSL_RESERVED,
     format_soql,
     pack,
@@ -17,7 +17,6 @@ from connectors.salesforce.soql import (
     sosl_or,
     sosl_phrase,
 )
-from syncd.sandbox.salesforce import SyntaxProblem, parse_soql, parse_sosl
 
 HOSTILE = [
     "Acme' OR Name != '",

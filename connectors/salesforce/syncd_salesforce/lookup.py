@@ -23,18 +23,18 @@ from typing import Any
 
 import structlog
 
-from connectors.salesforce.client import SalesforceClient
-from connectors.salesforce.options import SalesforceOptions
-from connectors.salesforce.soql import (
+from syncd.match.names import normalize_company, normalize_person, same_company
+from syncd.match.phones import format_variants, national_digits, normalize_phone, same_number
+from syncd.models import ActivityRef, CrmRecord, KeyKind, MatchKey
+from syncd_salesforce.client import SalesforceClient
+from syncd_salesforce.options import SalesforceOptions
+from syncd_salesforce.soql import (
     MAX_SOSL_SEARCH_CHARS,
     format_soql,
     pack,
     soql_in,
     sosl_or,
 )
-from syncd.match.names import normalize_company, normalize_person, same_company
-from syncd.match.phones import format_variants, national_digits, normalize_phone, same_number
-from syncd.models import ActivityRef, CrmRecord, KeyKind, MatchKey
 
 __all__ = [
     "SOBJECT_BY_KIND",
@@ -46,7 +46,7 @@ __all__ = [
     "written_phone",
 ]
 
-log = structlog.get_logger("syncd.connectors.salesforce")
+log = structlog.get_logger("syncd.syncd_salesforce")
 
 _BASE_FIELDS = {
     "Contact": (

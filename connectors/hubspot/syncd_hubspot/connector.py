@@ -7,14 +7,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from connectors.hubspot.lookup import Reader
-from connectors.hubspot.options import HubSpotOptions, parse_options
-from connectors.hubspot.owners import list_owners
-from connectors.hubspot.records import marker_in_body
-from connectors.hubspot.search import Group, in_groups
-from connectors.hubspot.setup import Setup, wanted_properties
-from connectors.hubspot.transport import ApiResult, Transport
-from connectors.hubspot.writes import Writer
 from syncd.connector import TargetContext
 from syncd.errors import AuthError, SyncdError
 from syncd.models import (
@@ -27,6 +19,14 @@ from syncd.models import (
     Plan,
     SetupStep,
 )
+from syncd_hubspot.lookup import Reader
+from syncd_hubspot.options import HubSpotOptions, parse_options
+from syncd_hubspot.owners import list_owners
+from syncd_hubspot.records import marker_in_body
+from syncd_hubspot.search import Group, in_groups
+from syncd_hubspot.setup import Setup, wanted_properties
+from syncd_hubspot.transport import ApiResult, Transport
+from syncd_hubspot.writes import Writer
 
 __all__ = ["HubSpotConnector"]
 

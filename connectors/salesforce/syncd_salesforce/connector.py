@@ -7,12 +7,6 @@ from functools import partial
 
 from simple_salesforce.exceptions import SalesforceError
 
-from connectors.salesforce.admin import Needs
-from connectors.salesforce.client import SalesforceClient
-from connectors.salesforce.lookup import Lookup
-from connectors.salesforce.options import SalesforceOptions, parse_options
-from connectors.salesforce.owners import list_users
-from connectors.salesforce.writes import Writer
 from syncd.connector import TargetContext
 from syncd.errors import AuthError, SyncdError
 from syncd.models import (
@@ -25,6 +19,12 @@ from syncd.models import (
     Plan,
     SetupStep,
 )
+from syncd_salesforce.admin import Needs
+from syncd_salesforce.client import SalesforceClient
+from syncd_salesforce.lookup import Lookup
+from syncd_salesforce.options import SalesforceOptions, parse_options
+from syncd_salesforce.owners import list_users
+from syncd_salesforce.writes import Writer
 
 __all__ = ["SalesforceConnector", "create"]
 

@@ -82,11 +82,11 @@ class HubSpotOptions:
     # 2024 filtering changelog name none); 100 keeps request bodies modest.
     in_values_cap: int = 100
     # Companies are listed and matched in memory up to this many (0: always search them), and
-    # listed again after this many seconds. See connectors.hubspot.companies.
+    # listed again after this many seconds. See syncd_hubspot.companies.
     company_directory_max: int = 5000
     company_directory_refresh: float = 900.0
     # A company word's contacts are searched again after this many seconds (0: every
-    # lookup). See connectors.hubspot.colleagues.
+    # lookup). See syncd_hubspot.colleagues.
     colleague_memo_ttl: float = 120.0
     colleague_memo_max: int = 40_000
     # Attempts after the first for a 429/5xx/network failure, and the longest single wait.

@@ -14,10 +14,10 @@ from typing import Any
 
 from simple_salesforce.exceptions import SalesforceError
 
-from connectors.salesforce.client import SalesforceClient
-from connectors.salesforce.options import SalesforceOptions
 from syncd.errors import AuthError
 from syncd.models import SetupStep
+from syncd_salesforce.client import SalesforceClient
+from syncd_salesforce.options import SalesforceOptions
 
 __all__ = ["PICKLIST_VALUES", "Needs", "field_recipe"]
 

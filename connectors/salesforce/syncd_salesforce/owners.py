@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from syncd.models import CrmUser, Plan
 
 if TYPE_CHECKING:
-    from connectors.salesforce.client import SalesforceClient
+    from syncd_salesforce.client import SalesforceClient
 
 __all__ = ["OWNER_FIELD", "USERS_SOQL", "list_users", "record_owner", "task_owner"]
 

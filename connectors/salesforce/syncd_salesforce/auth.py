@@ -21,8 +21,8 @@ import requests
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 from simple_salesforce.login import SalesforceLogin, token_login
 
-from connectors.salesforce.options import SalesforceOptions
 from syncd.errors import AuthError, ConfigError, RetriableError
+from syncd_salesforce.options import SalesforceOptions
 
 __all__ = ["login"]
 

@@ -28,7 +28,7 @@ from syncd.sandbox.http import Request, Response, json_response
 from syncd.sandbox.team import TEAM
 
 if TYPE_CHECKING:
-    from syncd.sandbox.hubspot import HubSpotEmulator
+    from syncd_hubspot.emulator.api import HubSpotEmulator
 
 __all__ = ["Owner", "OwnerBook", "owner_problems", "register", "reset"]
 
@@ -81,7 +81,7 @@ class OwnerBook:
 def reset(emulator: HubSpotEmulator) -> None:
     """Called from the emulator's reset (lock held): the sandbox team as owners, and the
     owner property on the objects that have one."""
-    from syncd.sandbox.hubspot import _PropertyDef
+    from syncd_hubspot.emulator.api import _PropertyDef
 
     book = OwnerBook()
     for member in TEAM:
@@ -97,7 +97,7 @@ def register(emulator: HubSpotEmulator) -> None:
 
 def _handler(emulator: HubSpotEmulator) -> Any:
     def handle(object_type: str, request: Request, body: Any) -> Response:
-        from syncd.sandbox.hubspot import _Refused
+        from syncd_hubspot.emulator.api import _Refused
 
         try:
             limit = int(request.arg("limit", "100") or 100)

@@ -26,22 +26,22 @@ from typing import Any, TypeVar
 import structlog
 from simple_salesforce.exceptions import SalesforceMalformedRequest, SalesforceResourceNotFound
 
-from connectors.salesforce.accounts import Accounts, Pending
-from connectors.salesforce.client import COMPOSITE_QUERIES, SalesforceClient
-from connectors.salesforce.errors import GONE_CODES, SfError, parse_errors, summary
-from connectors.salesforce.lookup import Lookup, stored_marker, written_phone
-from connectors.salesforce.options import SalesforceOptions
-from connectors.salesforce.owners import record_owner, task_owner
-from connectors.salesforce.soql import pack, soql_in
 from syncd.connector import PlanProgress
 from syncd.errors import RateLimited, RetriableError
 from syncd.match.phones import normalize_phone
 from syncd.models import Action, ActivitySpec, CrmRecord, KeyKind, Outcome, Plan
+from syncd_salesforce.accounts import Accounts, Pending
+from syncd_salesforce.client import COMPOSITE_QUERIES, SalesforceClient
+from syncd_salesforce.errors import GONE_CODES, SfError, parse_errors, summary
+from syncd_salesforce.lookup import Lookup, stored_marker, written_phone
+from syncd_salesforce.options import SalesforceOptions
+from syncd_salesforce.owners import record_owner, task_owner
+from syncd_salesforce.soql import pack, soql_in
 
 __all__ = ["BATCH", "Writer", "external_id", "task_subject"]
 
 T = TypeVar("T")
-log = structlog.get_logger("syncd.connectors.salesforce")
+log = structlog.get_logger("syncd.syncd_salesforce")
 
 BATCH = 200  # sObject Collections cap
 _CANONICAL = {

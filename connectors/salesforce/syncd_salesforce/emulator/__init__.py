@@ -18,8 +18,8 @@ current on every write and rollback, then match them exactly as a scan of every 
 the emulator's cost follows the answer, not the org's size, so a benchmark measures syncd.
 """
 
-from syncd.sandbox.salesforce.org import SalesforceEmulator
-from syncd.sandbox.salesforce.query import (
+from syncd_salesforce.emulator.org import SalesforceEmulator
+from syncd_salesforce.emulator.query import (
     SoqlQuery,
     SoslQuery,
     SyntaxProblem,

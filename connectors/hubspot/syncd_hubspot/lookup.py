@@ -1,7 +1,7 @@
 """Reading from HubSpot: candidates for match keys (search) and records by id (batch read).
 
 Search is what HubSpot offers for "who has this phone", but it lags writes by seconds and
-allows ~5 requests a second, so keys are packed (see :mod:`connectors.hubspot.search`) and
+allows ~5 requests a second, so keys are packed (see :mod:`syncd_hubspot.search`) and
 every candidate is checked again here: ``hs_searchable_calculated_phone_number`` holds only
 the national digits, so +44 20 7946 0958 and +1 207-946-0958 meet in one search and are told
 apart by E.164 afterwards.
@@ -17,22 +17,22 @@ from typing import Any
 
 import phonenumbers
 
-from connectors.hubspot.candidates import answer
-from connectors.hubspot.colleagues import ColleagueMemo
-from connectors.hubspot.companies import CompanyDirectory
-from connectors.hubspot.options import HubSpotOptions
-from connectors.hubspot.records import (
+from syncd.errors import RetriableError
+from syncd.match.names import normalize_company
+from syncd.match.phones import format_variants, national_digits
+from syncd.models import CrmRecord, KeyKind, MatchKey
+from syncd_hubspot.candidates import answer
+from syncd_hubspot.colleagues import ColleagueMemo
+from syncd_hubspot.companies import CompanyDirectory
+from syncd_hubspot.options import HubSpotOptions
+from syncd_hubspot.records import (
     COMPANY_PROPERTIES,
     CONTACT_PROPERTIES,
     company_record,
     contact_record,
 )
-from connectors.hubspot.search import RESULT_WINDOW, Group, in_groups, pack, search_body
-from connectors.hubspot.transport import ApiResult, Transport
-from syncd.errors import RetriableError
-from syncd.match.names import normalize_company
-from syncd.match.phones import format_variants, national_digits
-from syncd.models import CrmRecord, KeyKind, MatchKey
+from syncd_hubspot.search import RESULT_WINDOW, Group, in_groups, pack, search_body
+from syncd_hubspot.transport import ApiResult, Transport
 
 __all__ = ["Reader"]
 

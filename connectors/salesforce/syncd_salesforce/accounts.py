@@ -24,16 +24,16 @@ from typing import Any
 
 import structlog
 
-from connectors.salesforce.errors import parse_errors
-from connectors.salesforce.lookup import Lookup
-from connectors.salesforce.options import SalesforceOptions
 from syncd.connector import PlanProgress
 from syncd.match.names import normalize_company, same_company
 from syncd.models import Action, KeyKind, MatchKey
+from syncd_salesforce.errors import parse_errors
+from syncd_salesforce.lookup import Lookup
+from syncd_salesforce.options import SalesforceOptions
 
 __all__ = ["Accounts", "Pending", "created_or_duplicate"]
 
-log = structlog.get_logger("syncd.connectors.salesforce")
+log = structlog.get_logger("syncd.syncd_salesforce")
 
 _NAME_MAX = 255  # Account.Name
 

@@ -5,7 +5,7 @@
   so a new caller sent twice is upserted into one contact;
 * the marker on the activity object (notes or calls) and on tasks, **not unique**: HubSpot has
   no unique-value properties on activities; the marker is found through the record's
-  associations instead (see :mod:`connectors.hubspot.markers`);
+  associations instead (see :mod:`syncd_hubspot.markers`);
 * a property group ``syncd`` on each of those objects, so the properties sit together.
 
 Each step reads first and creates only what is missing, so running it again changes nothing.
@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from connectors.hubspot.options import HubSpotOptions
-from connectors.hubspot.transport import ApiResult, Transport
 from syncd.errors import SyncdError
 from syncd.models import SetupStep
+from syncd_hubspot.options import HubSpotOptions
+from syncd_hubspot.transport import ApiResult, Transport
 
 __all__ = ["GROUP", "Setup", "wanted_properties"]
 

@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from connectors.hubspot.records import COMPANY_PROPERTIES
-from connectors.hubspot.transport import Transport
 from syncd.errors import RetriableError
 from syncd.match.names import normalize_company
+from syncd_hubspot.records import COMPANY_PROPERTIES
+from syncd_hubspot.transport import Transport
 
 __all__ = ["CompanyDirectory"]
 

@@ -13,7 +13,7 @@ Every request goes through :meth:`Transport.call`, which
   5xx, a network failure or a malformed answer it may have landed, so the caller gets a
   :class:`InDoubt` (a RetriableError) and finds out by reading, never by resending,
 * holds every exchange to an overall ``deadline`` besides the per-read ``timeout`` (see
-  :mod:`connectors.hubspot.deadline`): a trickling server is cut off like a timeout,
+  :mod:`syncd_hubspot.deadline`): a trickling server is cut off like a timeout,
 * treats a 2xx whose body is not a JSON object as a failure (retriable), never a traceback,
 * reports each attempt to ``context.observe``, and
 * turns what is left into syncd's errors: 401/403 -> AuthError, a DAILY 429 -> RateLimited at
@@ -37,11 +37,11 @@ from hubspot.crm.objects.exceptions import ApiException as ObjectsApiException
 from hubspot.crm.owners.exceptions import ApiException as OwnersApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
-from connectors.hubspot.deadline import install, under_deadline
-from connectors.hubspot.options import HubSpotOptions
 from syncd.connector import RequestObserver
 from syncd.errors import AuthError, RateLimited, RetriableError
 from syncd.ratelimit import RateLimiter
+from syncd_hubspot.deadline import install, under_deadline
+from syncd_hubspot.options import HubSpotOptions
 
 __all__ = ["ApiResult", "InDoubt", "Transport"]
 
@@ -178,7 +178,7 @@ class Transport:
         self.associations = client.crm.associations.v4.batch_api
         self.properties = client.crm.properties.core_api
         self.property_groups = client.crm.properties.groups_api
-        self.owners = client.crm.owners.owners_api  # connectors.hubspot.owners
+        self.owners = client.crm.owners.owners_api  # syncd_hubspot.owners
         self._apis = [
             self.objects_basic,
             self.objects_batch,

@@ -25,9 +25,9 @@ import jwt
 
 from syncd.sandbox.crm import StoredActivity, StoredContact
 from syncd.sandbox.http import Emulator, Request, Response, json_response
-from syncd.sandbox.salesforce import users as salesforce_users
-from syncd.sandbox.salesforce.duplicates import account_rule_matches, person_rule_matches
-from syncd.sandbox.salesforce.query import (
+from syncd_salesforce.emulator import users as salesforce_users
+from syncd_salesforce.emulator.duplicates import account_rule_matches, person_rule_matches
+from syncd_salesforce.emulator.query import (
     SyntaxProblem,
     Term,
     _Bool,

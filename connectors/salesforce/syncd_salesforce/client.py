@@ -32,19 +32,19 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
-from connectors.salesforce.auth import login
-from connectors.salesforce.errors import parse_errors, summary
-from connectors.salesforce.options import SalesforceOptions
-from connectors.salesforce.transport import SalesforceSession
 from syncd.connector import RequestObserver
 from syncd.errors import AuthError, ConfigError, RateLimited, RetriableError
 from syncd.logging import register_secret
 from syncd.ratelimit import RateLimiter
+from syncd_salesforce.auth import login
+from syncd_salesforce.errors import parse_errors, summary
+from syncd_salesforce.options import SalesforceOptions
+from syncd_salesforce.transport import SalesforceSession
 
 __all__ = ["COMPOSITE_QUERIES", "MalformedAnswer", "SalesforceClient"]
 
 T = TypeVar("T")
-log = structlog.get_logger("syncd.connectors.salesforce")
+log = structlog.get_logger("syncd.syncd_salesforce")
 
 _BACKOFF_CAP = 20.0
 COMPOSITE_QUERIES = 5  # queries and sObject Collections a composite request may hold

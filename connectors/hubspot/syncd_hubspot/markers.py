@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from connectors.hubspot.lookup import Reader
-from connectors.hubspot.options import HubSpotOptions
-from connectors.hubspot.records import marker_in_body
-from connectors.hubspot.transport import Transport
 from syncd.errors import RetriableError
+from syncd_hubspot.lookup import Reader
+from syncd_hubspot.options import HubSpotOptions
+from syncd_hubspot.records import marker_in_body
+from syncd_hubspot.transport import Transport
 
 __all__ = ["BODY_PROPERTY", "MarkerProbe"]
 

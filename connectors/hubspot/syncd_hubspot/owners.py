@@ -15,7 +15,7 @@ from syncd.errors import RetriableError
 from syncd.models import CrmUser, Plan
 
 if TYPE_CHECKING:
-    from connectors.hubspot.transport import Transport
+    from syncd_hubspot.transport import Transport
 
 __all__ = ["OWNER_PROPERTY", "activity_owner", "list_owners", "record_owner"]
 

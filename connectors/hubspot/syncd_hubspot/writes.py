@@ -7,7 +7,7 @@ What makes it safe to repeat after a crash or a timeout:
 * notes/calls/tasks carry the syncd marker in ``marker_property``, which is *not* unique
   (HubSpot has no unique-value properties on activities). A create is never sent twice on
   our own: after an answer that leaves it unknown whether it landed, the chunk's records are
-  read back (:mod:`connectors.hubspot.markers`), what landed is kept and the rest is left to
+  read back (:mod:`syncd_hubspot.markers`), what landed is kept and the rest is left to
   a later attempt, in doubt (a write still on its way in could land after a read);
 * a plan the daemon marks ``in_doubt`` (an earlier attempt may have reached HubSpot) has each
   part found before it is written: the contact by caller key (batch read by ``idProperty``),
@@ -30,15 +30,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from connectors.hubspot.lookup import Reader
-from connectors.hubspot.markers import MarkerProbe
-from connectors.hubspot.options import HubSpotOptions
-from connectors.hubspot.owners import activity_owner, record_owner
-from connectors.hubspot.records import contact_properties, marker_in_body, marker_paragraph
-from connectors.hubspot.transport import ApiResult, InDoubt, Transport
 from syncd.connector import PlanProgress
 from syncd.errors import RateLimited, RetriableError
 from syncd.models import Action, ActivitySpec, KeyKind, Outcome, Plan
+from syncd_hubspot.lookup import Reader
+from syncd_hubspot.markers import MarkerProbe
+from syncd_hubspot.options import HubSpotOptions
+from syncd_hubspot.owners import activity_owner, record_owner
+from syncd_hubspot.records import contact_properties, marker_in_body, marker_paragraph
+from syncd_hubspot.transport import ApiResult, InDoubt, Transport
 
 __all__ = ["ASSOCIATION_TYPES", "Writer"]
 

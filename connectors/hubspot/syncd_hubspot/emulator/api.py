@@ -44,9 +44,9 @@ from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
-from syncd.sandbox import hubspot_owners
 from syncd.sandbox.crm import StoredActivity, StoredContact
 from syncd.sandbox.http import Emulator, Faults, Request, Response, json_response
+from syncd_hubspot.emulator import owners as hubspot_owners
 
 __all__ = ["HubSpotEmulator"]
 
@@ -327,7 +327,7 @@ class HubSpotEmulator(Emulator):
     """HubSpot's CRM v3/v4 API, enough of it for syncd. See the module docstring."""
 
     name = "hubspot"
-    owner_book: hubspot_owners.OwnerBook  # GET /crm/v3/owners (syncd.sandbox.hubspot_owners)
+    owner_book: hubspot_owners.OwnerBook  # GET /crm/v3/owners (syncd_hubspot.emulator.owners)
 
     def __init__(
         self,
