@@ -10,8 +10,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 
-from syncd.connector import Connector, TargetContext
-from syncd.models import Action, ActivityRef, CheckResult, CrmRecord, MatchKey, Outcome, Plan
+from syncd.plugin import (
+    Action,
+    ActivityRef,
+    CheckResult,
+    Connector,
+    CrmRecord,
+    MatchKey,
+    Outcome,
+    Plan,
+    TargetContext,
+)
 
 __all__ = ["DryRunConnector", "create"]
 

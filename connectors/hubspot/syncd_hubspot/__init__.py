@@ -27,7 +27,7 @@ the properties (:mod:`syncd_hubspot.setup`).
 
 from __future__ import annotations
 
-from syncd.connector import Connector, TargetContext
+from syncd.plugin import Connector, TargetContext
 from syncd_hubspot.connector import HubSpotConnector
 from syncd_hubspot.options import HubSpotOptions, Limit, parse_options
 

@@ -17,9 +17,15 @@ from collections.abc import Iterable, Sequence
 
 import phonenumbers
 
-from syncd.match.names import normalize_company, normalize_person
-from syncd.match.phones import normalize_phone, same_number
-from syncd.models import CrmRecord, KeyKind, MatchKey
+from syncd.plugin import (
+    CrmRecord,
+    KeyKind,
+    MatchKey,
+    normalize_company,
+    normalize_person,
+    normalize_phone,
+    same_number,
+)
 
 __all__ = ["answer", "matches"]
 

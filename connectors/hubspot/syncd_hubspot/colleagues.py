@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from syncd.match.names import normalize_company
+from syncd.plugin import normalize_company
 
 __all__ = ["ColleagueMemo", "Pending", "company_words"]
 

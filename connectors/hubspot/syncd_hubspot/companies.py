@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from syncd.errors import RetriableError
-from syncd.match.names import normalize_company
+from syncd.plugin import RetriableError, normalize_company
 from syncd_hubspot.records import COMPANY_PROPERTIES
 from syncd_hubspot.transport import Transport
 

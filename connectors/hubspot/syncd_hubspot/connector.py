@@ -7,10 +7,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from syncd.connector import TargetContext
-from syncd.errors import AuthError, SyncdError
-from syncd.models import (
+from syncd.plugin import (
     ActivityRef,
+    AuthError,
     CheckResult,
     CrmRecord,
     CrmUser,
@@ -18,6 +17,8 @@ from syncd.models import (
     Outcome,
     Plan,
     SetupStep,
+    SyncdError,
+    TargetContext,
 )
 from syncd_hubspot.lookup import Reader
 from syncd_hubspot.options import HubSpotOptions, parse_options

@@ -17,10 +17,15 @@ from typing import Any
 
 import phonenumbers
 
-from syncd.errors import RetriableError
-from syncd.match.names import normalize_company
-from syncd.match.phones import format_variants, national_digits
-from syncd.models import CrmRecord, KeyKind, MatchKey
+from syncd.plugin import (
+    CrmRecord,
+    KeyKind,
+    MatchKey,
+    RetriableError,
+    format_variants,
+    national_digits,
+    normalize_company,
+)
 from syncd_hubspot.candidates import answer
 from syncd_hubspot.colleagues import ColleagueMemo
 from syncd_hubspot.companies import CompanyDirectory

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from syncd.errors import RetriableError
+from syncd.plugin import RetriableError
 from syncd_hubspot.lookup import Reader
 from syncd_hubspot.options import HubSpotOptions
 from syncd_hubspot.records import marker_in_body

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from syncd.connector import TargetContext
-from syncd.errors import ConfigError
+from syncd.plugin import ConfigError, TargetContext
 
 __all__ = ["DEFAULT_HOST", "HubSpotOptions", "Limit", "parse_options"]
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from syncd.errors import RetriableError
-from syncd.models import CrmUser, Plan
+from syncd.plugin import CrmUser, Plan, RetriableError
 
 if TYPE_CHECKING:
     from syncd_hubspot.transport import Transport

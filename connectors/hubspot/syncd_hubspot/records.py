@@ -6,8 +6,7 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
-from syncd.match.phones import normalize_phone
-from syncd.models import CrmRecord
+from syncd.plugin import CrmRecord, normalize_phone
 
 __all__ = [
     "CANONICAL",

@@ -18,8 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from syncd.errors import SyncdError
-from syncd.models import SetupStep
+from syncd.plugin import SetupStep, SyncdError
 from syncd_hubspot.options import HubSpotOptions
 from syncd_hubspot.transport import ApiResult, Transport
 

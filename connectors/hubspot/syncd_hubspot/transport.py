@@ -37,9 +37,7 @@ from hubspot.crm.objects.exceptions import ApiException as ObjectsApiException
 from hubspot.crm.owners.exceptions import ApiException as OwnersApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
-from syncd.connector import RequestObserver
-from syncd.errors import AuthError, RateLimited, RetriableError
-from syncd.ratelimit import RateLimiter
+from syncd.plugin import AuthError, RateLimited, RateLimiter, RequestObserver, RetriableError
 from syncd_hubspot.deadline import install, under_deadline
 from syncd_hubspot.options import HubSpotOptions
 

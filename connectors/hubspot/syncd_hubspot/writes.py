@@ -30,9 +30,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from syncd.connector import PlanProgress
-from syncd.errors import RateLimited, RetriableError
-from syncd.models import Action, ActivitySpec, KeyKind, Outcome, Plan
+from syncd.plugin import (
+    Action,
+    ActivitySpec,
+    KeyKind,
+    Outcome,
+    Plan,
+    PlanProgress,
+    RateLimited,
+    RetriableError,
+)
 from syncd_hubspot.lookup import Reader
 from syncd_hubspot.markers import MarkerProbe
 from syncd_hubspot.options import HubSpotOptions

@@ -24,9 +24,7 @@ from typing import Any
 
 import structlog
 
-from syncd.connector import PlanProgress
-from syncd.match.names import normalize_company, same_company
-from syncd.models import Action, KeyKind, MatchKey
+from syncd.plugin import Action, KeyKind, MatchKey, PlanProgress, normalize_company, same_company
 from syncd_salesforce.errors import parse_errors
 from syncd_salesforce.lookup import Lookup
 from syncd_salesforce.options import SalesforceOptions

@@ -14,8 +14,7 @@ from typing import Any
 
 from simple_salesforce.exceptions import SalesforceError
 
-from syncd.errors import AuthError
-from syncd.models import SetupStep
+from syncd.plugin import AuthError, SetupStep
 from syncd_salesforce.client import SalesforceClient
 from syncd_salesforce.options import SalesforceOptions
 

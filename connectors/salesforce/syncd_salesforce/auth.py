@@ -21,7 +21,7 @@ import requests
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 from simple_salesforce.login import SalesforceLogin, token_login
 
-from syncd.errors import AuthError, ConfigError, RetriableError
+from syncd.plugin import AuthError, ConfigError, RetriableError
 from syncd_salesforce.options import SalesforceOptions
 
 __all__ = ["login"]

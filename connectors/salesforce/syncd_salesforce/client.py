@@ -32,10 +32,15 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
-from syncd.connector import RequestObserver
-from syncd.errors import AuthError, ConfigError, RateLimited, RetriableError
-from syncd.logging import register_secret
-from syncd.ratelimit import RateLimiter
+from syncd.plugin import (
+    AuthError,
+    ConfigError,
+    RateLimited,
+    RateLimiter,
+    RequestObserver,
+    RetriableError,
+    register_secret,
+)
 from syncd_salesforce.auth import login
 from syncd_salesforce.errors import parse_errors, summary
 from syncd_salesforce.options import SalesforceOptions

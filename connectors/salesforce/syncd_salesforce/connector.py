@@ -7,10 +7,9 @@ from functools import partial
 
 from simple_salesforce.exceptions import SalesforceError
 
-from syncd.connector import TargetContext
-from syncd.errors import AuthError, SyncdError
-from syncd.models import (
+from syncd.plugin import (
     ActivityRef,
+    AuthError,
     CheckResult,
     CrmRecord,
     CrmUser,
@@ -18,6 +17,8 @@ from syncd.models import (
     Outcome,
     Plan,
     SetupStep,
+    SyncdError,
+    TargetContext,
 )
 from syncd_salesforce.admin import Needs
 from syncd_salesforce.client import SalesforceClient

@@ -23,9 +23,19 @@ from typing import Any
 
 import structlog
 
-from syncd.match.names import normalize_company, normalize_person, same_company
-from syncd.match.phones import format_variants, national_digits, normalize_phone, same_number
-from syncd.models import ActivityRef, CrmRecord, KeyKind, MatchKey
+from syncd.plugin import (
+    ActivityRef,
+    CrmRecord,
+    KeyKind,
+    MatchKey,
+    format_variants,
+    national_digits,
+    normalize_company,
+    normalize_person,
+    normalize_phone,
+    same_company,
+    same_number,
+)
 from syncd_salesforce.client import SalesforceClient
 from syncd_salesforce.options import SalesforceOptions
 from syncd_salesforce.soql import (

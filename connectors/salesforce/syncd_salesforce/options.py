@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from syncd.connector import TargetContext
-from syncd.errors import ConfigError
+from syncd.plugin import ConfigError, TargetContext
 
 __all__ = [
     "AUTH_FLOWS",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from syncd.models import CrmUser, Plan
+from syncd.plugin import CrmUser, Plan
 
 if TYPE_CHECKING:
     from syncd_salesforce.client import SalesforceClient

@@ -26,7 +26,7 @@ import urllib3.connection
 import urllib3.connectionpool
 from requests.adapters import HTTPAdapter
 
-from syncd.ratelimit import RateLimiter
+from syncd.plugin import RateLimiter
 from syncd_salesforce.options import LOOPBACK_HOSTS
 
 __all__ = ["DeadlineExceeded", "SalesforceSession", "classify", "plain_http_for_loopback"]

@@ -26,10 +26,18 @@ from typing import Any, TypeVar
 import structlog
 from simple_salesforce.exceptions import SalesforceMalformedRequest, SalesforceResourceNotFound
 
-from syncd.connector import PlanProgress
-from syncd.errors import RateLimited, RetriableError
-from syncd.match.phones import normalize_phone
-from syncd.models import Action, ActivitySpec, CrmRecord, KeyKind, Outcome, Plan
+from syncd.plugin import (
+    Action,
+    ActivitySpec,
+    CrmRecord,
+    KeyKind,
+    Outcome,
+    Plan,
+    PlanProgress,
+    RateLimited,
+    RetriableError,
+    normalize_phone,
+)
 from syncd_salesforce.accounts import Accounts, Pending
 from syncd_salesforce.client import COMPOSITE_QUERIES, SalesforceClient
 from syncd_salesforce.errors import GONE_CODES, SfError, parse_errors, summary
