@@ -33,6 +33,8 @@ __all__ = [
     "ConnectorFactory",
     "ListsOwners",
     "PlanProgress",
+    "RecordsPlans",
+    "ReportsQuota",
     "RequestObserver",
     "SetsUp",
     "TargetContext",
@@ -146,6 +148,26 @@ class ListsOwners(Protocol):
     """
 
     def owners(self) -> Sequence[CrmUser]: ...
+
+
+@runtime_checkable
+class ReportsQuota(Protocol):
+    """Optional capability: the connector knows how much of the CRM's API quota is spent
+    (Salesforce's ``Sforce-Limit-Info``); the daemon exports it as a gauge."""
+
+    @property
+    def api_usage(self) -> tuple[int, int] | None:
+        """``(used, limit)`` as of the last answer; None before the first one."""
+        ...
+
+
+@runtime_checkable
+class RecordsPlans(Protocol):
+    """Optional capability: the connector keeps the plans it was asked to apply instead of
+    writing them (the ``dry-run`` wrapper); ``syncd run --dry-run`` prints them."""
+
+    @property
+    def plans(self) -> Sequence[Plan]: ...
 
 
 class ConnectorFactory(Protocol):

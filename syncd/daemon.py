@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from syncd.alerts import Alerter, emergency_alerts
 from syncd.config import AccountSettings, Settings
-from syncd.connector import Connector, TargetContext, load_factory
+from syncd.connector import Connector, ReportsQuota, TargetContext, load_factory
 from syncd.deliver import DeliveryStats, TargetPaused, check_claim, deliver_target
 from syncd.dryrun_store import roll_back, rolled_back_store
 from syncd.errors import AuthError, RetriableError, SyncdError
@@ -530,10 +530,9 @@ class Daemon:
                     report.started_at.timestamp()
                 )
         for name, connector in self._connectors.items():
-            # Optional: connectors that know their API quota (Salesforce's Sforce-Limit-Info).
-            usage = getattr(connector, "api_usage", None)
-            if isinstance(usage, tuple) and len(usage) == 2:
-                m.set_api_usage(name, int(usage[0]), int(usage[1]))
+            usage = connector.api_usage if isinstance(connector, ReportsQuota) else None
+            if usage is not None:
+                m.set_api_usage(name, *usage)
         try:
             # Database-wide gauges from one replica only, so a sum over replicas is right.
             daemon = self.settings.daemon

@@ -209,7 +209,7 @@ class _Batch:
             if claimed.action == "resolved_new":  # an operator said: this is someone new
                 item.decision = Decision("new", matched_by="operator")
                 continue
-            if claimed.record_id and not claimed.record_id.startswith("dry-run:"):
+            if claimed.record_id:
                 # Delivered before (a replay or a changed message) or settled by an operator:
                 # stay on that record if it still exists.
                 item.record = CrmRecord(id=claimed.record_id, kind=claimed.record_kind or "contact")

@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from syncd.config import Settings, parse_settings
 from syncd.daemon import CycleReport, Daemon
 from syncd.sandbox.world import SandboxWorld
 from syncd.store.owners import owners_assigned
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "sandbox_settings"]
 
 COUNT_KEYS = (
     "messages_fetched",
@@ -82,6 +83,12 @@ def _source_requests(world: SandboxWorld) -> dict[str, int]:
     return {"list": berkshire.list_requests, "detail": berkshire.detail_requests}
 
 
+def sandbox_settings(world: SandboxWorld, database_url: str, **daemon: Any) -> Settings:
+    """The settings pointing syncd at ``world``; ``daemon`` overrides ``[syncd]`` keys."""
+    # The sandbox must not pick up an operator's SYNCD_* variables (their database!).
+    return parse_settings(world.settings_doc(database_url, **daemon), environ={})
+
+
 def run_demo(
     *,
     messages: int = 200,
@@ -95,7 +102,7 @@ def run_demo(
         tempfile.TemporaryDirectory(prefix="syncd-demo-") as tmp,
         SandboxWorld(messages=messages, callers=callers, seed=seed) as world,
     ):
-        settings = world.settings(f"sqlite:///{Path(tmp) / 'state.db'}")
+        settings = sandbox_settings(world, f"sqlite:///{Path(tmp) / 'state.db'}")
         daemon = Daemon(settings)
         try:
             daemon.migrate()

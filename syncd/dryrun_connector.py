@@ -24,6 +24,9 @@ from syncd.plugin import (
 
 __all__ = ["DryRunConnector", "create"]
 
+# Ids of the records and activities it only pretended to write; the CRM never saw them.
+_PREFIX = "dry-run:"
+
 
 class DryRunConnector:
     def __init__(self, name: str, inner: Connector | None = None) -> None:
@@ -36,9 +39,12 @@ class DryRunConnector:
         return self.inner.lookup(keys) if self.inner else {key: [] for key in keys}
 
     def read(self, kind: str, ids: Sequence[str]) -> Mapping[str, CrmRecord]:
-        if self.inner:
-            return self.inner.read(kind, ids)
-        return {i: CrmRecord(id=i, kind=kind) for i in ids}
+        if self.inner is None:
+            return {i: CrmRecord(id=i, kind=kind) for i in ids}
+        # Ids it made up (recorded while the target was of type dry-run) name nothing in the
+        # real CRM, which may refuse them as malformed: leave them out, as records gone.
+        real = [i for i in ids if not i.startswith(_PREFIX)]
+        return self.inner.read(kind, real) if real else {}
 
     def apply(self, plans: Sequence[Plan]) -> Sequence[Outcome]:
         with self._lock:
@@ -46,7 +52,7 @@ class DryRunConnector:
         outcomes = []
         for plan in plans:
             created = plan.action is Action.CREATE
-            record_id = plan.record_id or f"dry-run:{plan.caller_key}"
+            record_id = plan.record_id or f"{_PREFIX}{plan.caller_key}"
             outcomes.append(
                 Outcome(
                     plan.delivery_id,
@@ -55,7 +61,7 @@ class DryRunConnector:
                     record_kind=plan.record_kind,
                     created=created,
                     updated=plan.action is Action.UPDATE,
-                    activity_id=plan.activity.existing_id or f"dry-run:{plan.activity.marker}",
+                    activity_id=plan.activity.existing_id or f"{_PREFIX}{plan.activity.marker}",
                 )
             )
         return outcomes

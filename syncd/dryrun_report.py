@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from syncd.connector import Connector
+from syncd.connector import Connector, RecordsPlans
 from syncd.match.phones import mask_phone, mask_phones_in
 from syncd.models import CrmRecord, Plan
 
@@ -122,7 +122,12 @@ def print_plans(
     mask: bool = True,
 ) -> None:
     reports = [
-        plan_report(name, connector, getattr(connector, "plans", []), mask=mask)
+        plan_report(
+            name,
+            connector,
+            connector.plans if isinstance(connector, RecordsPlans) else [],
+            mask=mask,
+        )
         for name, connector in connectors.items()
     ]
     if as_json:

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "redact_text", "register_secret"]
+__all__ = ["configure_logging", "connector_logger", "redact_text", "register_secret"]
 
 _SECRET_KEYS = (
     "token",
@@ -30,6 +30,12 @@ _PHONE_KEYS = ("phone", "caller_id", "from", "mobile")
 _secrets: set[str] = set()
 _lock = threading.Lock()
 _mask_phones = True
+
+
+def connector_logger(connector: str, **context: Any) -> Any:
+    """The logger for connector ``connector``, with ``context`` bound to every event; its
+    events pass the same redaction as syncd's own."""
+    return structlog.get_logger(f"syncd.connector.{connector}").bind(**context)
 
 
 def register_secret(value: str | None) -> None:

@@ -1,24 +1,77 @@
 """The public connector API: the one module of syncd a connector imports.
 
-Everything a connector needs is here: the Protocol it implements (``Connector``), the context
-it is built with, the models it exchanges with the core, the errors it raises, and the helpers
-that keep every connector consistent (phone and name keys, the rate limiter, secret
-registration). The rest of ``syncd`` is private to the daemon and may change at any time.
-
-A connector is a factory registered under the versioned entry-point group
-``syncd.connectors.v1``::
+A connector is a package that registers a factory under the *versioned* entry-point group
+``syncd.connectors.v1``; the factory gets a :class:`TargetContext` (the target's name, its
+config table, a request observer) and returns a :class:`Connector`::
 
     [project.entry-points."syncd.connectors.v1"]
     mycrm = "syncd_mycrm:create"
 
-See ``connectors/README.md`` for the guide to writing one.
+Everything else in ``syncd`` is private to the daemon and may change in any release; what is
+here changes only with a new group (``syncd.connectors.v2``), so an old connector fails
+loudly at load instead of subtly at run time. ``connectors/README.md`` is the guide.
+
+The protocol and its optional capabilities
+    :class:`Connector` is required. The capabilities are optional, and the daemon asks for
+    each with ``isinstance`` (they are runtime-checkable Protocols; nothing is looked up by
+    name): :class:`SetsUp` (``syncd setup`` creates fields), :class:`ListsOwners` (owner
+    rules), :class:`ReportsQuota` (the API-usage gauge), :class:`RecordsPlans` (the dry-run
+    wrapper's plans).
+
+The models
+    The core asks with :class:`MatchKey` (a :class:`KeyKind` and a normalised value) and
+    :class:`Plan` (what to write: an :class:`Action`, the fields, an :class:`ActivitySpec`);
+    a connector answers with :class:`CrmRecord`, :class:`Outcome`, :class:`ActivityRef`,
+    :class:`CheckResult`, :class:`SetupStep` and :class:`CrmUser`. :class:`PlanProgress` is
+    the mutable :class:`Outcome` a connector fills in while it works through a batch.
+
+The errors
+    A rejection of one record is an :class:`Outcome` (``ok=False``), never an exception.
+    An exception concerns the whole call and says what the daemon must *do*::
+
+        SyncdError
+        ├── FatalError             stop: nothing works until a person acts
+        │   ├── ConfigError        the target's options are wrong (exit 2)
+        │   └── AuthError          the credentials were refused: pause the target (exit 3)
+        └── RetriableError         try again later (``retry_after`` seconds when known)
+            └── RateLimited        the CRM said "too many" (``daily`` for a spent quota)
+
+The helpers
+    Shared so every connector agrees with the matcher: phone keys
+    (:func:`normalize_phone`, :func:`national_digits`, :func:`same_number`,
+    :func:`format_variants` for exact-match queries), names (:func:`normalize_company`,
+    :func:`normalize_person`, :func:`same_company`), a :class:`RateLimiter`, secrets
+    (:func:`read_secret`, :meth:`TargetContext.secret`; :func:`register_secret` keeps a
+    value out of every log line) and :func:`connector_logger`.
+
+Testing
+    The contract suite every connector passes is a pytest plugin shipped with
+    ``syncd[sandbox]``: see :mod:`syncd.contract`.
 """
 
 from __future__ import annotations
 
-from syncd.connector import Connector, PlanProgress, RequestObserver, TargetContext
-from syncd.errors import AuthError, ConfigError, RateLimited, RetriableError, SyncdError
-from syncd.logging import register_secret
+from syncd.connector import (
+    Connector,
+    ConnectorFactory,
+    ListsOwners,
+    PlanProgress,
+    RecordsPlans,
+    ReportsQuota,
+    RequestObserver,
+    SetsUp,
+    TargetContext,
+    read_secret,
+)
+from syncd.errors import (
+    AuthError,
+    ConfigError,
+    FatalError,
+    RateLimited,
+    RetriableError,
+    SyncdError,
+)
+from syncd.logging import connector_logger, register_secret
 from syncd.match.names import normalize_company, normalize_person, same_company
 from syncd.match.phones import format_variants, national_digits, normalize_phone, same_number
 from syncd.models import (
@@ -44,25 +97,33 @@ __all__ = [
     "CheckResult",
     "ConfigError",
     "Connector",
+    "ConnectorFactory",
     "CrmRecord",
     "CrmUser",
+    "FatalError",
     "KeyKind",
+    "ListsOwners",
     "MatchKey",
     "Outcome",
     "Plan",
     "PlanProgress",
     "RateLimited",
     "RateLimiter",
+    "RecordsPlans",
+    "ReportsQuota",
     "RequestObserver",
     "RetriableError",
+    "SetsUp",
     "SetupStep",
     "SyncdError",
     "TargetContext",
+    "connector_logger",
     "format_variants",
     "national_digits",
     "normalize_company",
     "normalize_person",
     "normalize_phone",
+    "read_secret",
     "register_secret",
     "same_company",
     "same_number",

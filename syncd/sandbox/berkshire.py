@@ -20,14 +20,14 @@ import copy
 import hmac
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
+from syncd.sandbox.fields import field_key, local_date, message_id_of
 from syncd.sandbox.generate import Caller, make_callers, make_messages
 from syncd.sandbox.http import Emulator, Request, Response, json_response
-from syncd.source.parse import find_message_id, normalize_key, parse_datetime
 
 __all__ = ["BerkshireSimulator", "Envelope", "KeyStyle", "ListShape"]
 
@@ -40,7 +40,6 @@ _MINIMAL_KEYS = frozenset({"messageid", "firstname", "lastname", "createdat", "u
 # What a "summary" item lacks: the detail fields (the document's last two, and the table's
 # prefixed "content with additional details table {labelName}" keys).
 _DETAIL_PREFIX = "contentwithadditionaldetails"
-_DATE_KEYS = (("utccreatedat", True), ("createdat", False), ("rawcreatedat", False))
 
 
 class BerkshireSimulator(Emulator):
@@ -145,22 +144,22 @@ class BerkshireSimulator(Emulator):
         """Store ``items`` (replacing any with the same id). Each needs a message id."""
         with self.lock:
             for item in items:
-                message_id = find_message_id(item)
+                message_id = message_id_of(item)
                 if message_id is None:
                     raise ValueError("a stored message needs a message id; use extra_items")
                 self._messages[message_id] = copy.deepcopy(dict(item))
                 self._position.setdefault(message_id, len(self._position))
-                self._place(message_id, _local_date(item, self.tz))
+                self._place(message_id, local_date(item, self.tz))
 
     def update_message(self, message_id: str, **changes: object) -> None:
         """Change fields of a stored message, as agents do after the call.
         ``first_name="Ann"`` updates whichever spelling of ``first name`` the message uses."""
         with self.lock:
             message = self._messages[message_id]
-            by_key = {normalize_key(k): k for k in message}
+            by_key = {field_key(k): k for k in message}
             for name, value in changes.items():
-                message[by_key.get(normalize_key(name), name.replace("_", " "))] = value
-            self._place(message_id, _local_date(message, self.tz))
+                message[by_key.get(field_key(name), name.replace("_", " "))] = value
+            self._place(message_id, local_date(message, self.tz))
 
     def reset(self) -> None:
         """Forget messages and extra items, clear faults and counts; the knobs stay.
@@ -268,7 +267,7 @@ class BerkshireSimulator(Emulator):
         return {
             _respell(key, self.key_style): copy.deepcopy(value)
             for key, value in message.items()
-            if _shown(normalize_key(key), shape)
+            if _shown(field_key(key), shape)
         }
 
     def _wrap(self, payload: object) -> object:
@@ -303,15 +302,6 @@ def _within(day: date | None, start: date | None, end: date | None) -> bool:
     if day is None:
         return False
     return (start is None or start <= day) and (end is None or day <= end)
-
-
-def _local_date(item: Mapping[str, object], tz: tzinfo) -> date | None:
-    by_key = {normalize_key(k): v for k, v in item.items()}
-    for key, naive_is_utc in _DATE_KEYS:
-        moment = parse_datetime(by_key.get(key), tz, naive_is_utc=naive_is_utc)
-        if moment is not None:
-            return moment.astimezone(tz).date()
-    return None
 
 
 def _respell(key: str, style: KeyStyle) -> str:

@@ -187,8 +187,8 @@ def _email(rng: random.Random, first: str, last: str, company: str, index: int) 
     return f"{local}@{domain}.{rng.choice(('example.com', 'example.org', 'example.net'))}"
 
 
-def _render_phone(rng: random.Random, e164: str) -> str:
-    """``e164`` spelt as a person would type it, sometimes with an extension."""
+def spell_phone(rng: random.Random, e164: str) -> str:
+    """``e164`` spelt as a person would type it (or a CRM user stored it)."""
     if e164.startswith("+1"):
         a, e, s = e164[2:5], e164[5:8], e164[8:]
         text = rng.choice(
@@ -210,6 +210,12 @@ def _render_phone(rng: random.Random, e164: str) -> str:
         )
         # Always with the country code: a national "020 ..." is unmatchable without a region.
         text = rng.choice((international, e164))
+    return text
+
+
+def _render_phone(rng: random.Random, e164: str) -> str:
+    """``e164`` spelt as a person would type it, sometimes with an extension."""
+    text = spell_phone(rng, e164)
     if rng.random() < 0.05:
         text += rng.choice((f" x{rng.randint(10, 999)}", f" ext. {rng.randint(1, 99)}"))
     return text

@@ -13,11 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from syncd.config import Settings, parse_settings
-from syncd.match.phones import format_variants
 from syncd.sandbox.berkshire import BerkshireSimulator
 from syncd.sandbox.crm import CrmEmulator, emulator_types, load_emulator
-from syncd.sandbox.generate import Caller
+from syncd.sandbox.generate import Caller, spell_phone
 from syncd.sandbox.team import SeedsOwners, owner_config, record_owner
 
 __all__ = ["SandboxWorld"]
@@ -86,7 +84,7 @@ class SandboxWorld:
         for caller in callers:
             roll = rng.random()
             if roll < self.known_share:
-                phone = rng.choice(format_variants(caller.e164)) if caller.e164 else ""
+                phone = spell_phone(rng, caller.e164) if caller.e164 else ""
                 # Some known records lack an email the caller gives: fill_blanks fills it.
                 email = caller.email or ""
                 if phone and rng.random() < 0.4:
@@ -103,12 +101,10 @@ class SandboxWorld:
             elif roll < self.known_share + self.company_share and caller.company:
                 emulator.seed_company(caller.company)
 
-    def settings(self, database_url: str, **daemon: Any) -> Settings:
-        # The sandbox must not pick up an operator's SYNCD_* variables (their database!).
-        return parse_settings(self.settings_doc(database_url, **daemon), environ={})
-
     def settings_doc(self, database_url: str, **daemon: Any) -> dict[str, Any]:
-        """The config document (as TOML would parse) pointing syncd at this sandbox."""
+        """The config document (as TOML would parse) pointing syncd at this sandbox; syncd
+        reads it with ``syncd.demo.sandbox_settings``. The sandbox must not pick up an
+        operator's SYNCD_* variables (their database!), so it is never read from the environment."""
         if self.berkshire is None:
             raise RuntimeError("start the sandbox first")
         targets = {

@@ -8,6 +8,7 @@ from typing import Any
 
 from syncd.alerts import Alerter
 from syncd.daemon import Daemon
+from syncd.demo import sandbox_settings
 from syncd.ingest import IngestStats
 from syncd.sandbox.world import SandboxWorld
 
@@ -26,7 +27,9 @@ def test_a_backfill_alerts_each_new_emergency_once_as_its_window_lands(tmp_path:
     with SandboxWorld(messages=200, days=5, targets=["hubspot"]) as world:
         assert world.berkshire is not None
         flagged = {str(m["message id"]) for m in world.berkshire.messages if m["is emergency"]}
-        settings = world.settings(f"sqlite:///{tmp_path / 'state.db'}", alert_emergencies=True)
+        settings = sandbox_settings(
+            world, f"sqlite:///{tmp_path / 'state.db'}", alert_emergencies=True
+        )
         alerts = Recording()
         daemon = Daemon(settings, alerter=alerts)
         windows: list[tuple[int, int]] = []  # (emergencies in the window, alerts so far)

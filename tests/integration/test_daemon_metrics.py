@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from syncd.daemon import Daemon
+from syncd.demo import sandbox_settings
 from syncd.sandbox.world import SandboxWorld
 
 
 def test_cycle_exports_crm_requests_and_salesforce_api_usage(tmp_path: Path) -> None:
     with SandboxWorld(messages=30, targets=["salesforce"]) as world:
-        daemon = Daemon(world.settings(f"sqlite:///{tmp_path / 'state.db'}"))
+        daemon = Daemon(sandbox_settings(world, f"sqlite:///{tmp_path / 'state.db'}"))
         try:
             daemon.migrate()
             report = daemon.run_cycle()

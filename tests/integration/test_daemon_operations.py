@@ -25,6 +25,7 @@ from syncd_cli import run_syncd
 
 from syncd import scheduler, systemd
 from syncd.daemon import Daemon
+from syncd.demo import sandbox_settings
 from syncd.health import HealthServer
 from syncd.logging import configure_logging, register_secret
 from syncd.sandbox.toml import dumps
@@ -96,8 +97,8 @@ def test_the_heartbeat_pings_every_half_watchdog_and_stops_for_a_hung_cycle(
     # is scheduled every 0.5 s, so a loaded machine has half a second of slack.
     monkeypatch.setenv("WATCHDOG_USEC", "2000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
-    settings = world.settings(
-        f"sqlite:///{tmp_path / 'state.db'}", lease_seconds=5, interval_seconds=3600
+    settings = sandbox_settings(
+        world, f"sqlite:///{tmp_path / 'state.db'}", lease_seconds=5, interval_seconds=3600
     )
     daemon = Daemon(settings)
     daemon.migrate()
@@ -450,7 +451,7 @@ def test_a_scrape_after_cycles_with_failures_has_what_a_dashboard_needs(
 
 def test_only_one_replica_exports_the_database_gauges(world: SandboxWorld, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'state.db'}"
-    replicas = [Daemon(world.settings(url, worker_id=f"replica-{i}")) for i in (1, 2)]
+    replicas = [Daemon(sandbox_settings(world, url, worker_id=f"replica-{i}")) for i in (1, 2)]
     try:
         replicas[0].migrate()
         for daemon in replicas:

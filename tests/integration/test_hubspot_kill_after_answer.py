@@ -24,6 +24,7 @@ import pytest
 from syncd_hubspot.emulator.api import HubSpotEmulator
 
 from syncd.connector import TargetContext, load_factory
+from syncd.demo import sandbox_settings
 from syncd.sandbox.generate import callers_of
 from syncd.sandbox.http import Response
 from syncd.sandbox.world import SandboxWorld
@@ -106,7 +107,7 @@ def test_sigkill_between_hubspots_answer_and_our_commit_doubles_nothing() -> Non
             )
             status = crash_soak._status(config, env)
 
-        settings = world.settings(database_url)
+        settings = sandbox_settings(world, database_url)
         assert world.berkshire is not None
         message_callers = callers_of(world.berkshire.messages, world.callers)
         target = settings.targets["hubspot"]

@@ -32,6 +32,7 @@ from syncd import deliver
 from syncd.config import Settings
 from syncd.connector import TargetContext, load_factory
 from syncd.daemon import CycleReport, Daemon
+from syncd.demo import sandbox_settings
 from syncd.sandbox.generate import callers_of
 from syncd.sandbox.http import Emulator, Request, Response
 from syncd.sandbox.world import SandboxWorld
@@ -148,7 +149,9 @@ def test_two_replicas_on_postgres_one_clock_ahead_by_more_than_the_lease(
     skew = timedelta(seconds=120)
     replicas = []
     for worker, ahead in (("replica-a", timedelta(0)), ("replica-b", skew)):
-        settings = world.settings(postgres_url, worker_id=worker, batch_size=5, lease_seconds=60)
+        settings = sandbox_settings(
+            world, postgres_url, worker_id=worker, batch_size=5, lease_seconds=60
+        )
         replicas.append(Daemon(settings, clock=lambda ahead=ahead: datetime.now(UTC) + ahead))
     replicas[0].migrate()
     start = threading.Barrier(2)
@@ -234,7 +237,9 @@ def _slow_race(
     attack = AfterWrite(crm(world, target), slow_answer, left=1)
     daemons = []
     for worker in ("slow-a", "quick-b"):
-        settings = world.settings(url, worker_id=worker, batch_size=batch_size, lease_seconds=lease)
+        settings = sandbox_settings(
+            world, url, worker_id=worker, batch_size=batch_size, lease_seconds=lease
+        )
         daemons.append(Daemon(_only(settings, target)))
     daemons[0].migrate()
     a, b = daemons

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from syncd.connector import TargetContext, load_factory
 from syncd.daemon import CycleReport, Daemon
+from syncd.demo import sandbox_settings
 from syncd.sandbox.generate import callers_of
 from syncd.sandbox.http import Emulator, Request, Response
 from syncd.sandbox.world import SandboxWorld
@@ -41,7 +42,9 @@ def world() -> Iterator[SandboxWorld]:
 
 
 def _replica(world: SandboxWorld, url: str, worker: str, batch_size: int = 10) -> Daemon:
-    settings = world.settings(url, worker_id=worker, batch_size=batch_size, lease_seconds=60)
+    settings = sandbox_settings(
+        world, url, worker_id=worker, batch_size=batch_size, lease_seconds=60
+    )
     return Daemon(settings)
 
 

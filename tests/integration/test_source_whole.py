@@ -28,6 +28,7 @@ from syncd_cli import run_syncd, syncd_env
 
 from syncd.alerts import Alerter
 from syncd.daemon import Daemon
+from syncd.demo import sandbox_settings
 from syncd.ingest import ingest_days
 from syncd.sandbox.berkshire import BerkshireSimulator
 from syncd.sandbox.crm import CrmEmulator, StoredActivity
@@ -74,7 +75,7 @@ def hubspot(world: SandboxWorld) -> CrmEmulator:
 
 def daemon(world: SandboxWorld, tmp_path: Path, **settings: Any) -> Daemon:
     url = f"sqlite:///{tmp_path / 'state.db'}"
-    d = Daemon(world.settings(url, **settings), alerter=Recorder())
+    d = Daemon(sandbox_settings(world, url, **settings), alerter=Recorder())
     d.migrate()
     return d
 
@@ -425,8 +426,8 @@ def test_replicas_share_accounts_and_a_poll_releases_its_lease(
     world: SandboxWorld, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    a = Daemon(world.settings(url, worker_id="a"), alerter=Recorder())
-    b = Daemon(world.settings(url, worker_id="b"), alerter=Recorder())
+    a = Daemon(sandbox_settings(world, url, worker_id="a"), alerter=Recorder())
+    b = Daemon(sandbox_settings(world, url, worker_id="b"), alerter=Recorder())
     a.migrate()
     try:
         assert a.run_cycle().accounts  # a polls

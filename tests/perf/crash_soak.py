@@ -48,6 +48,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.exc import OperationalError
 
 from syncd.connector import TargetContext, load_factory
+from syncd.demo import sandbox_settings
 from syncd.logging import configure_logging
 from syncd.match.phones import normalize_phone
 from syncd.models import activity_marker
@@ -531,7 +532,7 @@ def run_soak(options: SoakOptions, say: Callable[[str], None] = print) -> dict[s
         finally:
             store.close()
 
-        settings = world.settings(database_url)
+        settings = sandbox_settings(world, database_url)
         assert world.berkshire is not None
         message_callers = callers_of(world.berkshire.messages, world.callers)
         audits: dict[str, TargetAudit] = {}

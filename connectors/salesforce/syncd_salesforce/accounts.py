@@ -22,16 +22,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import structlog
-
-from syncd.plugin import Action, KeyKind, MatchKey, PlanProgress, normalize_company, same_company
+from syncd.plugin import (
+    Action,
+    KeyKind,
+    MatchKey,
+    PlanProgress,
+    connector_logger,
+    normalize_company,
+    same_company,
+)
 from syncd_salesforce.errors import parse_errors
 from syncd_salesforce.lookup import Lookup
 from syncd_salesforce.options import SalesforceOptions
 
 __all__ = ["Accounts", "Pending", "created_or_duplicate"]
 
-log = structlog.get_logger("syncd.syncd_salesforce")
+log = connector_logger("salesforce")
 
 _NAME_MAX = 255  # Account.Name
 

@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 from urllib.parse import quote_plus
 
 import requests
-import structlog
 import urllib3.exceptions
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import (
@@ -39,6 +38,7 @@ from syncd.plugin import (
     RateLimiter,
     RequestObserver,
     RetriableError,
+    connector_logger,
     register_secret,
 )
 from syncd_salesforce.auth import login
@@ -49,7 +49,7 @@ from syncd_salesforce.transport import SalesforceSession
 __all__ = ["COMPOSITE_QUERIES", "MalformedAnswer", "SalesforceClient"]
 
 T = TypeVar("T")
-log = structlog.get_logger("syncd.syncd_salesforce")
+log = connector_logger("salesforce")
 
 _BACKOFF_CAP = 20.0
 COMPOSITE_QUERIES = 5  # queries and sObject Collections a composite request may hold

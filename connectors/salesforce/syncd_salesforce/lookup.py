@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import structlog
-
 from syncd.plugin import (
     ActivityRef,
     CrmRecord,
     KeyKind,
     MatchKey,
+    connector_logger,
     format_variants,
     national_digits,
     normalize_company,
@@ -56,7 +55,7 @@ __all__ = [
     "written_phone",
 ]
 
-log = structlog.get_logger("syncd.syncd_salesforce")
+log = connector_logger("salesforce")
 
 _BASE_FIELDS = {
     "Contact": (

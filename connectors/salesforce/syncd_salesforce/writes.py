@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-import structlog
 from simple_salesforce.exceptions import SalesforceMalformedRequest, SalesforceResourceNotFound
 
 from syncd.plugin import (
@@ -36,6 +35,7 @@ from syncd.plugin import (
     PlanProgress,
     RateLimited,
     RetriableError,
+    connector_logger,
     normalize_phone,
 )
 from syncd_salesforce.accounts import Accounts, Pending
@@ -49,7 +49,7 @@ from syncd_salesforce.soql import pack, soql_in
 __all__ = ["BATCH", "Writer", "external_id", "task_subject"]
 
 T = TypeVar("T")
-log = structlog.get_logger("syncd.syncd_salesforce")
+log = connector_logger("salesforce")
 
 BATCH = 200  # sObject Collections cap
 _CANONICAL = {

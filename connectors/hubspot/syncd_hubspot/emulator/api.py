@@ -47,6 +47,13 @@ from typing import Any
 from syncd.sandbox.crm import StoredActivity, StoredContact
 from syncd.sandbox.http import Emulator, Faults, Request, Response, json_response
 from syncd_hubspot.emulator import owners as hubspot_owners
+from syncd_hubspot.emulator.schema import (
+    CALCULATED,
+    DEFAULT_PROPERTIES,
+    DEFAULT_RETURNED,
+    READ_ONLY,
+    UNIQUE,
+)
 
 __all__ = ["HubSpotEmulator"]
 
@@ -90,55 +97,6 @@ _PRIMARY_COMPANY = 1
 _WRITE_ENDPOINTS = frozenset(
     {"batch_create", "batch_update", "batch_upsert", "batch_archive", "create", "update"}
 )
-
-_STANDARD_PROPERTIES: dict[str, tuple[str, ...]] = {
-    "contacts": (
-        "firstname",
-        "lastname",
-        "email",
-        "phone",
-        "mobilephone",
-        "company",
-        "jobtitle",
-        "lifecyclestage",
-    ),
-    "companies": ("name", "domain", "phone", "city"),
-    "notes": ("hs_note_body", "hs_timestamp", "hubspot_owner_id"),
-    "calls": (
-        "hs_call_title",
-        "hs_call_body",
-        "hs_call_direction",
-        "hs_call_status",
-        "hs_call_from_number",
-        "hs_timestamp",
-        "hubspot_owner_id",
-    ),
-    "tasks": (
-        "hs_task_subject",
-        "hs_task_body",
-        "hs_task_priority",
-        "hs_task_status",
-        "hs_task_type",
-        "hs_timestamp",
-        "hubspot_owner_id",
-    ),
-}
-# Written by HubSpot itself; a write to one of these is refused like HubSpot does.
-_CALCULATED: dict[str, tuple[str, ...]] = {
-    "contacts": (
-        "hs_searchable_calculated_phone_number",
-        "hs_searchable_calculated_mobile_number",
-        "hs_calculated_phone_number",
-    ),
-}
-_ALWAYS = ("hs_object_id", "createdate", "lastmodifieddate")
-_DEFAULT_RETURNED = {
-    "contacts": ("firstname", "lastname", "email"),
-    "companies": ("name", "domain"),
-    "notes": ("hs_note_body", "hs_timestamp"),
-    "calls": ("hs_call_title", "hs_call_body", "hs_timestamp"),
-    "tasks": ("hs_task_subject", "hs_task_status", "hs_timestamp"),
-}
 
 MAX_GROUPS = 5
 MAX_FILTERS_PER_GROUP = 10
@@ -416,19 +374,18 @@ class HubSpotEmulator(Emulator):
                 t: {_default_group(t): f"{t[:-1].title()} information"} for t in OBJECT_TYPES
             }
             for object_type in OBJECT_TYPES:
-                defs = {n: _PropertyDef(n) for n in _STANDARD_PROPERTIES[object_type]}
+                defs = {n: _PropertyDef(n) for n in DEFAULT_PROPERTIES[object_type]}
                 defs.update(
-                    {n: _PropertyDef(n, calculated=True) for n in _CALCULATED.get(object_type, ())}
+                    {n: _PropertyDef(n, calculated=True) for n in CALCULATED.get(object_type, ())}
                 )
-                defs.update({n: _PropertyDef(n, calculated=True) for n in _ALWAYS})
+                defs.update({n: _PropertyDef(n, calculated=True) for n in READ_ONLY})
                 self._properties[object_type] = defs
-            self._properties["contacts"]["email"] = _PropertyDef("email", unique=True)
+            for object_type, names in UNIQUE.items():
+                for n in names:
+                    self._properties[object_type][n] = _PropertyDef(n, unique=True)
             # Setting a contact's primary company id links the two, as HubSpot does; a test
             # turns it read-only to see the connector fall back to the associations API.
             self.company_id_writable = True
-            self._properties["contacts"]["associatedcompanyid"] = _PropertyDef(
-                "associatedcompanyid"
-            )
             # The custom properties the connector's defaults expect, as ``syncd setup`` makes
             # them: the caller key unique on contacts, the marker *not* unique on activities.
             if self.provisioned:
@@ -867,9 +824,9 @@ class HubSpotEmulator(Emulator):
         names = (
             list(asked)
             if isinstance(asked, list) and asked
-            else list(_DEFAULT_RETURNED[object_type])
+            else list(DEFAULT_RETURNED[object_type])
         )
-        return list(dict.fromkeys([*names, *_ALWAYS]))
+        return list(dict.fromkeys([*names, *READ_ONLY]))
 
     @staticmethod
     def _batch(
@@ -1180,9 +1137,9 @@ class HubSpotEmulator(Emulator):
         else:
             pool = list(self._by_type[object_type].values())
         records = sorted(pool, key=lambda r: int(r.id))
-        names = request.query.get("properties") or list(_DEFAULT_RETURNED[object_type])
+        names = request.query.get("properties") or list(DEFAULT_RETURNED[object_type])
         page = records[after : after + limit]
-        payload: dict[str, Any] = {"results": [r.as_json([*names, *_ALWAYS]) for r in page]}
+        payload: dict[str, Any] = {"results": [r.as_json([*names, *READ_ONLY]) for r in page]}
         if after + limit < len(records):
             payload["paging"] = {"next": {"after": str(after + limit)}}
         return json_response(payload)
@@ -1193,8 +1150,8 @@ class HubSpotEmulator(Emulator):
             raise _Refused(
                 404, "Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND"
             )
-        names = request.query.get("properties") or list(_DEFAULT_RETURNED[object_type])
-        return json_response(record.as_json([*names, *_ALWAYS]))
+        names = request.query.get("properties") or list(DEFAULT_RETURNED[object_type])
+        return json_response(record.as_json([*names, *READ_ONLY]))
 
     def _handle_patch(self, object_type: str, request: Request, body: Any) -> Response:
         record = self._get(object_type, request.params["id"])

@@ -34,8 +34,6 @@ __all__ = ["Owner", "OwnerBook", "owner_problems", "register", "reset"]
 
 _MAX_LIMIT = 500
 _PROPERTY = "hubspot_owner_id"
-# Objects with a hubspot_owner_id property (activities have it already in the emulator).
-_OWNED = ("contacts", "companies")
 
 
 @dataclass
@@ -79,16 +77,12 @@ class OwnerBook:
 
 
 def reset(emulator: HubSpotEmulator) -> None:
-    """Called from the emulator's reset (lock held): the sandbox team as owners, and the
-    owner property on the objects that have one."""
-    from syncd_hubspot.emulator.api import _PropertyDef
-
+    """Called from the emulator's reset (lock held): the sandbox team as owners (every
+    object's ``hubspot_owner_id`` is in the default schema, ``emulator.schema``)."""
     book = OwnerBook()
     for member in TEAM:
         book.add(member.first_name, member.last_name, member.email, archived=not member.active)
     emulator.owner_book = book
-    for object_type in _OWNED:
-        emulator._properties[object_type].setdefault(_PROPERTY, _PropertyDef(_PROPERTY))
 
 
 def register(emulator: HubSpotEmulator) -> None:
