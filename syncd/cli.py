@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import signal
 import sys
@@ -255,6 +256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     command = args.command
+    if command in ("demo", "sandbox") and not _sandbox_installed():
+        print(
+            f"syncd {command} needs the bundled sandbox: pip install 'syncd[sandbox]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if command == "demo":
         from syncd.demo import run_demo
 
@@ -413,6 +420,12 @@ def _installed_connectors() -> set[str]:
     from syncd.connector import available
 
     return set(available())
+
+
+def _sandbox_installed() -> bool:
+    """The simulators ship in a separate distribution (the ``sandbox`` extra), never in a
+    production install."""
+    return importlib.util.find_spec("syncd.sandbox") is not None
 
 
 def _sandbox(args: argparse.Namespace) -> int:

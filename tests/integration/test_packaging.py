@@ -84,16 +84,19 @@ class Installed:
         return self.venv / "bin"
 
 
-@pytest.fixture(scope="session")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    """The wheel built from the Dockerfile's build context, installed in a fresh venv.
+@dataclass(frozen=True)
+class Built:
+    wheel: Path
+    root: Path
 
-    Built once per session. pip keeps its cache and the machine's index settings, so a
-    warm run downloads nothing.
-    """
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The wheel built from the Dockerfile's build context (plus ``sandbox/``, which the
+    ``sandbox`` extra names by its path there; the image never installs it)."""
     root = tmp_path_factory.mktemp("packaging")
     context = root / "context"
-    for source in _build_stage_sources():
+    for source in [*_build_stage_sources(), "sandbox/"]:
         origin = REPO / source
         if origin.is_dir():
             shutil.copytree(
@@ -112,15 +115,32 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     )  # fmt: skip
     assert build.returncode == 0, build.stdout + build.stderr
     (wheel,) = dist.glob("syncd-*.whl")
+    return Built(wheel=wheel, root=root)
 
-    venv = root / "venv"
-    created = _run([sys.executable, "-m", "venv", str(venv)], cwd=root)
+
+def _install(built: Built, name: str, requirement: str) -> Installed:
+    """``requirement`` installed into a fresh venv. pip keeps its cache and the machine's
+    index settings, so a warm run downloads nothing."""
+    venv = built.root / name
+    created = _run([sys.executable, "-m", "venv", str(venv)], cwd=built.root)
     assert created.returncode == 0, created.stderr
-    install = _run([str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)], cwd=root)
+    install = _run([str(venv / "bin" / "pip"), "install", "--quiet", requirement], cwd=built.root)
     assert install.returncode == 0, install.stdout + install.stderr
-    workdir = root / "work"
+    workdir = built.root / f"{name}-work"
     workdir.mkdir()
-    return Installed(wheel=wheel, venv=venv, workdir=workdir)
+    return Installed(wheel=built.wheel, venv=venv, workdir=workdir)
+
+
+@pytest.fixture(scope="session")
+def installed(built: Built) -> Installed:
+    """The plain install, as the image makes it: no extras, so no simulator at all."""
+    return _install(built, "venv", str(built.wheel))
+
+
+@pytest.fixture(scope="session")
+def installed_sandbox(built: Built) -> Installed:
+    """``pip install 'syncd[sandbox]'``: the wheel plus the sandbox distribution."""
+    return _install(built, "venv-sandbox", f"{built.wheel}[sandbox]")
 
 
 @pytest.mark.slow
@@ -136,26 +156,100 @@ def test_wheel_ships_migrations_and_type_marker(installed: Installed) -> None:
 
 
 @pytest.mark.slow
-def test_installed_copy_is_independent_of_the_checkout(installed: Installed) -> None:
-    probe = (
-        "import json, syncd, connectors\n"
-        "from importlib.metadata import entry_points\n"
-        "print(json.dumps({'syncd': syncd.__file__, 'connectors': connectors.__file__,\n"
-        "  'plugins': sorted(e.name for e in entry_points(group='syncd.connectors.v1'))}))\n"
-    )
-    result = _run([str(installed.bin / "python"), "-c", probe], cwd=installed.workdir)
+def test_wheel_holds_syncd_and_its_connectors_but_no_simulator(built: Built) -> None:
+    with zipfile.ZipFile(built.wheel) as wheel:
+        names = wheel.namelist()
+    tops = {name.split("/")[0] for name in names if ".dist-info/" not in name}
+    assert tops == {"syncd", "syncd_hubspot", "syncd_salesforce"}
+    assert "syncd_hubspot/connector.py" in names
+    assert "syncd_salesforce/connector.py" in names
+    assert [n for n in names if n.startswith("syncd/sandbox/") or "/emulator/" in n] == []
+
+
+_PROBE = """
+import importlib.util, json, pathlib, sys, syncd, syncd_hubspot, syncd_salesforce
+from importlib.metadata import entry_points
+site = pathlib.Path(syncd.__file__).parents[1]
+print(json.dumps({
+  "files": {m.__name__: m.__file__ for m in (syncd, syncd_hubspot, syncd_salesforce)},
+  "plugins": sorted(e.name for e in entry_points(group="syncd.connectors.v1")),
+  "emulators": sorted(e.name for e in entry_points(group="syncd.emulators.v1")),
+  "sandbox": importlib.util.find_spec("syncd.sandbox") is not None,
+  "emulator_files": sorted(str(p) for p in site.glob("*/emulator/*")),
+  "sandbox_files": sorted(str(p) for p in site.glob("syncd/sandbox/*")),
+}))
+"""
+
+
+def _probe(installed: Installed) -> dict[str, object]:
+    result = _run([str(installed.bin / "python"), "-c", _PROBE], cwd=installed.workdir)
     assert result.returncode == 0, result.stderr
-    found = json.loads(result.stdout)
-    for module in ("syncd", "connectors"):
-        assert Path(found[module]).is_relative_to(installed.venv), found
-    assert {"dry-run", "hubspot", "salesforce"} <= set(found["plugins"])
+    found: dict[str, object] = json.loads(result.stdout)
+    return found
 
 
 @pytest.mark.slow
-def test_installed_demo_syncs(installed: Installed) -> None:
+def test_plain_install_is_independent_of_the_checkout_and_holds_no_simulator(
+    installed: Installed,
+) -> None:
+    found = _probe(installed)
+    files = found["files"]
+    assert isinstance(files, dict)
+    for module, path in files.items():
+        assert Path(path).is_relative_to(installed.venv), (module, path)
+    assert {"dry-run", "hubspot", "salesforce"} <= set(found["plugins"])  # type: ignore[arg-type]
+    assert found["emulators"] == []
+    assert found["sandbox"] is False
+    assert found["emulator_files"] == []
+    assert found["sandbox_files"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["demo", "sandbox"])
+def test_plain_install_says_how_to_get_the_sandbox(installed: Installed, command: str) -> None:
+    result = _run([str(installed.bin / "syncd"), command], cwd=installed.workdir, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "pip install 'syncd[sandbox]'" in lines[0]
+
+
+@pytest.mark.slow
+def test_plain_install_checks_a_config(installed: Installed) -> None:
+    """``syncd check`` runs from the plain install: it reads the config, loads the connector
+    by its entry point and reports each check (the unreachable source is a finding, not a
+    crash)."""
+    config = installed.workdir / "check.toml"
+    config.write_text(
+        "[syncd]\n"
+        f'database_url = "sqlite:///{installed.workdir / "state.db"}"\n'
+        "[accounts.main]\n"
+        'base_url = "http://127.0.0.1:9"\nemail = "a@example.com"\ntoken_env = "T"\n'
+        'targets = ["preview"]\n'
+        '[targets.preview]\ntype = "dry-run"\n',
+        encoding="utf-8",
+    )
+    env = {**_clean_env(), "T": "token-1234"}
+    result = subprocess.run(
+        [str(installed.bin / "syncd"), "check", "--config", str(config)],
+        cwd=installed.workdir, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    assert "records plans, writes nothing" in output  # the dry-run connector's own check
+
+
+@pytest.mark.slow
+def test_sandbox_install_holds_the_simulators_and_the_demo_syncs(
+    installed_sandbox: Installed,
+) -> None:
+    found = _probe(installed_sandbox)
+    assert found["emulators"] == ["hubspot", "salesforce"]
+    assert found["sandbox"] is True
     result = _run(
-        [str(installed.bin / "syncd"), "demo", "--json", "--messages", "40"],
-        cwd=installed.workdir,
+        [str(installed_sandbox.bin / "syncd"), "demo", "--json", "--messages", "40"],
+        cwd=installed_sandbox.workdir,
         timeout=240,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]

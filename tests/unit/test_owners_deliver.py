@@ -1,6 +1,6 @@
 """The owner step inside the delivery loop, against a real store (SQLite, and PostgreSQL when
 it answers) and a fake CRM that can list its users (the ListsOwners capability). Real
-connectors: tests/contract."""
+connectors: syncd/contract."""
 
 from __future__ import annotations
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from syncd.contract.harness import ACCOUNT, Crm, Recording, message
 from syncd.models import KeyKind, MatchKey, activity_marker
 from syncd.store.store import State
-
-from .conftest import ACCOUNT, Crm, Recording, message
 
 PAT_PHONE = MatchKey(KeyKind.PHONE, "+14153927461")
 

@@ -1,11 +1,9 @@
-"""The connector contract harness: every registered connector, wired to its own emulator.
+"""The contract harness: one connector type, its contract world, and a state store.
 
-A connector type is in the suite when an emulator is registered under the same name
-(``syncd.emulators.v1``); a connector without one (``dry-run``) cannot be checked against a
-CRM and is left out by that rule. Installing a connector plus its emulator adds it here.
-
-Each test gets a fresh emulator whose search index lags writes by a minute, as a real CRM's
-may: what a connector wrote is only findable through its immediately consistent reads.
+What the suite's tests use: :class:`Crm` (the connector built through its entry point, the
+world it talks to, plans made by syncd's own planner, delivery runs through syncd's own
+delivery loop), :class:`ContractWorld` (what a connector's contract fixture must offer),
+and helpers to make messages and read what a CRM stored.
 """
 
 from __future__ import annotations
@@ -13,18 +11,17 @@ from __future__ import annotations
 import html
 import itertools
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-import pytest
 from sqlalchemy import select
 
 from syncd.config import DaemonSettings, MatchPolicy, TargetSettings
-from syncd.connector import Connector, TargetContext, available, load_factory
+from syncd.connector import Connector, available
 from syncd.deliver import DeliveryStats, deliver_target
 from syncd.match.keys import extract_keys
 from syncd.match.phones import normalize_phone
@@ -41,21 +38,29 @@ from syncd.models import (
     Plan,
     activity_marker,
 )
-from syncd.sandbox.crm import CrmEmulator, StoredActivity, StoredContact, emulator_types
-from syncd.sandbox.crm import load_emulator as _load_emulator
+from syncd.sandbox.crm import StoredActivity, StoredContact
 from syncd.store.schema import deliveries, messages
 from syncd.store.store import Store
 
 __all__ = [
     "ACCOUNT",
+    "CONTRACT_GROUP",
     "SEARCH_LAG",
+    "ContractWorld",
     "Crm",
     "Recording",
+    "StoredActivity",
+    "StoredContact",
     "contract_types",
     "e164",
+    "load_world",
     "message",
     "visible_text",
 ]
+
+# A connector's contract fixture: a callable returning a fresh, unstarted ContractWorld,
+# registered under the connector's own type name.
+CONTRACT_GROUP = "syncd.contract.v1"
 
 ACCOUNT = "acct"
 REGIONS = {ACCOUNT: "US"}
@@ -63,10 +68,73 @@ SEARCH_LAG = 60.0  # seconds; longer than any test runs, so lagging search never
 TAKEN_AT = datetime(2024, 5, 6, 15, 30, tzinfo=UTC)
 
 
-# Connector types whose Plan.in_doubt support lands from another branch (removed at merge).
+@runtime_checkable
+class ContractWorld(Protocol):
+    """The CRM side of the contract: what the connector under test talks to, seeded and
+    inspected directly (never through the connector). An emulator of the vendor's API
+    serves; so does an in-memory CRM for a connector to one.
+
+    ``search_lag`` (seconds) is how long a write stays out of the CRM's *search* results;
+    the suite sets it to a minute, so what a connector wrote is only findable through its
+    immediately consistent reads. Requests are counted: ``total_requests`` all of them,
+    :meth:`write_requests` those that changed state.
+    """
+
+    search_lag: float
+
+    @property
+    def total_requests(self) -> int: ...
+
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
+
+    def reset_counts(self) -> None: ...
+
+    def connector_options(self) -> dict[str, Any]:
+        """The target's options table pointing a connector at this world."""
+        ...
+
+    def seed_company(self, name: str) -> str: ...
+
+    def seed_contact(
+        self,
+        *,
+        first_name: str = "",
+        last_name: str = "",
+        email: str = "",
+        phone: str = "",
+        company: str = "",
+        company_id: str | None = None,
+    ) -> str:
+        """Create a record directly (no request counted, visible to search at once)."""
+        ...
+
+    def delete_record(self, record_id: str) -> None: ...
+
+    def contacts(self) -> Sequence[StoredContact]: ...
+
+    def activities(self) -> Sequence[StoredActivity]: ...
+
+    def write_requests(self) -> int: ...
+
+
+def _worlds() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=CONTRACT_GROUP)}
+
+
 def contract_types() -> list[str]:
-    """Connector types that have an emulator to be checked against."""
-    return sorted(set(available()) & set(emulator_types()))
+    """Connector types that registered a contract world (and are installed)."""
+    return sorted(set(available()) & set(_worlds()))
+
+
+def load_world(type_name: str) -> ContractWorld:
+    """A fresh world from ``type_name``'s contract fixture (entry point ``syncd.contract.v1``)."""
+    factory: Callable[[], ContractWorld] = _worlds()[type_name].load()
+    world = factory()
+    if not isinstance(world, ContractWorld):
+        raise TypeError(f"{type_name}: its contract fixture did not return a ContractWorld")
+    return world
 
 
 def e164(text: str) -> str:
@@ -149,7 +217,7 @@ class Crm:
     """One connector type under test, its emulator, and a state store for delivery runs."""
 
     type: str
-    emulator: CrmEmulator
+    emulator: ContractWorld
     connector: Connector
     store_path: Path
     _deliveries: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -295,45 +363,3 @@ class Crm:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
-
-
-@pytest.fixture(params=contract_types())
-def crm_type(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
-@pytest.fixture(scope="session")
-def _stopper() -> Iterator[ThreadPoolExecutor]:
-    """Stops emulators off the tests' path: a server's shutdown waits out its 0.5 s poll."""
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="emulator-stop") as pool:
-        yield pool
-
-
-@pytest.fixture
-def emulator(crm_type: str, _stopper: ThreadPoolExecutor) -> Iterator[CrmEmulator]:
-    emu = _load_emulator(crm_type)
-    if crm_type == "salesforce":
-        # Salesforce as it ships: the standard duplicate rules active, queries paged (one row
-        # a page: every read of two rows or more follows nextRecordsUrl), OAuth 2.0 client
-        # credentials (connector_options).
-        emu.duplicate_rule = True  # type: ignore[attr-defined]
-        emu.query_page_size = 1  # type: ignore[attr-defined]
-    emu.start()
-    emu.search_lag = SEARCH_LAG
-    try:
-        yield emu
-    finally:
-        _stopper.submit(emu.stop)
-
-
-@pytest.fixture
-def crm(crm_type: str, emulator: CrmEmulator, tmp_path: Path) -> Iterator[Crm]:
-    context = TargetContext(name=crm_type, options=emulator.connector_options())
-    connector = load_factory(crm_type)(context)
-    harness = Crm(crm_type, emulator, connector, tmp_path / "state.db")
-    try:
-        yield harness
-    finally:
-        connector.close()
-        harness.close()

@@ -10,12 +10,11 @@ from __future__ import annotations
 import phonenumbers
 import pytest
 
+from syncd.contract.harness import ACCOUNT, Crm, e164, message, visible_text
 from syncd.match.keys import extract_keys
 from syncd.match.names import normalize_company
 from syncd.match.policy import COMPANY_KINDS, CONTACT_KINDS
 from syncd.models import Action, KeyKind, MatchKey, activity_marker
-
-from .conftest import ACCOUNT, Crm, e164, message, visible_text
 
 # Valid numbers (phonenumbers.is_valid_number) in the spellings CRMs hold.
 PHONES = {

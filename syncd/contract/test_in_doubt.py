@@ -19,9 +19,8 @@ from dataclasses import replace
 import pytest
 
 from syncd.connector import Connector, TargetContext, load_factory
+from syncd.contract.harness import Crm, message
 from syncd.models import Outcome, Plan
-
-from .conftest import Crm, message
 
 
 class Crash(BaseException):

@@ -15,13 +15,12 @@ import pytest
 
 from syncd.config import DaemonSettings
 from syncd.connector import ListsOwners
+from syncd.contract.harness import ACCOUNT, Crm, message
 from syncd.deliver import DeliveryStats, deliver_target
 from syncd.models import Message, activity_marker
 from syncd.owners import parse_owner_settings
 from syncd.sandbox.team import SeedsOwners
 from syncd.store.owners import owner_summary
-
-from .conftest import ACCOUNT, Crm, message
 
 OWNERS: dict[str, Any] = {
     "owners": {"Front desk": "office@example.com", "Sales line": "carl.former@example.com"},
