@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import importlib.util
 import os
 import signal
@@ -425,7 +426,10 @@ def _installed_connectors() -> set[str]:
 def _sandbox_installed() -> bool:
     """The simulators ship in a separate distribution (the ``sandbox`` extra), never in a
     production install."""
-    return importlib.util.find_spec("syncd.sandbox") is not None
+    if importlib.util.find_spec("syncd.sandbox") is None:
+        return False
+    # A checkout installed without the extra has the simulator's code but no emulator.
+    return bool(importlib.metadata.entry_points(group="syncd.emulators.v1"))
 
 
 def _sandbox(args: argparse.Namespace) -> int:

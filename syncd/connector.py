@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -188,24 +188,24 @@ def load_factory(type_name: str) -> ConnectorFactory:
     raise ConfigError(f"unknown connector type {type_name!r} (installed: {known})", key="type")
 
 
-@dataclass
-class PlanProgress:
-    """What has happened to one plan so far, while a connector works through a batch.
+@dataclass(init=False)
+class PlanProgress(Outcome):
+    """The :class:`Outcome` of one plan while a connector works through a batch.
 
     Connectors fill it in step by step (contact written, activity logged, or the first
-    failure, which wins) and turn it into the :class:`Outcome` the daemon records.
+    failure, which wins) and hand the daemon :meth:`outcome`, a snapshot. Subclasses add
+    their own bookkeeping as ``@dataclass(init=False)`` fields with defaults.
     """
 
-    plan: Plan
-    record_id: str | None = None
-    record_kind: str = "contact"
-    created: bool = False
-    updated: bool = False
-    activity_id: str | None = None
-    error: str | None = None
-    retriable: bool = False
-    retry_after: float | None = None
-    gone: list[str] = field(default_factory=list)
+    plan: Plan = field(kw_only=True)  # set by __init__; kw_only: it follows defaulted fields
+
+    def __init__(
+        self, plan: Plan, record_id: str | None = None, record_kind: str = "contact"
+    ) -> None:
+        Outcome.__init__(
+            self, plan.delivery_id, ok=True, record_id=record_id, record_kind=record_kind
+        )
+        self.plan = plan
 
     @property
     def failed(self) -> bool:
@@ -225,23 +225,14 @@ class PlanProgress:
     ) -> None:
         """Record a failure; the first one is the cause, later ones only add gone ids."""
         if self.error is None:
-            self.error, self.retriable, self.retry_after = error, retriable, retry_after
+            self.ok, self.error = False, error
+            self.retriable, self.retry_after = retriable, retry_after
         self.add_gone(gone)
 
     def add_gone(self, ids: Iterable[str]) -> None:
-        self.gone.extend(i for i in ids if i and i not in self.gone)
+        fresh = [i for i in dict.fromkeys(ids) if i and i not in self.gone]
+        self.gone = (*self.gone, *fresh)
 
     def outcome(self) -> Outcome:
-        return Outcome(
-            delivery_id=self.plan.delivery_id,
-            ok=self.error is None,
-            record_id=self.record_id,
-            record_kind=self.record_kind,
-            created=self.created,
-            updated=self.updated,
-            activity_id=self.activity_id,
-            error=self.error,
-            retriable=self.retriable,
-            retry_after=self.retry_after,
-            gone=tuple(self.gone),
-        )
+        """What the daemon records: the Outcome's fields as they stand now."""
+        return Outcome(**{f.name: getattr(self, f.name) for f in fields(Outcome)})

@@ -207,7 +207,9 @@ class Plan:
     owner_on_record: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a connector fills one in step by step as a PlanProgress (syncd.connector), and
+# hands the daemon a snapshot (PlanProgress.outcome()), which nothing changes afterwards.
+@dataclass(slots=True)
 class Outcome:
     """What happened to one plan. A per-record rejection is an Outcome, not an exception."""
 

@@ -2,8 +2,9 @@
 
 What the suite's tests use: :class:`Crm` (the connector built through its entry point, the
 world it talks to, plans made by syncd's own planner, delivery runs through syncd's own
-delivery loop), :class:`ContractWorld` (what a connector's contract fixture must offer),
-and helpers to make messages and read what a CRM stored.
+delivery loop), :class:`ContractWorld` (what a connector's contract fixture must offer,
+defined beside the emulators in ``syncd.sandbox.crm``), and helpers to make messages and
+read what a CRM stored.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from sqlalchemy import select
 
@@ -38,7 +39,7 @@ from syncd.models import (
     Plan,
     activity_marker,
 )
-from syncd.sandbox.crm import StoredActivity, StoredContact
+from syncd.sandbox.crm import ContractWorld, StoredActivity, StoredContact
 from syncd.store.schema import deliveries, messages
 from syncd.store.store import Store
 
@@ -66,57 +67,6 @@ ACCOUNT = "acct"
 REGIONS = {ACCOUNT: "US"}
 SEARCH_LAG = 60.0  # seconds; longer than any test runs, so lagging search never catches up
 TAKEN_AT = datetime(2024, 5, 6, 15, 30, tzinfo=UTC)
-
-
-@runtime_checkable
-class ContractWorld(Protocol):
-    """The CRM side of the contract: what the connector under test talks to, seeded and
-    inspected directly (never through the connector). An emulator of the vendor's API
-    serves; so does an in-memory CRM for a connector to one.
-
-    ``search_lag`` (seconds) is how long a write stays out of the CRM's *search* results;
-    the suite sets it to a minute, so what a connector wrote is only findable through its
-    immediately consistent reads. Requests are counted: ``total_requests`` all of them,
-    :meth:`write_requests` those that changed state.
-    """
-
-    search_lag: float
-
-    @property
-    def total_requests(self) -> int: ...
-
-    def start(self) -> object: ...
-
-    def stop(self) -> None: ...
-
-    def reset_counts(self) -> None: ...
-
-    def connector_options(self) -> dict[str, Any]:
-        """The target's options table pointing a connector at this world."""
-        ...
-
-    def seed_company(self, name: str) -> str: ...
-
-    def seed_contact(
-        self,
-        *,
-        first_name: str = "",
-        last_name: str = "",
-        email: str = "",
-        phone: str = "",
-        company: str = "",
-        company_id: str | None = None,
-    ) -> str:
-        """Create a record directly (no request counted, visible to search at once)."""
-        ...
-
-    def delete_record(self, record_id: str) -> None: ...
-
-    def contacts(self) -> Sequence[StoredContact]: ...
-
-    def activities(self) -> Sequence[StoredActivity]: ...
-
-    def write_requests(self) -> int: ...
 
 
 def _worlds() -> dict[str, Any]:

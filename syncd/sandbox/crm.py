@@ -17,6 +17,7 @@ from syncd.sandbox.http import Faults
 
 __all__ = [
     "EMULATOR_GROUP",
+    "ContractWorld",
     "CrmEmulator",
     "StoredActivity",
     "StoredContact",
@@ -54,19 +55,23 @@ class StoredActivity:
 
 
 @runtime_checkable
-class CrmEmulator(Protocol):
-    name: str
-    counts: Counter[str]
-    faults: Faults
-    search_lag: float  # seconds before a write shows in search results
+class ContractWorld(Protocol):
+    """The CRM side of the connector contract (``syncd.contract``): what the connector under
+    test talks to, seeded and inspected directly (never through the connector). Every
+    emulator is one; an in-memory CRM for a connector to one can be too.
 
-    @property
-    def base_url(self) -> str: ...
+    ``search_lag`` (seconds) is how long a write stays out of the CRM's *search* results;
+    the suite sets it to a minute, so what a connector wrote is only findable through its
+    immediately consistent reads. Requests are counted: ``total_requests`` all of them,
+    :meth:`write_requests` those that changed state (creates, updates, associations).
+    """
+
+    search_lag: float
 
     @property
     def total_requests(self) -> int: ...
 
-    def start(self) -> CrmEmulator: ...
+    def start(self) -> object: ...
 
     def stop(self) -> None: ...
 
@@ -74,7 +79,7 @@ class CrmEmulator(Protocol):
 
     def connector_options(self) -> dict[str, Any]:
         """A target options table (as in the TOML file, without ``type``) that points the
-        connector at this emulator with valid sandbox credentials given inline."""
+        connector at this world with valid sandbox credentials given inline."""
         ...
 
     def seed_company(self, name: str) -> str: ...
@@ -98,9 +103,22 @@ class CrmEmulator(Protocol):
 
     def activities(self) -> Sequence[StoredActivity]: ...
 
-    def write_requests(self) -> int:
-        """Requests that changed CRM state (creates, updates, associations)."""
-        ...
+    def write_requests(self) -> int: ...
+
+
+@runtime_checkable
+class CrmEmulator(ContractWorld, Protocol):
+    """A CRM emulator on loopback: a contract world with an HTTP address, counts per
+    endpoint and injectable faults."""
+
+    name: str
+    counts: Counter[str]
+    faults: Faults
+
+    @property
+    def base_url(self) -> str: ...
+
+    def start(self) -> CrmEmulator: ...
 
 
 def emulator_types() -> list[str]:

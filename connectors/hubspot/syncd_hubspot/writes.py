@@ -73,7 +73,7 @@ MAX_TEXT = 65_536
 T = TypeVar("T")
 
 
-@dataclass
+@dataclass(init=False)
 class _Work(PlanProgress):
     """One plan's progress through the phases; becomes its :class:`Outcome`."""
 
