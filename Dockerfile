@@ -19,6 +19,8 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 # Only what the wheel is built from (see .dockerignore): code edits elsewhere keep the cache.
+# The wheel leaves out the simulators, emulators and contract suite (syncd/sandbox,
+# syncd/contract, connectors/*/*/emulator): they ship only in syncd[sandbox] (sandbox/).
 COPY pyproject.toml README.md ./
 COPY syncd/ syncd/
 COPY connectors/ connectors/

@@ -35,7 +35,9 @@ _mask_phones = True
 def connector_logger(connector: str, **context: Any) -> Any:
     """The logger for connector ``connector``, with ``context`` bound to every event; its
     events pass the same redaction as syncd's own."""
-    return structlog.get_logger(f"syncd.connector.{connector}").bind(**context)
+    # Lazy (initial values, no .bind()): called at import time, before configure_logging,
+    # the logger must take the configuration in force when it first logs.
+    return structlog.get_logger(f"syncd.connector.{connector}", **context)
 
 
 def register_secret(value: str | None) -> None:

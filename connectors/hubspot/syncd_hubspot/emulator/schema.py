@@ -14,6 +14,9 @@ from __future__ import annotations
 
 __all__ = ["CALCULATED", "DEFAULT_PROPERTIES", "DEFAULT_RETURNED", "READ_ONLY", "UNIQUE"]
 
+# The mailing-address properties contacts and companies both have.
+_ADDRESS = ("address", "city", "state", "zip", "country")
+
 DEFAULT_PROPERTIES: dict[str, tuple[str, ...]] = {
     "contacts": (
         "salutation",
@@ -27,11 +30,7 @@ DEFAULT_PROPERTIES: dict[str, tuple[str, ...]] = {
         "associatedcompanyid",
         "jobtitle",
         "website",
-        "address",
-        "city",
-        "state",
-        "zip",
-        "country",
+        *_ADDRESS,
         "industry",
         "annualrevenue",
         "numemployees",
@@ -47,11 +46,7 @@ DEFAULT_PROPERTIES: dict[str, tuple[str, ...]] = {
         "domain",
         "website",
         "phone",
-        "address",
-        "city",
-        "state",
-        "zip",
-        "country",
+        *_ADDRESS,
         "industry",
         "type",
         "description",
