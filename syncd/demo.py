@@ -95,8 +95,10 @@ def run_demo(
     callers: int | None = None,
     as_json: bool = False,
     seed: int = 7,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
+    # sys.stdout as it is now, not as it was at import (a caller may have redirected it).
+    out = out or sys.stdout
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="syncd-demo-") as tmp,
