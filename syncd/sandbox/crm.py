@@ -58,6 +58,7 @@ class CrmEmulator(Protocol):
     name: str
     counts: Counter[str]
     faults: Faults
+    latency: float  # seconds added to every answer (syncd.sandbox.http.Emulator)
     search_lag: float  # seconds before a write shows in search results
 
     @property

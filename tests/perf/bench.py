@@ -41,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--in-process", action="store_true", help="run the simulators here (RSS then counts them)"
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        metavar="L",
+        help="milliseconds added to every CRM and source answer (CRM searches and composite "
+        "requests take twice that; see README.md)",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     return parser
 
@@ -54,6 +62,10 @@ def _summary(result: dict[str, Any]) -> str:
         f"peak RSS {result['peak_rss_mb']} MB",
         f"  {result['crm_requests']} CRM requests = {result['requests_per_message']} a message "
         f"(naive: {result.get('naive_requests_per_message')})",
+        f"  latency {result['latency_ms']} ms: the CRM's limits allow "
+        f"{result['limit_bound_messages_per_second']} messages/s, "
+        f"utilization {result['limit_utilization']}, refused {result['limit_refusals']}",
+        f"  {result['source_requests']} source requests {result['source_requests_by_endpoint']}",
         f"  rerun: {result['rerun']['crm_requests']} requests in {result['rerun']['seconds']} s",
         f"  steady state: known caller {steady['known_caller_requests']}, "
         f"new caller {steady['new_caller_requests']} requests",
@@ -79,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         naive_sample=min(args.naive_sample, args.messages),
         database_url=args.db,
+        latency_ms=args.latency_ms,
     )
     result = run_bench(spec, in_process=args.in_process)
     if not args.json:

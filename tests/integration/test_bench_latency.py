@@ -1,0 +1,99 @@
+"""The benchmark with latency on, at small scale: request counts only, never seconds.
+
+Each registered CRM type runs the benchmark's own code (``tests/perf/benchlib.py``, simulators
+in-process) twice over the same messages, without and with latency on every answer. Latency
+must change no request count; the source costs one list request a day window plus one detail
+request a message; no answer was refused for a limit; and the limit bound and utilization keys
+agree with the per-endpoint counts they are computed from.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import benchlib  # tests/perf is on pytest's pythonpath (pyproject)
+import pytest
+
+from syncd.connector import available
+from syncd.sandbox.crm import emulator_types
+
+MESSAGES = 150
+LATENCY_MS = 5.0
+
+
+def bench_types() -> list[str]:
+    return sorted(set(available()) & set(emulator_types()))
+
+
+def _run(target: str, latency_ms: float) -> dict[str, Any]:
+    spec = benchlib.BenchSpec.for_messages(target, MESSAGES, naive_sample=0, latency_ms=latency_ms)
+    return benchlib.run_bench(spec, in_process=True)
+
+
+@pytest.fixture(scope="module", params=bench_types())
+def runs(request: pytest.FixtureRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    return _run(request.param, 0.0), _run(request.param, LATENCY_MS)
+
+
+def test_latency_changes_no_request_count(runs: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    still, slow = runs
+    assert slow["latency_ms"] == LATENCY_MS
+    assert slow["delivery"]["done"] + slow["delivery"]["review"] == MESSAGES
+    assert slow["requests_by_endpoint"] == still["requests_by_endpoint"]
+    assert slow["requests_per_message"] == still["requests_per_message"]
+    assert (
+        slow["steady_state"]["known_caller_requests"]
+        == still["steady_state"]["known_caller_requests"]
+    )
+    assert slow["rerun"]["crm_requests"] == 0
+
+
+def test_source_costs_a_request_a_window_and_a_detail_a_message(
+    runs: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    for run in runs:
+        ingest = run["ingest"]
+        assert ingest["new"] == ingest["details"] == MESSAGES
+        assert run["source_requests_by_endpoint"] == {
+            "list": ingest["windows"],
+            "detail": MESSAGES,
+        }
+        assert run["source_requests"] == ingest["windows"] + MESSAGES
+        assert run["checks"]["source_requests"]
+
+
+def test_no_answer_was_refused_for_a_limit(runs: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    for run in runs:
+        assert run["limit_refusals"] == {}
+        assert "429" not in run["responses_by_status"]
+        assert run["checks"]["within_limits"]
+
+
+def test_bound_and_utilization_follow_from_the_counts(
+    runs: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    for run in runs:
+        limits = benchlib.profile_for(run["target"]).limits
+        bounds = run["limit_bounds"]
+        assert set(bounds) == {limit.name for limit in limits}
+        finite = []
+        for limit in limits:
+            counted = sum(
+                n for endpoint, n in run["requests_by_endpoint"].items() if limit.counts(endpoint)
+            )
+            assert bounds[limit.name]["requests"] == counted
+            if limit.calls is None or not counted:
+                assert bounds[limit.name]["bound_messages_per_second"] is None
+                continue
+            expected = limit.calls / limit.period / (counted / MESSAGES)
+            got = bounds[limit.name]["bound_messages_per_second"]
+            assert math.isclose(got, expected, abs_tol=0.05)
+            finite.append(got)
+        assert finite, "every CRM profile has a limit that bounds the rate"
+        assert run["limit_bound_messages_per_second"] == min(finite)
+        assert math.isclose(
+            run["limit_utilization"],
+            run["messages_per_second"] / run["limit_bound_messages_per_second"],
+            abs_tol=0.001,
+        )
