@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["Emulator", "Faults", "Request", "Response", "json_response"]
@@ -258,7 +258,7 @@ class Emulator:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def start(self) -> Emulator:
+    def start(self) -> Self:
         emulator = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -316,7 +316,7 @@ class Emulator:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> Emulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -9,15 +9,12 @@ The simulators run in a child process, so ``peak_rss_mb`` is this process's: syn
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from benchlib import NAIVE_SAMPLE, SEED, BenchSpec, run_bench
+from benchlib import NAIVE_SAMPLE, SEED, BenchSpec, emit, quiet_logging, run_bench
 
-from syncd.logging import configure_logging
 from syncd.sandbox.crm import emulator_types
 
 
@@ -80,9 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.target not in emulator_types():
         print(f"bench.py: no emulator registered for {args.target!r}", file=sys.stderr)
         return 2
-    # The daemon's per-batch info lines would cost time and bury the result.
-    configure_logging(level="warning")
-    logging.getLogger().setLevel(logging.WARNING)
+    quiet_logging()
     spec = BenchSpec.for_messages(
         args.target,
         args.messages,
@@ -94,10 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_ms=args.latency_ms,
     )
     result = run_bench(spec, in_process=args.in_process)
-    if not args.json:
-        print(_summary(result))
-    print(json.dumps(result, sort_keys=True))
-    return 0
+    return emit(result, None if args.json else _summary(result))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ the run's request mix allows: ``limit_bound_messages_per_second``.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import multiprocessing
 import resource
@@ -46,6 +48,7 @@ from sqlalchemy.engine import make_url
 from syncd.config import Settings, parse_settings
 from syncd.connector import Connector, TargetContext, load_factory
 from syncd.daemon import CycleReport, Daemon
+from syncd.logging import configure_logging
 from syncd.match.keys import extract_keys
 from syncd.match.policy import decide, plan_for, policy_keys
 from syncd.models import Message
@@ -62,8 +65,10 @@ __all__ = [
     "LocalSandbox",
     "Sandbox",
     "crm_counts",
+    "emit",
     "fresh_database",
     "limit_bounds",
+    "quiet_logging",
     "run_bench",
 ]
 
@@ -432,6 +437,20 @@ class ChildSandbox:
 
 
 # -- measuring ------------------------------------------------------------------------------
+def quiet_logging() -> None:
+    """Warnings only: the daemon's per-batch info lines would cost time and bury the result."""
+    configure_logging(level="warning")
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+def emit(result: Mapping[str, Any], summary: str | None) -> int:
+    """Print ``summary`` (unless None), then the result as one JSON object, last; exit 0."""
+    if summary is not None:
+        print(summary)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
 def crm_counts(base_url: str) -> Counter[str]:
     """Requests by endpoint as the emulator counted them, answers by status as
     ``status:<code>`` (429s are requests too), and answers refused because one of the

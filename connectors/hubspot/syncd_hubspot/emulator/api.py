@@ -48,9 +48,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Unpack
 
-from syncd.sandbox.crm import StoredActivity, StoredContact
+from syncd.sandbox.crm import ContactSeed, StoredActivity, StoredContact
 from syncd.sandbox.http import Emulator, Faults, Request, Response, json_response
 from syncd_hubspot.emulator import owners as hubspot_owners
 
@@ -342,6 +342,21 @@ def searchable_phone(text: str) -> tuple[str, str] | None:
     return digits[3:], f"+{digits}"
 
 
+class _ContactSeed(ContactSeed, total=False):
+    mobile_phone: str
+
+
+# ``seed_contact``'s keywords -> the contact properties they fill.
+_SEED_PROPERTIES = {
+    "first_name": "firstname",
+    "last_name": "lastname",
+    "email": "email",
+    "phone": "phone",
+    "mobile_phone": "mobilephone",
+    "company": "company",
+}
+
+
 class HubSpotEmulator(Emulator):
     """HubSpot's CRM v3/v4 API, enough of it for syncd. See the module docstring."""
 
@@ -401,13 +416,6 @@ class HubSpotEmulator(Emulator):
         self._full_scan = False  # tests: search by testing every record, as a reference
         self.reset()
         self._register_routes()
-
-    def start(self) -> HubSpotEmulator:
-        super().start()
-        return self
-
-    def __enter__(self) -> HubSpotEmulator:
-        return self.start()
 
     def reset(self) -> None:
         """Forget every record, count, fault and limit state; keep the server running.
@@ -1469,30 +1477,13 @@ class HubSpotEmulator(Emulator):
             self._store(record, lag=0.0)
             return record.id
 
-    def seed_contact(
-        self,
-        *,
-        first_name: str = "",
-        last_name: str = "",
-        email: str = "",
-        phone: str = "",
-        company: str = "",
-        company_id: str | None = None,
-        mobile_phone: str = "",
-    ) -> str:
-        props = {
-            "firstname": first_name,
-            "lastname": last_name,
-            "email": email,
-            "phone": phone,
-            "mobilephone": mobile_phone,
-            "company": company,
-        }
+    def seed_contact(self, **fields: Unpack[_ContactSeed]) -> str:
+        given: Mapping[str, Any] = fields
+        props = {prop: str(given[key]) for key, prop in _SEED_PROPERTIES.items() if given.get(key)}
+        company_id = fields.get("company_id")
         with self.lock:
             stamp = _now_iso()
-            record = _Record(
-                self._new_id(), "contacts", {k: v for k, v in props.items() if v}, stamp, stamp
-            )
+            record = _Record(self._new_id(), "contacts", props, stamp, stamp)
             self._store(record, lag=0.0)
             if company_id:
                 self._link(record.id, company_id, _PRIMARY_COMPANY)

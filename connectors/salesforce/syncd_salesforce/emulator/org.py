@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 
-from syncd.sandbox.crm import StoredActivity, StoredContact
+from syncd.sandbox.crm import ContactSeed, StoredActivity, StoredContact
 from syncd.sandbox.http import Emulator, Request, Response, json_response
 from syncd_salesforce.emulator import users as salesforce_users
 from syncd_salesforce.emulator.duplicates import account_rule_matches, person_rule_matches
@@ -449,13 +449,6 @@ class SalesforceEmulator(Emulator):
         self._routes_setup()
 
     # -- CrmEmulator API ---------------------------------------------------------------------
-    def start(self) -> SalesforceEmulator:
-        super().start()
-        return self
-
-    def __enter__(self) -> SalesforceEmulator:
-        return self.start()
-
     def connector_options(self) -> dict[str, Any]:
         return {
             "auth": "client_credentials",
@@ -468,24 +461,17 @@ class SalesforceEmulator(Emulator):
     def seed_company(self, name: str) -> str:
         return self._seed("Account", {"Name": name})
 
-    def seed_contact(
-        self,
-        *,
-        first_name: str = "",
-        last_name: str = "",
-        email: str = "",
-        phone: str = "",
-        company: str = "",
-        company_id: str | None = None,
-    ) -> str:
+    def seed_contact(self, **fields: Unpack[ContactSeed]) -> str:
         """A Contact stored exactly as given (an import, not a typed entry: no reformatting),
         visible to search at once. ``company`` without ``company_id`` seeds the Account."""
+        company, company_id = fields.get("company"), fields.get("company_id")
         if company and company_id is None:
             company_id = self.seed_company(company)
-        values: dict[str, Any] = {"LastName": last_name or "Unknown"}
-        for name, value in (("FirstName", first_name), ("Email", email), ("Phone", phone)):
-            if value:
-                values[name] = value
+        values: dict[str, Any] = {"LastName": fields.get("last_name") or "Unknown"}
+        given: Mapping[str, Any] = fields
+        for name, key in (("FirstName", "first_name"), ("Email", "email"), ("Phone", "phone")):
+            if given.get(key):
+                values[name] = given[key]
         if company_id:
             values["AccountId"] = company_id
         return self._seed("Contact", values)
