@@ -10,6 +10,7 @@ agree with the per-endpoint counts they are computed from.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import benchlib  # tests/perf is on pytest's pythonpath (pyproject)
@@ -97,3 +98,33 @@ def test_bound_and_utilization_follow_from_the_counts(
             run["messages_per_second"] / run["limit_bound_messages_per_second"],
             abs_tol=0.001,
         )
+
+
+def test_two_replicas_split_the_accounts_and_fetch_each_once() -> None:
+    """``accounts_bench``'s poll cycle at small scale: two replica processes on one store poll
+    every account once between them, costing the source what one replica does."""
+    import accounts_bench
+
+    spec = accounts_bench.Spec(
+        accounts=6, per_day=2, days=2, latency_ms=LATENCY_MS, seed=3, database_url=None
+    )
+    one, two = (accounts_bench.run_cycle(spec, replicas) for replicas in (1, 2))
+    for run in (one, two):
+        assert run["accounts_polled"] == spec.accounts
+        assert all(not r["errors"] for r in run["per_replica"])
+        assert run["source_requests_by_endpoint"] == {
+            "list": run["windows"],
+            "detail": run["messages_new"],
+        }
+        handled = Counter[str]()
+        for replica in run["per_replica"]:
+            assert not any(replica["failed"].values())
+            handled.update(replica["delivered"])
+            handled.update(replica["review"])
+        # Every account delivers to HubSpot, every other one to Salesforce as well.
+        assert handled["hubspot"] == run["messages_new"] > handled["salesforce"] > 0
+    assert [r["accounts_polled"] for r in one["per_replica"]] == [spec.accounts]
+    assert len(two["per_replica"]) == 2
+    assert two["source_requests"] == one["source_requests"]
+    assert two["messages_new"] == one["messages_new"]
+    assert two["crm_requests"].keys() == one["crm_requests"].keys()

@@ -162,6 +162,7 @@ def _replica(doc: dict[str, Any], worker: str, go: Event, out: Any) -> None:
             "accounts_polled": len(report.accounts),
             "ingest": report.ingest.as_dict(),
             "delivered": {name: stats.done for name, stats in report.targets.items()},
+            "review": {name: stats.review for name, stats in report.targets.items()},
             "failed": {name: stats.failed for name, stats in report.targets.items()},
             "errors": report.errors + report.auth_failures,
             "peak_rss_mb": peak_rss_mb(),
