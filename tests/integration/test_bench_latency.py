@@ -4,7 +4,8 @@ Each registered CRM type runs the benchmark's own code (``tests/perf/benchlib.py
 in-process) twice over the same messages, without and with latency on every answer. Latency
 must change no request count; the source costs one list request a day window plus one detail
 request a message; no answer was refused for a limit; and the limit bound and utilization keys
-agree with the per-endpoint counts they are computed from.
+agree with the per-endpoint counts they are computed from. ``accounts_bench``'s poll cycle runs
+on one replica process and on two, which must split the accounts without fetching any twice.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import math
 from collections import Counter
 from typing import Any
 
-import benchlib  # tests/perf is on pytest's pythonpath (pyproject)
+import accounts_bench  # tests/perf is on pytest's pythonpath (pyproject)
+import benchlib
 import pytest
 
 from syncd.connector import available
@@ -103,8 +105,6 @@ def test_bound_and_utilization_follow_from_the_counts(
 def test_two_replicas_split_the_accounts_and_fetch_each_once() -> None:
     """``accounts_bench``'s poll cycle at small scale: two replica processes on one store poll
     every account once between them, costing the source what one replica does."""
-    import accounts_bench
-
     spec = accounts_bench.Spec(
         accounts=6, per_day=2, days=2, latency_ms=LATENCY_MS, seed=3, database_url=None
     )
