@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="milliseconds added to every CRM and source answer (CRM searches and composite "
         "requests take twice that; see README.md)",
     )
+    parser.add_argument(
+        "--source-latency-ms",
+        type=float,
+        metavar="S",
+        help="the source's answers wait S ms instead (default: L), to time the CRM side apart",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     return parser
 
@@ -59,7 +65,8 @@ def _summary(result: dict[str, Any]) -> str:
         f"peak RSS {result['peak_rss_mb']} MB",
         f"  {result['crm_requests']} CRM requests = {result['requests_per_message']} a message "
         f"(naive: {result.get('naive_requests_per_message')})",
-        f"  latency {result['latency_ms']} ms: the CRM's limits allow "
+        f"  latency {result['latency_ms']} ms (source {result['source_latency_ms']} ms): "
+        "the CRM's limits allow "
         f"{result['limit_bound_messages_per_second']} messages/s, "
         f"utilization {result['limit_utilization']}, refused {result['limit_refusals']}",
         f"  {result['source_requests']} source requests {result['source_requests_by_endpoint']}",
@@ -87,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         naive_sample=min(args.naive_sample, args.messages),
         database_url=args.db,
         latency_ms=args.latency_ms,
+        source_latency_ms=args.source_latency_ms,
     )
     result = run_bench(spec, in_process=args.in_process)
     return emit(result, None if args.json else _summary(result))

@@ -200,6 +200,11 @@ class BenchSpec:
     naive_sample: int = NAIVE_SAMPLE
     database_url: str | None = None  # None: a fresh SQLite file in a temporary directory
     latency_ms: float = 0.0  # added to every CRM and source answer
+    source_latency_ms: float | None = None  # the source's alone (None: ``latency_ms``)
+
+    @property
+    def source_latency(self) -> float:
+        return self.latency_ms if self.source_latency_ms is None else self.source_latency_ms
 
     @classmethod
     def for_messages(
@@ -236,6 +241,7 @@ class WorldSpec:
     emulator: Mapping[str, Any]
     naive_emulator: Mapping[str, Any]
     latency_ms: float = 0.0
+    source_latency_ms: float = 0.0
 
 
 # -- the sandbox, here or in a child process ------------------------------------------------
@@ -272,7 +278,7 @@ class LocalSandbox:
         ).start()
         assert self.world.berkshire is not None
         # The naive baseline's CRM (below) never waits: it is counted, not timed.
-        self.world.berkshire.latency = spec.latency_ms / 1000
+        self.world.berkshire.latency = spec.source_latency_ms / 1000
         self.world.emulators[spec.target].latency = spec.latency_ms / 1000
         self._naive: SandboxWorld | None = None
         self._added = 0
@@ -605,6 +611,7 @@ def run_bench(spec: BenchSpec, *, in_process: bool = False) -> dict[str, Any]:
         emulator=profile.emulator,
         naive_emulator=profile.naive_emulator,
         latency_ms=spec.latency_ms,
+        source_latency_ms=spec.source_latency,
     )
     sandbox: Sandbox = LocalSandbox(world) if in_process else ChildSandbox(world)
     try:
@@ -669,6 +676,7 @@ def _measure(
         "crm_requests": first.requests,
         "requests_per_message": round(first.requests / spec.messages, 4),
         "latency_ms": spec.latency_ms,
+        "source_latency_ms": spec.source_latency,
         "limit_bound_messages_per_second": bound,
         "limit_utilization": round(messages_per_second / bound, 3) if bound else None,
         "limit_bounds": bounds,
