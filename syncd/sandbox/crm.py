@@ -11,12 +11,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 
 from syncd.sandbox.http import Faults
 
 __all__ = [
     "EMULATOR_GROUP",
+    "ContactSeed",
     "ContractWorld",
     "CrmEmulator",
     "StoredActivity",
@@ -26,6 +27,18 @@ __all__ = [
 ]
 
 EMULATOR_GROUP = "syncd.emulators.v1"
+
+
+class ContactSeed(TypedDict, total=False):
+    """What :meth:`CrmEmulator.seed_contact` takes (each key optional, text empty by default);
+    an emulator may take more keys of its own."""
+
+    first_name: str
+    last_name: str
+    email: str
+    phone: str
+    company: str
+    company_id: str | None
 
 
 @dataclass(frozen=True)
@@ -84,16 +97,7 @@ class ContractWorld(Protocol):
 
     def seed_company(self, name: str) -> str: ...
 
-    def seed_contact(
-        self,
-        *,
-        first_name: str = "",
-        last_name: str = "",
-        email: str = "",
-        phone: str = "",
-        company: str = "",
-        company_id: str | None = None,
-    ) -> str:
+    def seed_contact(self, **fields: Unpack[ContactSeed]) -> str:
         """Create a record directly (no request counted, visible to search at once)."""
         ...
 
@@ -114,6 +118,7 @@ class CrmEmulator(ContractWorld, Protocol):
     name: str
     counts: Counter[str]
     faults: Faults
+    latency: float  # seconds added to every answer (syncd.sandbox.http.Emulator)
 
     @property
     def base_url(self) -> str: ...

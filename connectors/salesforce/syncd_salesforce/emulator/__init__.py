@@ -5,8 +5,11 @@ by a small tokenizer, never ``eval``), sObject CRUD and describe, sObject Collec
 update, external-id upsert, at most 200 records), composite requests (subrequests with
 ``@{ref}`` references, one API call), ``limits``. It behaves like an org where it
 matters to a sync: Salesforce-shaped error bodies, ``Sforce-Limit-Info`` on every answer,
-sessions that expire, a daily request limit, phones stored as sent (REST API Developer Guide:
-the UI's "(NXX) NXX-XXXX" formatting is not applied to API writes), a search index that lags
+sessions that expire, a daily request limit (``daily_limit``), at most 25 concurrent requests
+of 20 s or longer (``concurrent_long_requests``, ``long_request_seconds``), both refused with a
+403 ``REQUEST_LIMIT_EXCEEDED`` and counted in ``refused``, an emulated ``latency``, phones
+stored as sent (REST API Developer Guide: the UI's "(NXX) NXX-XXXX" formatting is not applied
+to API writes), a search index that lags
 writes by ``search_lag`` seconds (SOQL sees writes at once), query results paged at 2,000 rows
 (``query_page_size``), restricted picklists, a 16,384-byte limit on URI and headers, the
 standard duplicate rules (``duplicate_rule``), OAuth 2.0 client-credentials and JWT bearer
