@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from sqlalchemy import update
 
 from syncd.store import events
+from syncd.store.base import _chunks
 from syncd.store.schema import deliveries
-from syncd.store.store import State, Store, _chunks, _requeued
+from syncd.store.store import State, Store
+from syncd.store.views import _requeued
 
 __all__ = ["retry_dead"]
 

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, insert
 from syncd.store.schema import delivery_events
 
 if TYPE_CHECKING:  # the store imports this module
-    from syncd.store.store import Claimed, DeliveryResult
+    from syncd.store.records import Claimed, DeliveryResult
 
 __all__ = ["Kind", "claimed", "recorded", "released", "requeued", "write"]
 
