@@ -22,9 +22,9 @@ from sqlalchemy.exc import OperationalError
 from syncd.alerts import Alerter, emergency_alerts
 from syncd.config import AccountSettings, Settings
 from syncd.connector import Connector, TargetContext, load_factory
-from syncd.deliver import DeliveryStats, TargetPaused, check_claim, deliver_target
+from syncd.deliver import DeliveryStats, check_claim, deliver_target
 from syncd.dryrun_store import roll_back, rolled_back_store
-from syncd.errors import AuthError, RetriableError, SyncdError
+from syncd.errors import AuthError, RetriableError, SyncdError, TargetPaused
 from syncd.ingest import (
     IngestStats,
     WindowCallback,

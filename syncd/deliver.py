@@ -31,7 +31,7 @@ from syncd.alerts import dead_letter_alert
 from syncd.backoff import backoff_delay
 from syncd.config import DaemonSettings, TargetSettings
 from syncd.connector import Connector
-from syncd.errors import AuthError, RateLimited, RetriableError
+from syncd.errors import AuthError, ClaimLost, RateLimited, RetriableError, TargetPaused
 from syncd.match.explain import describe
 from syncd.match.keys import CallerKeys, extract_keys
 from syncd.match.policy import (
@@ -55,25 +55,9 @@ from syncd.store.alertbox import AlertRow
 from syncd.store.breaker import close_breaker, open_until, record_failure
 from syncd.store.store import CacheEntry, CacheWrite, Claimed, DeliveryResult, State, Store
 
-__all__ = ["ClaimLost", "DeliveryStats", "TargetPaused", "check_claim", "deliver_target"]
+__all__ = ["DeliveryStats", "check_claim", "deliver_target"]
 
 log = structlog.get_logger(__name__)
-
-
-class ClaimLost(BaseException):
-    """Raised into a connector, through its request observer (:func:`check_claim`), when
-    the batch it is applying has been taken over by another worker: it must not send one
-    more write. A BaseException, like KeyboardInterrupt, so that no connector's ``except
-    Exception`` turns it into a retry of the request."""
-
-
-class TargetPaused(Exception):
-    """The target cannot take work now; ``until`` says when to try. ``kind`` is ``daily``
-    (the daily API quota is spent) or ``outage`` (its circuit breaker is open)."""
-
-    def __init__(self, target: str, until: datetime, reason: str, kind: str = "daily") -> None:
-        self.target, self.until, self.reason, self.kind = target, until, reason, kind
-        super().__init__(f"{target} paused until {until.isoformat()}: {reason}")
 
 
 @dataclass

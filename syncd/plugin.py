@@ -17,7 +17,14 @@ See ``connectors/README.md`` for the guide to writing one.
 from __future__ import annotations
 
 from syncd.connector import Connector, PlanProgress, RequestObserver, TargetContext
-from syncd.errors import AuthError, ConfigError, RateLimited, RetriableError, SyncdError
+from syncd.errors import (
+    AuthError,
+    CheckFailed,
+    ConfigError,
+    RateLimited,
+    RetriableError,
+    SyncdError,
+)
 from syncd.logging import register_secret
 from syncd.match.names import normalize_company, normalize_person, same_company
 from syncd.match.phones import format_variants, national_digits, normalize_phone, same_number
@@ -41,6 +48,7 @@ __all__ = [
     "ActivityRef",
     "ActivitySpec",
     "AuthError",
+    "CheckFailed",
     "CheckResult",
     "ConfigError",
     "Connector",

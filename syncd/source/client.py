@@ -33,12 +33,11 @@ import httpx
 import structlog
 
 from syncd._version import __version__
-from syncd.errors import AuthError, MalformedMessage, RateLimited, RetriableError
+from syncd.errors import AuthError, MalformedMessage, RateLimited, RetriableError, SourceError
 from syncd.models import Message
 from syncd.source.body import BadItem, read_items
 from syncd.source.deadline import DeadlineTransport, deadline
 from syncd.source.parse import (
-    SourceError,
     clean_text,
     find_message_id,
     fingerprint,

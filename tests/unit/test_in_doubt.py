@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from syncd import deliver as deliver_module
 from syncd.config import DaemonSettings, TargetSettings
-from syncd.deliver import DeliveryStats, TargetPaused, check_claim, deliver_target
-from syncd.errors import RateLimited, RetriableError
+from syncd.deliver import DeliveryStats, check_claim, deliver_target
+from syncd.errors import RateLimited, RetriableError, TargetPaused
 from syncd.models import Action, CrmRecord, KeyKind, MatchKey, Message, Outcome, Plan
 from syncd.store.breaker import breaker_states
 from syncd.store.schema import alerts, deliveries, messages
