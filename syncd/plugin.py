@@ -16,6 +16,7 @@ See ``connectors/README.md`` for the guide to writing one.
 
 from __future__ import annotations
 
+from syncd.backoff import RetryPolicy, TryAgain
 from syncd.connector import Connector, PlanProgress, RequestObserver, TargetContext
 from syncd.errors import (
     AuthError,
@@ -63,9 +64,11 @@ __all__ = [
     "RateLimiter",
     "RequestObserver",
     "RetriableError",
+    "RetryPolicy",
     "SetupStep",
     "SyncdError",
     "TargetContext",
+    "TryAgain",
     "format_variants",
     "national_digits",
     "normalize_company",
