@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -578,18 +578,3 @@ def _db_problem(exc: OperationalError) -> str:
     """The driver's own words ("database is locked"): SQLAlchemy's text carries the statement
     and its parameters, which hold message data."""
     return str(exc.orig) if exc.orig is not None else type(exc).__name__
-
-
-def summary_counts(report: CycleReport) -> Mapping[str, int]:
-    """The demo/backfill summary numbers, across targets."""
-    ingest = report.ingest
-    t = report.targets.values()
-    return {
-        "messages_fetched": ingest.fetched,
-        "messages_new": ingest.new,
-        "contacts_created": sum(s.contacts_created for s in t),
-        "contacts_updated": sum(s.contacts_updated for s in t),
-        "activities_logged": sum(s.activities_logged for s in t),
-        "review": sum(s.review for s in t),
-        "failed": sum(s.failed for s in t),
-    }

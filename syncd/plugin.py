@@ -17,6 +17,7 @@ See ``connectors/README.md`` for the guide to writing one.
 from __future__ import annotations
 
 from syncd.backoff import RetryPolicy, TryAgain
+from syncd.batches import chunks
 from syncd.connector import Connector, PlanProgress, RequestObserver, TargetContext
 from syncd.errors import (
     AuthError,
@@ -69,6 +70,7 @@ __all__ = [
     "SyncdError",
     "TargetContext",
     "TryAgain",
+    "chunks",
     "format_variants",
     "national_digits",
     "normalize_company",

@@ -4,9 +4,9 @@ pooled), the database's clock, the store's birth, and the small helpers every pa
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -27,15 +27,9 @@ from syncd.store.alertbox import AlertRow
 from syncd.store.files import prepare_sqlite_file
 from syncd.store.schema import messages, store_meta
 
-__all__ = ["StoreBase", "create_store_engine"]
+__all__ = ["ROWS_PER_IN", "StoreBase", "create_store_engine"]
 
-T = TypeVar("T")
-_CHUNK = 500  # rows per IN (...) list: far below every backend's parameter limit
-
-
-def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+ROWS_PER_IN = 500  # rows per IN (...) list: far below every backend's parameter limit
 
 
 def _utcnow() -> datetime:

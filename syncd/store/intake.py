@@ -16,9 +16,10 @@ from sqlalchemy import (
     update,
 )
 
+from syncd.batches import chunks
 from syncd.models import Message
 from syncd.store.alertbox import insert_alerts
-from syncd.store.base import StoreBase, _chunks, _json_safe, _utcnow
+from syncd.store.base import ROWS_PER_IN, StoreBase, _json_safe, _utcnow
 from syncd.store.codec import message_to_fields
 from syncd.store.records import IngestResult, State
 from syncd.store.schema import cursors, deliveries, messages, quarantine, runs, windows
@@ -46,7 +47,7 @@ class Intake(StoreBase):
         with self.engine.begin() as conn:
             known: dict[str, tuple[int, str]] = {}
             stored_prints: dict[str, str | None] = {}
-            for ids in _chunks(list(unique)):
+            for ids in chunks(list(unique), ROWS_PER_IN):
                 rows = conn.execute(
                     select(
                         messages.c.id,
@@ -143,7 +144,7 @@ class Intake(StoreBase):
                 )
                 # A finished delivery goes round again (its activity is updated in place);
                 # one still in flight notices the new version when it records its outcome.
-                for edited in _chunks([pk for pk, _ in edits]):
+                for edited in chunks([pk for pk, _ in edits], ROWS_PER_IN):
                     conn.execute(
                         update(deliveries)
                         .where(
@@ -175,7 +176,7 @@ class Intake(StoreBase):
         """A target added to an account later gets deliveries for messages already stored
         (a backfill for it then has work to do)."""
         have: set[tuple[int, str]] = set()
-        for chunk in _chunks(pks):
+        for chunk in chunks(pks, ROWS_PER_IN):
             rows = conn.execute(
                 select(deliveries.c.message_pk, deliveries.c.target).where(
                     deliveries.c.message_pk.in_(chunk), deliveries.c.target.in_(list(targets))

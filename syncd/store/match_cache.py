@@ -3,15 +3,15 @@ looked up again (written with outcomes, see :meth:`Outbox.record`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from sqlalchemy import (
-    delete,
     select,
 )
 
+from syncd.batches import chunks
 from syncd.models import KeyKind, MatchKey
-from syncd.store.base import StoreBase, _chunks
+from syncd.store.base import ROWS_PER_IN, StoreBase
 from syncd.store.records import CacheEntry
 from syncd.store.schema import match_cache
 
@@ -29,7 +29,7 @@ class MatchCache(StoreBase):
             by_kind.setdefault(key.kind.value, []).append(key.value)
         with self.engine.connect() as conn:
             for kind, values in by_kind.items():
-                for chunk in _chunks(values):
+                for chunk in chunks(values, ROWS_PER_IN):
                     rows = conn.execute(
                         select(match_cache).where(
                             match_cache.c.target == target,
@@ -42,12 +42,3 @@ class MatchCache(StoreBase):
                             r.record_id, r.record_kind, dict(r.snapshot or {})
                         )
         return found
-
-    def cache_drop(self, target: str, record_ids: Sequence[str]) -> None:
-        with self.engine.begin() as conn:
-            for chunk in _chunks(list(record_ids)):
-                conn.execute(
-                    delete(match_cache).where(
-                        match_cache.c.target == target, match_cache.c.record_id.in_(chunk)
-                    )
-                )

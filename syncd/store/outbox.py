@@ -19,10 +19,11 @@ from sqlalchemy import (
     update,
 )
 
+from syncd.batches import chunks
 from syncd.models import Message
 from syncd.store import events
 from syncd.store.alertbox import AlertRow, insert_alerts
-from syncd.store.base import StoreBase, _chunks, _json_safe, _utcnow
+from syncd.store.base import ROWS_PER_IN, StoreBase, _json_safe, _utcnow
 from syncd.store.codec import message_from_row
 from syncd.store.records import CacheWrite, Claimed, DeliveryResult, State
 from syncd.store.schema import deliveries, match_cache, messages
@@ -85,7 +86,7 @@ class Outbox(StoreBase):
                 .where(messages.c.id == deliveries.c.message_pk)
                 .scalar_subquery()
             )
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids, ROWS_PER_IN):
                 conn.execute(
                     update(deliveries)
                     .where(deliveries.c.id.in_(chunk))
@@ -100,7 +101,7 @@ class Outbox(StoreBase):
                     )
                 )
             claimed: list[Claimed] = []
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids, ROWS_PER_IN):
                 rows = conn.execute(
                     select(
                         deliveries.c.id,
@@ -113,7 +114,6 @@ class Outbox(StoreBase):
                         deliveries.c.intent,
                         messages.c.account,
                         messages.c.message_id,
-                        messages.c.version,
                         messages.c.fields,
                         messages.c.raw,
                     )
@@ -129,7 +129,6 @@ class Outbox(StoreBase):
                             target=target,
                             message=message,
                             attempts=r.attempts,
-                            version=r.version,
                             activity_id=r.activity_id,
                             record_id=r.record_id,
                             record_kind=r.record_kind,
@@ -158,7 +157,7 @@ class Outbox(StoreBase):
             else deliveries.c.claimed_by == worker
         )
         held: set[int] = set()
-        for chunk in _chunks(sorted(set(ids))):
+        for chunk in chunks(sorted(set(ids)), ROWS_PER_IN):
             held.update(
                 conn.execute(
                     select(deliveries.c.id)
@@ -182,7 +181,7 @@ class Outbox(StoreBase):
         with self.engine.begin() as conn:
             held = self._held(conn, delivery_ids, token, "")
             until = self._clock(conn, now) + timedelta(seconds=lease_seconds)
-            for chunk in _chunks(sorted(held)):
+            for chunk in chunks(sorted(held), ROWS_PER_IN):
                 conn.execute(
                     update(deliveries).where(deliveries.c.id.in_(chunk)).values(lease_until=until)
                 )
@@ -275,7 +274,7 @@ class Outbox(StoreBase):
                     )
                     return False
             if cache_drops:
-                for chunk in _chunks(list(cache_drops)):
+                for chunk in chunks(list(cache_drops), ROWS_PER_IN):
                     conn.execute(
                         delete(match_cache).where(
                             match_cache.c.target == target, match_cache.c.record_id.in_(chunk)
@@ -327,7 +326,6 @@ class Outbox(StoreBase):
                         last_error=bindparam("b_error"),
                         next_attempt_at=bindparam("b_next"),
                         review_candidates=bindparam("b_review"),
-                        delivered_version=bindparam("b_delivered"),
                         in_doubt=bindparam("b_doubt"),
                         intent=bindparam("b_intent"),
                         lease_until=None,
@@ -344,7 +342,6 @@ class Outbox(StoreBase):
                             "b_error": r.error,
                             "b_next": r.next_attempt_at,
                             "b_review": r.review_candidates,
-                            "b_delivered": None,
                             # Done settles the doubt; anything else keeps it (see _SETTLED).
                             "b_doubt": r.state not in _SETTLED and (r.delivery_id in doubt),
                             # The intent is what a retry sends again; a review or a skip
@@ -358,16 +355,11 @@ class Outbox(StoreBase):
                 )
                 events.recorded(conn, results, worker, now)
                 done = [r.delivery_id for r in results if r.state == State.DONE]
-                for done_ids in _chunks(done):
+                for done_ids in chunks(done, ROWS_PER_IN):
                     # Only the rows the update above just finished: never another worker's.
                     finished = and_(
                         deliveries.c.id.in_(done_ids),
                         deliveries.c.state == State.DONE,
-                    )
-                    conn.execute(
-                        update(deliveries)
-                        .where(finished)
-                        .values(delivered_version=deliveries.c.claimed_version)
                     )
                     # The message changed while we were delivering it: go round again.
                     current = (
@@ -385,7 +377,7 @@ class Outbox(StoreBase):
     def _doubts(self, conn: Connection, ids: Sequence[int]) -> dict[int, Any]:
         """In-doubt deliveries among ``ids`` -> their recorded intent (None when none)."""
         found: dict[int, Any] = {}
-        for chunk in _chunks(sorted(set(ids))):
+        for chunk in chunks(sorted(set(ids)), ROWS_PER_IN):
             rows = conn.execute(
                 select(deliveries.c.id, deliveries.c.intent).where(
                     deliveries.c.id.in_(chunk), deliveries.c.in_doubt.is_(True)
@@ -413,7 +405,7 @@ class Outbox(StoreBase):
             else deliveries.c.claimed_by == worker
         )
         with self.engine.begin() as conn:
-            for chunk in _chunks(list(delivery_ids)):
+            for chunk in chunks(list(delivery_ids), ROWS_PER_IN):
                 values: dict[str, Any] = {
                     "state": State.RETRY if next_attempt_at else State.PENDING,
                     "next_attempt_at": next_attempt_at,

@@ -43,7 +43,6 @@ class Claimed:
     target: str
     message: Message
     attempts: int
-    version: int
     activity_id: str | None
     record_id: str | None
     record_kind: str | None = None

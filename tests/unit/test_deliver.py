@@ -408,4 +408,4 @@ def test_changed_message_updates_the_activity_in_place(store: Store) -> None:
 
     assert fake.plans[-1].activity.existing_id == first_activity
     assert (stats.activities_updated, stats.activities_logged) == (1, 0)
-    assert states(store)[0].delivered_version == 2
+    assert (states(store)[0].state, states(store)[0].claimed_version) == ("done", 2)
