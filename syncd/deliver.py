@@ -36,6 +36,7 @@ from syncd.match.explain import describe
 from syncd.match.keys import CallerKeys, extract_keys
 from syncd.match.policy import (
     Decision,
+    DecisionKind,
     canonical_fields,
     decide,
     name_key,
@@ -157,9 +158,9 @@ class _Batch:
             record_id = intent.get("record_id")
             kind = str(intent.get("record_kind") or "contact")
             if record_id:
-                decision = Decision("existing", record=CrmRecord(str(record_id), kind))
+                decision = Decision(DecisionKind.EXISTING, record=CrmRecord(str(record_id), kind))
             else:
-                decision = Decision("new", company_id=intent.get("company_id"))
+                decision = Decision(DecisionKind.NEW, company_id=intent.get("company_id"))
             plan = plan_for(
                 item.claimed.delivery_id,
                 item.claimed.message,
@@ -191,7 +192,7 @@ class _Batch:
         for item in items:
             claimed = item.claimed
             if claimed.action == "resolved_new":  # an operator said: this is someone new
-                item.decision = Decision("new", matched_by="operator")
+                item.decision = Decision(DecisionKind.NEW, matched_by="operator")
                 continue
             if claimed.record_id and not claimed.record_id.startswith("dry-run:"):
                 # Delivered before (a replay or a changed message) or settled by an operator:
@@ -208,7 +209,9 @@ class _Batch:
             if self.target.sync_mode == "create_only" or _snapshot_covers(
                 offered, entry.snapshot, self.target.field_policy
             ):
-                item.decision = Decision("existing", record=item.record, matched_by="cache")
+                item.decision = Decision(
+                    DecisionKind.EXISTING, record=item.record, matched_by="cache"
+                )
             else:
                 to_read.setdefault(entry.record_kind, []).append(item)
         for kind, waiting in to_read.items():
@@ -224,7 +227,9 @@ class _Batch:
                 item.record = record
                 chosen = item.claimed.action == "resolved_record"  # an operator's choice
                 item.decision = Decision(
-                    "existing", record=record, matched_by="operator" if chosen else "cache"
+                    DecisionKind.EXISTING,
+                    record=record,
+                    matched_by="operator" if chosen else "cache",
                 )
 
     def from_crm(self, items: list[_Item]) -> None:
@@ -241,7 +246,7 @@ class _Batch:
     ) -> list[Plan]:
         plans: list[Plan] = []
         group_of: dict[MatchKey, str] = {}  # one new caller in one batch -> one caller_key
-        if any(i.decision is not None and i.decision.kind == "new" for i in items):
+        if any(i.decision is not None and i.decision.kind == DecisionKind.NEW for i in items):
             # A caller created by an attempt still in doubt (here, or in a batch that died)
             # keeps its caller key: search may not show that contact yet.
             doubtful = [(p.caller_key, p.message) for p in seed if p.caller_key]
@@ -256,10 +261,10 @@ class _Batch:
             assert decision is not None
             claimed = item.claimed
             stats.matched[
-                decision.matched_by if decision.kind == "existing" else decision.kind
+                decision.matched_by if decision.kind == DecisionKind.EXISTING else decision.kind
             ] += 1
             self.decisions[claimed.delivery_id] = describe(decision, item.keys)
-            if decision.kind == "review":
+            if decision.kind == DecisionKind.REVIEW:
                 stats.review += 1
                 self.results.append(
                     DeliveryResult(
@@ -272,7 +277,7 @@ class _Batch:
                 )
                 continue
             caller_key = ""
-            if decision.kind == "new":
+            if decision.kind == DecisionKind.NEW:
                 keys = self._cache_keys(item.keys)
                 caller_key = next(
                     (group_of[k] for k in keys if k in group_of), item.keys.caller_key
@@ -302,10 +307,10 @@ class _Batch:
                     )
                 )
                 continue
-            if decision.kind == "existing" and decision.reason:
+            if decision.kind == DecisionKind.EXISTING and decision.reason:
                 self.passed_over[claimed.delivery_id] = list(decision.alternatives)
             known = dict(item.known)
-            if decision.kind == "existing" and self.target.sync_mode != "create_only":
+            if decision.kind == DecisionKind.EXISTING and self.target.sync_mode != "create_only":
                 # Each offered field is now filled: written, or skipped because it already was.
                 known.update(self._offered(item))
             self.known_after[claimed.delivery_id] = known
@@ -833,14 +838,14 @@ class _NewCallerLease:
 
 
 def _has_new(items: Sequence[_Item]) -> bool:
-    return any(i.decision is not None and i.decision.kind == "new" for i in items)
+    return any(i.decision is not None and i.decision.kind == DecisionKind.NEW for i in items)
 
 
 def _recheck_new(batch: _Batch, items: Sequence[_Item]) -> None:
     """Callers looked up as new may have been created by another replica meanwhile: its
     match cache is recorded by now, so ask the cache again (no CRM request unless a hit
     needs reading)."""
-    new = [i for i in items if i.decision is not None and i.decision.kind == "new"]
+    new = [i for i in items if i.decision is not None and i.decision.kind == DecisionKind.NEW]
     decided = [i.decision for i in new]
     for item in new:
         item.decision = None

@@ -21,7 +21,7 @@ from syncd.store.alertbox import alerts_unsent
 from syncd.store.breaker import breaker_states
 from syncd.store.owners import owner_summary
 from syncd.store.source_state import open_gaps
-from syncd.store.store import Store
+from syncd.store.store import State, Store
 
 __all__ = ["collect_status", "print_message_log", "print_status"]
 
@@ -58,8 +58,8 @@ def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
             for name, target in settings.targets.items()
         },
         "last_runs": store.last_runs(5),
-        "dead": store.problems(["dead"]),
-        "review": store.problems(["review"]),
+        "dead": store.problems([State.DEAD]),
+        "review": store.problems([State.REVIEW]),
         "passed_over": store.passed_over(),
         "quarantined": [_masked(q) for q in store.quarantined()],
         # Days the catch-up cap skipped, with the command that fills them.
@@ -111,7 +111,15 @@ def print_status(status: dict[str, Any], out: TextIO, as_json: bool) -> None:
         )
     console.print(accounts)
     targets = Table(title="deliveries by state")
-    states = ("pending", "in_flight", "retry", "done", "skipped", "review", "dead")
+    states = (
+        State.PENDING,
+        State.IN_FLIGHT,
+        State.RETRY,
+        State.DONE,
+        State.SKIPPED,
+        State.REVIEW,
+        State.DEAD,
+    )
     targets.add_column("target")
     for state in states:
         targets.add_column(state, justify="right")

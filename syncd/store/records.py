@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from syncd.models import MatchKey, Message
@@ -13,7 +14,9 @@ from syncd.models import MatchKey, Message
 __all__ = ["CacheEntry", "CacheWrite", "Claimed", "DeliveryResult", "IngestResult", "State"]
 
 
-class State:
+class State(StrEnum):
+    """Where a delivery is (``deliveries.state`` stores the value)."""
+
     PENDING = "pending"
     IN_FLIGHT = "in_flight"
     DONE = "done"
@@ -21,7 +24,6 @@ class State:
     DEAD = "dead"
     REVIEW = "review"
     SKIPPED = "skipped"
-    ALL = ("pending", "in_flight", "done", "retry", "dead", "review", "skipped")
 
 
 @dataclass(frozen=True)

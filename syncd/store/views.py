@@ -36,7 +36,7 @@ class OperatorViews(StoreBase):
             )
             out: dict[str, dict[str, int]] = {}
             for target, state, n in rows:
-                out.setdefault(target, dict.fromkeys(State.ALL, 0))[state] = n
+                out.setdefault(target, dict.fromkeys([s.value for s in State], 0))[state] = n
             return out
 
     def message_count(self) -> int:

@@ -122,8 +122,8 @@ def test_ingest_same_batch_twice_adds_nothing(store: Store) -> None:
     assert store.message_count() == 3
     assert [(r.message_id, r.target) for r in rows(store)].count(("m1", "hub")) == 1
     assert store.counts() == {
-        "hub": dict.fromkeys(State.ALL, 0) | {"pending": 3},
-        "sf": dict.fromkeys(State.ALL, 0) | {"pending": 3},
+        "hub": dict.fromkeys([s.value for s in State], 0) | {"pending": 3},
+        "sf": dict.fromkeys([s.value for s in State], 0) | {"pending": 3},
     }
 
 
@@ -569,7 +569,7 @@ def test_counts_problems_retry_dead_and_replay(store: Store) -> None:
         worker="w1",
     )
 
-    assert store.counts()["crm"] == dict.fromkeys(State.ALL, 0) | {
+    assert store.counts()["crm"] == dict.fromkeys([s.value for s in State], 0) | {
         "dead": 1,
         "review": 1,
         "done": 1,
