@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -357,6 +357,23 @@ class Daemon:
             if on_window is not None:
                 on_window(day, stats)
 
+        def fetch(
+            days: Sequence[date], mark_before: date | None = None, refetch: bool = False
+        ) -> IngestStats:
+            """Read ``days`` under the lease, renewing it as windows land."""
+            return ingest_days(
+                self.store,
+                self.client(account),
+                account,
+                days,
+                stop=self.stop,
+                on_window=window_done,
+                keep_going=lease.renew,
+                renew_every=daemon.poll_lease_seconds / 3,
+                mark_before=mark_before,
+                refetch=refetch,
+            )
+
         try:
             if kind == "poll":
                 days, skipped = poll_plan(
@@ -367,16 +384,7 @@ class Daemon:
                 )
                 if skipped is not None:
                     self._gap(account.name, *skipped)
-                stats = ingest_days(
-                    self.store,
-                    self.client(account),
-                    account,
-                    days,
-                    stop=self.stop,
-                    on_window=window_done,
-                    keep_going=lease.renew,
-                    renew_every=daemon.poll_lease_seconds / 3,
-                )
+                stats = fetch(days)
                 if not self.stop.is_set() and stats.windows == len(days):
                     # Signpost: the next poll starts from where this run *started*.
                     self.store.set_cursor(account.name, started)
@@ -387,16 +395,7 @@ class Daemon:
                     for day in reconcile_days(started, account.timezone, daemon.reconcile_days)
                     if floor is not None and day >= floor
                 ]
-                stats = ingest_days(
-                    self.store,
-                    self.client(account),
-                    account,
-                    days,
-                    stop=self.stop,
-                    on_window=window_done,
-                    keep_going=lease.renew,
-                    renew_every=daemon.poll_lease_seconds / 3,
-                )
+                stats = fetch(days)
                 self.metrics.reconcile_found.labels(account=account.name, found="new").inc(
                     stats.new
                 )
@@ -413,18 +412,7 @@ class Daemon:
                         "every window of the backfill was done already; --refetch reads them again",
                         account=account.name,
                     )
-                stats = ingest_days(
-                    self.store,
-                    self.client(account),
-                    account,
-                    days,
-                    mark_before=today,
-                    stop=self.stop,
-                    on_window=window_done,
-                    refetch=refetch,
-                    keep_going=lease.renew,
-                    renew_every=daemon.poll_lease_seconds / 3,
-                )
+                stats = fetch(days, mark_before=today, refetch=refetch)
             if stats.windows < len(days) and not self.stop.is_set():
                 report.errors.append(
                     f"{account.name}: lost the poll lease after {stats.windows} of "

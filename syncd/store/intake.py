@@ -85,18 +85,7 @@ class Intake(StoreBase):
                 if targets:
                     conn.execute(
                         insert(deliveries),
-                        [
-                            {
-                                "message_pk": pk,
-                                "target": target,
-                                "state": State.PENDING,
-                                "attempts": 0,
-                                "created_at": now,
-                                "updated_at": now,
-                            }
-                            for pk in pks
-                            for target in targets
-                        ],
+                        [_pending(pk, target, now) for pk in pks for target in targets],
                     )
                 new = len(fresh)
             if known and targets:
@@ -184,14 +173,7 @@ class Intake(StoreBase):
             )
             have.update((r.message_pk, r.target) for r in rows)
         missing = [
-            {
-                "message_pk": pk,
-                "target": target,
-                "state": State.PENDING,
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-            }
+            _pending(pk, target, now)
             for pk in pks
             for target in targets
             if (pk, target) not in have
@@ -303,6 +285,18 @@ class Intake(StoreBase):
                     finished_at=_utcnow(), status=status, stats=_json_safe(dict(stats)), error=error
                 )
             )
+
+
+def _pending(message_pk: int, target: str, now: datetime) -> dict[str, Any]:
+    """A new delivery row: ``message_pk`` waits for ``target``."""
+    return {
+        "message_pk": message_pk,
+        "target": target,
+        "state": State.PENDING,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _dump_raw(raw: Any) -> str:

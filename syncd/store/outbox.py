@@ -40,6 +40,9 @@ log = structlog.get_logger(__name__)
 # runs ahead of ours by more than that gap.
 BIRTH_MARGIN = timedelta(0)
 
+# What message_from_row needs to rebuild a delivery's message.
+_MESSAGE = (messages.c.account, messages.c.message_id, messages.c.fields, messages.c.raw)
+
 
 class Outbox(StoreBase):
     def claim(
@@ -112,10 +115,7 @@ class Outbox(StoreBase):
                         deliveries.c.action,
                         deliveries.c.in_doubt,
                         deliveries.c.intent,
-                        messages.c.account,
-                        messages.c.message_id,
-                        messages.c.fields,
-                        messages.c.raw,
+                        *_MESSAGE,
                     )
                     .join(messages, messages.c.id == deliveries.c.message_pk)
                     .where(deliveries.c.id.in_(chunk))
@@ -194,13 +194,7 @@ class Outbox(StoreBase):
         (the same upsert) instead of becoming a second contact."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(
-                    deliveries.c.intent,
-                    messages.c.account,
-                    messages.c.message_id,
-                    messages.c.fields,
-                    messages.c.raw,
-                )
+                select(deliveries.c.intent, *_MESSAGE)
                 .join(messages, messages.c.id == deliveries.c.message_pk)
                 .where(
                     deliveries.c.target == target,
