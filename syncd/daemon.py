@@ -24,7 +24,7 @@ from syncd.config import AccountSettings, Settings
 from syncd.connector import Connector, TargetContext, load_factory
 from syncd.deliver import DeliveryStats, check_claim, deliver_target
 from syncd.dryrun_store import roll_back, rolled_back_store
-from syncd.errors import AuthError, RetriableError, SyncdError, TargetPaused
+from syncd.errors import AuthError, PauseKind, RetriableError, SyncdError, TargetPaused
 from syncd.ingest import (
     IngestStats,
     WindowCallback,
@@ -483,7 +483,7 @@ class Daemon:
             self.paused[name] = (exc.until, exc.reason)
             report.errors.append(str(exc))
             log.error("target paused", target=name, until=exc.until.isoformat(), reason=exc.reason)
-            if exc.kind == "outage":
+            if exc.kind == PauseKind.OUTAGE:
                 self.alerter.outage(name, exc.until, exc.reason)
             else:
                 self.alerter.daily_limit(name)

@@ -31,7 +31,14 @@ from syncd.alerts import dead_letter_alert
 from syncd.backoff import backoff_delay
 from syncd.config import DaemonSettings, TargetSettings
 from syncd.connector import Connector
-from syncd.errors import AuthError, ClaimLost, RateLimited, RetriableError, TargetPaused
+from syncd.errors import (
+    AuthError,
+    ClaimLost,
+    PauseKind,
+    RateLimited,
+    RetriableError,
+    TargetPaused,
+)
 from syncd.match.explain import describe
 from syncd.match.keys import CallerKeys, extract_keys
 from syncd.match.policy import (
@@ -54,6 +61,7 @@ from syncd.models import (
 from syncd.owners.assign import OwnerStep
 from syncd.store.alertbox import AlertRow
 from syncd.store.breaker import close_breaker, open_until, record_failure
+from syncd.store.records import Settled
 from syncd.store.store import CacheEntry, CacheWrite, Claimed, DeliveryResult, State, Store
 
 __all__ = ["DeliveryStats", "check_claim", "deliver_target"]
@@ -191,7 +199,7 @@ class _Batch:
         to_read: dict[str, list[_Item]] = {}
         for item in items:
             claimed = item.claimed
-            if claimed.action == "resolved_new":  # an operator said: this is someone new
+            if claimed.action == Settled.NEW:  # an operator said: this is someone new
                 item.decision = Decision(DecisionKind.NEW, matched_by="operator")
                 continue
             if claimed.record_id and not claimed.record_id.startswith("dry-run:"):
@@ -225,7 +233,7 @@ class _Batch:
                     item.record, item.known = None, {}
                     continue
                 item.record = record
-                chosen = item.claimed.action == "resolved_record"  # an operator's choice
+                chosen = item.claimed.action == Settled.RECORD  # an operator's choice
                 item.decision = Decision(
                     DecisionKind.EXISTING,
                     record=record,
@@ -498,7 +506,10 @@ def deliver_target(
     breaker = open_until(store, target.name)
     if breaker.is_open(clock()) and breaker.open_until is not None:
         raise TargetPaused(
-            target.name, breaker.open_until, f"circuit open: {breaker.reason}", kind="outage"
+            target.name,
+            breaker.open_until,
+            f"circuit open: {breaker.reason}",
+            kind=PauseKind.OUTAGE,
         )
     failing = [breaker.failures > 0]  # the breaker has failures to clear on a success
     creating = _NewCallerLease(store, target.name, worker, daemon.lease_seconds, clock, stop)
@@ -654,7 +665,9 @@ def _deliver_batch(
                 )  # fmt: skip
                 stats.retry += len(ids)
                 reason = f"circuit open after {state.failures} failed batches: {exc}"
-                raise TargetPaused(target.name, state.open_until, reason, kind="outage") from exc
+                raise TargetPaused(
+                    target.name, state.open_until, reason, kind=PauseKind.OUTAGE
+                ) from exc
         _retry_all(store, target.name, ids, daemon, now, exc.retry_after, str(exc), claims, stats)
         raise
     except BaseException as exc:

@@ -27,6 +27,7 @@ may subclass them for its own cases (``syncd_hubspot``'s ``InDoubt`` is a Retria
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 __all__ = [
     "AuthError",
@@ -35,6 +36,7 @@ __all__ = [
     "ConfigError",
     "FatalError",
     "MalformedMessage",
+    "PauseKind",
     "RateLimited",
     "RetriableError",
     "SkippableError",
@@ -113,11 +115,19 @@ class SourceError(RetriableError):
         super().__init__(message, retry_after=retry_after)
 
 
-class TargetPaused(SyncdError):
-    """The target cannot take work now; ``until`` says when to try. ``kind`` is ``daily``
-    (the daily API quota is spent) or ``outage`` (its circuit breaker is open)."""
+class PauseKind(StrEnum):
+    """Why a target is paused."""
 
-    def __init__(self, target: str, until: datetime, reason: str, kind: str = "daily") -> None:
+    DAILY = "daily"  # the daily API quota is spent
+    OUTAGE = "outage"  # its circuit breaker is open
+
+
+class TargetPaused(SyncdError):
+    """The target cannot take work now; ``until`` says when to try, ``kind`` why."""
+
+    def __init__(
+        self, target: str, until: datetime, reason: str, kind: PauseKind = PauseKind.DAILY
+    ) -> None:
         self.target, self.until, self.reason, self.kind = target, until, reason, kind
         super().__init__(f"{target} paused until {until.isoformat()}: {reason}")
 

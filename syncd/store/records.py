@@ -11,7 +11,15 @@ from typing import Any
 
 from syncd.models import MatchKey, Message
 
-__all__ = ["CacheEntry", "CacheWrite", "Claimed", "DeliveryResult", "IngestResult", "State"]
+__all__ = [
+    "CacheEntry",
+    "CacheWrite",
+    "Claimed",
+    "DeliveryResult",
+    "IngestResult",
+    "Settled",
+    "State",
+]
 
 
 class State(StrEnum):
@@ -24,6 +32,13 @@ class State(StrEnum):
     DEAD = "dead"
     REVIEW = "review"
     SKIPPED = "skipped"
+
+
+class Settled(StrEnum):
+    """How an operator settled a review item (``deliveries.action`` until it is delivered)."""
+
+    RECORD = "resolved_record"  # attach to the record the operator chose
+    NEW = "resolved_new"  # create a new record
 
 
 @dataclass(frozen=True)
@@ -48,7 +63,7 @@ class Claimed:
     activity_id: str | None
     record_id: str | None
     record_kind: str | None = None
-    # "resolved_new" / "resolved_record" when an operator settled a review item.
+    # A Settled value when an operator settled a review item.
     action: str | None = None
     token: str = ""
     in_doubt: bool = False

@@ -18,6 +18,7 @@ from syncd.store.records import (
     Claimed,
     DeliveryResult,
     IngestResult,
+    Settled,
     State,
 )
 from syncd.store.views import OperatorViews
@@ -28,6 +29,7 @@ __all__ = [
     "Claimed",
     "DeliveryResult",
     "IngestResult",
+    "Settled",
     "State",
     "Store",
 ]

@@ -20,7 +20,7 @@ from sqlalchemy import (
 
 from syncd.store import events
 from syncd.store.base import StoreBase, _aware, _utcnow
-from syncd.store.records import State
+from syncd.store.records import Settled, State
 from syncd.store.schema import cursors, deliveries, messages, quarantine, runs
 
 __all__ = ["OperatorViews"]
@@ -177,7 +177,7 @@ class OperatorViews(StoreBase):
                     **_requeued(),
                     record_id=record_id,
                     record_kind=record_kind if record_id else None,
-                    action="resolved_record" if record_id else "resolved_new",
+                    action=Settled.RECORD if record_id else Settled.NEW,
                     intent=None,  # the operator's decision replaces any earlier plan
                 )
             )
@@ -188,7 +188,7 @@ class OperatorViews(StoreBase):
                     events.Kind.SETTLED,
                     worker=by,
                     record_id=record_id,
-                    action="resolved_record" if record_id else "resolved_new",
+                    action=Settled.RECORD if record_id else Settled.NEW,
                 )
             return bool(result.rowcount)
 
