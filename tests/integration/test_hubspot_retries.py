@@ -47,6 +47,14 @@ class Connections:
         return self._real(*args, **kwargs)
 
 
+def refusing(emu: HubSpotEmulator, monkeypatch: pytest.MonkeyPatch, refuse: int) -> Connections:
+    """A fresh emulator behind a host that refuses the first ``refuse`` connections."""
+    emu.reset()
+    connections = Connections(refuse)
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", connections)
+    return connections
+
+
 def transport(emu: HubSpotEmulator, slept: list[float], **options: Any) -> Transport:
     context = TargetContext(name=TARGET, options={**emu.connector_options(), **options})
     observed: list[int] = []
@@ -67,9 +75,7 @@ def create(t: Transport) -> Any:
 def test_refused_connections_are_tried_once_per_attempt_then_retriable(
     emulator: HubSpotEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emulator.reset()
-    connections = Connections(refuse=1000)
-    monkeypatch.setattr(urllib3.util.connection, "create_connection", connections)
+    connections = refusing(emulator, monkeypatch, 1000)
     slept: list[float] = []
 
     with pytest.raises(RetriableError) as caught:
@@ -87,9 +93,7 @@ def test_refused_connections_are_tried_once_per_attempt_then_retriable(
 def test_a_create_whose_connection_failed_is_sent_again_and_lands_once(
     emulator: HubSpotEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emulator.reset()
-    connections = Connections(refuse=2)
-    monkeypatch.setattr(urllib3.util.connection, "create_connection", connections)
+    connections = refusing(emulator, monkeypatch, 2)
     slept: list[float] = []
 
     answer = create(transport(emulator, slept, max_retries=3))
