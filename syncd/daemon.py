@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -22,9 +22,9 @@ from sqlalchemy.exc import OperationalError
 from syncd.alerts import Alerter, emergency_alerts
 from syncd.config import AccountSettings, Settings
 from syncd.connector import Connector, ReportsQuota, TargetContext, load_factory
-from syncd.deliver import DeliveryStats, TargetPaused, check_claim, deliver_target
+from syncd.deliver import DeliveryStats, check_claim, deliver_target
 from syncd.dryrun_store import roll_back, rolled_back_store
-from syncd.errors import AuthError, RetriableError, SyncdError
+from syncd.errors import AuthError, PauseKind, RetriableError, SyncdError, TargetPaused
 from syncd.ingest import (
     IngestStats,
     WindowCallback,
@@ -357,6 +357,23 @@ class Daemon:
             if on_window is not None:
                 on_window(day, stats)
 
+        def fetch(
+            days: Sequence[date], mark_before: date | None = None, refetch: bool = False
+        ) -> IngestStats:
+            """Read ``days`` under the lease, renewing it as windows land."""
+            return ingest_days(
+                self.store,
+                self.client(account),
+                account,
+                days,
+                stop=self.stop,
+                on_window=window_done,
+                keep_going=lease.renew,
+                renew_every=daemon.poll_lease_seconds / 3,
+                mark_before=mark_before,
+                refetch=refetch,
+            )
+
         try:
             if kind == "poll":
                 days, skipped = poll_plan(
@@ -367,16 +384,7 @@ class Daemon:
                 )
                 if skipped is not None:
                     self._gap(account.name, *skipped)
-                stats = ingest_days(
-                    self.store,
-                    self.client(account),
-                    account,
-                    days,
-                    stop=self.stop,
-                    on_window=window_done,
-                    keep_going=lease.renew,
-                    renew_every=daemon.poll_lease_seconds / 3,
-                )
+                stats = fetch(days)
                 if not self.stop.is_set() and stats.windows == len(days):
                     # Signpost: the next poll starts from where this run *started*.
                     self.store.set_cursor(account.name, started)
@@ -387,16 +395,7 @@ class Daemon:
                     for day in reconcile_days(started, account.timezone, daemon.reconcile_days)
                     if floor is not None and day >= floor
                 ]
-                stats = ingest_days(
-                    self.store,
-                    self.client(account),
-                    account,
-                    days,
-                    stop=self.stop,
-                    on_window=window_done,
-                    keep_going=lease.renew,
-                    renew_every=daemon.poll_lease_seconds / 3,
-                )
+                stats = fetch(days)
                 self.metrics.reconcile_found.labels(account=account.name, found="new").inc(
                     stats.new
                 )
@@ -413,18 +412,7 @@ class Daemon:
                         "every window of the backfill was done already; --refetch reads them again",
                         account=account.name,
                     )
-                stats = ingest_days(
-                    self.store,
-                    self.client(account),
-                    account,
-                    days,
-                    mark_before=today,
-                    stop=self.stop,
-                    on_window=window_done,
-                    refetch=refetch,
-                    keep_going=lease.renew,
-                    renew_every=daemon.poll_lease_seconds / 3,
-                )
+                stats = fetch(days, mark_before=today, refetch=refetch)
             if stats.windows < len(days) and not self.stop.is_set():
                 report.errors.append(
                     f"{account.name}: lost the poll lease after {stats.windows} of "
@@ -495,7 +483,7 @@ class Daemon:
             self.paused[name] = (exc.until, exc.reason)
             report.errors.append(str(exc))
             log.error("target paused", target=name, until=exc.until.isoformat(), reason=exc.reason)
-            if exc.kind == "outage":
+            if exc.kind == PauseKind.OUTAGE:
                 self.alerter.outage(name, exc.until, exc.reason)
             else:
                 self.alerter.daily_limit(name)
@@ -577,18 +565,3 @@ def _db_problem(exc: OperationalError) -> str:
     """The driver's own words ("database is locked"): SQLAlchemy's text carries the statement
     and its parameters, which hold message data."""
     return str(exc.orig) if exc.orig is not None else type(exc).__name__
-
-
-def summary_counts(report: CycleReport) -> Mapping[str, int]:
-    """The demo/backfill summary numbers, across targets."""
-    ingest = report.ingest
-    t = report.targets.values()
-    return {
-        "messages_fetched": ingest.fetched,
-        "messages_new": ingest.new,
-        "contacts_created": sum(s.contacts_created for s in t),
-        "contacts_updated": sum(s.contacts_updated for s in t),
-        "activities_logged": sum(s.activities_logged for s in t),
-        "review": sum(s.review for s in t),
-        "failed": sum(s.failed for s in t),
-    }

@@ -31,11 +31,19 @@ from syncd.alerts import dead_letter_alert
 from syncd.backoff import backoff_delay
 from syncd.config import DaemonSettings, TargetSettings
 from syncd.connector import Connector
-from syncd.errors import AuthError, RateLimited, RetriableError
+from syncd.errors import (
+    AuthError,
+    ClaimLost,
+    PauseKind,
+    RateLimited,
+    RetriableError,
+    TargetPaused,
+)
 from syncd.match.explain import describe
 from syncd.match.keys import CallerKeys, extract_keys
 from syncd.match.policy import (
     Decision,
+    DecisionKind,
     canonical_fields,
     decide,
     name_key,
@@ -53,27 +61,12 @@ from syncd.models import (
 from syncd.owners.assign import OwnerStep
 from syncd.store.alertbox import AlertRow
 from syncd.store.breaker import close_breaker, open_until, record_failure
+from syncd.store.records import Settled
 from syncd.store.store import CacheEntry, CacheWrite, Claimed, DeliveryResult, State, Store
 
-__all__ = ["ClaimLost", "DeliveryStats", "TargetPaused", "check_claim", "deliver_target"]
+__all__ = ["DeliveryStats", "check_claim", "deliver_target"]
 
 log = structlog.get_logger(__name__)
-
-
-class ClaimLost(BaseException):
-    """Raised into a connector, through its request observer (:func:`check_claim`), when
-    the batch it is applying has been taken over by another worker: it must not send one
-    more write. A BaseException, like KeyboardInterrupt, so that no connector's ``except
-    Exception`` turns it into a retry of the request."""
-
-
-class TargetPaused(Exception):
-    """The target cannot take work now; ``until`` says when to try. ``kind`` is ``daily``
-    (the daily API quota is spent) or ``outage`` (its circuit breaker is open)."""
-
-    def __init__(self, target: str, until: datetime, reason: str, kind: str = "daily") -> None:
-        self.target, self.until, self.reason, self.kind = target, until, reason, kind
-        super().__init__(f"{target} paused until {until.isoformat()}: {reason}")
 
 
 @dataclass
@@ -173,9 +166,9 @@ class _Batch:
             record_id = intent.get("record_id")
             kind = str(intent.get("record_kind") or "contact")
             if record_id:
-                decision = Decision("existing", record=CrmRecord(str(record_id), kind))
+                decision = Decision(DecisionKind.EXISTING, record=CrmRecord(str(record_id), kind))
             else:
-                decision = Decision("new", company_id=intent.get("company_id"))
+                decision = Decision(DecisionKind.NEW, company_id=intent.get("company_id"))
             plan = plan_for(
                 item.claimed.delivery_id,
                 item.claimed.message,
@@ -206,8 +199,8 @@ class _Batch:
         to_read: dict[str, list[_Item]] = {}
         for item in items:
             claimed = item.claimed
-            if claimed.action == "resolved_new":  # an operator said: this is someone new
-                item.decision = Decision("new", matched_by="operator")
+            if claimed.action == Settled.NEW:  # an operator said: this is someone new
+                item.decision = Decision(DecisionKind.NEW, matched_by="operator")
                 continue
             if claimed.record_id:
                 # Delivered before (a replay or a changed message) or settled by an operator:
@@ -224,7 +217,9 @@ class _Batch:
             if self.target.sync_mode == "create_only" or _snapshot_covers(
                 offered, entry.snapshot, self.target.field_policy
             ):
-                item.decision = Decision("existing", record=item.record, matched_by="cache")
+                item.decision = Decision(
+                    DecisionKind.EXISTING, record=item.record, matched_by="cache"
+                )
             else:
                 to_read.setdefault(entry.record_kind, []).append(item)
         for kind, waiting in to_read.items():
@@ -238,9 +233,11 @@ class _Batch:
                     item.record, item.known = None, {}
                     continue
                 item.record = record
-                chosen = item.claimed.action == "resolved_record"  # an operator's choice
+                chosen = item.claimed.action == Settled.RECORD  # an operator's choice
                 item.decision = Decision(
-                    "existing", record=record, matched_by="operator" if chosen else "cache"
+                    DecisionKind.EXISTING,
+                    record=record,
+                    matched_by="operator" if chosen else "cache",
                 )
 
     def from_crm(self, items: list[_Item]) -> None:
@@ -257,7 +254,7 @@ class _Batch:
     ) -> list[Plan]:
         plans: list[Plan] = []
         group_of: dict[MatchKey, str] = {}  # one new caller in one batch -> one caller_key
-        if any(i.decision is not None and i.decision.kind == "new" for i in items):
+        if any(i.decision is not None and i.decision.kind == DecisionKind.NEW for i in items):
             # A caller created by an attempt still in doubt (here, or in a batch that died)
             # keeps its caller key: search may not show that contact yet.
             doubtful = [(p.caller_key, p.message) for p in seed if p.caller_key]
@@ -272,10 +269,10 @@ class _Batch:
             assert decision is not None
             claimed = item.claimed
             stats.matched[
-                decision.matched_by if decision.kind == "existing" else decision.kind
+                decision.matched_by if decision.kind == DecisionKind.EXISTING else decision.kind
             ] += 1
             self.decisions[claimed.delivery_id] = describe(decision, item.keys)
-            if decision.kind == "review":
+            if decision.kind == DecisionKind.REVIEW:
                 stats.review += 1
                 self.results.append(
                     DeliveryResult(
@@ -288,7 +285,7 @@ class _Batch:
                 )
                 continue
             caller_key = ""
-            if decision.kind == "new":
+            if decision.kind == DecisionKind.NEW:
                 keys = self._cache_keys(item.keys)
                 caller_key = next(
                     (group_of[k] for k in keys if k in group_of), item.keys.caller_key
@@ -318,10 +315,10 @@ class _Batch:
                     )
                 )
                 continue
-            if decision.kind == "existing" and decision.reason:
+            if decision.kind == DecisionKind.EXISTING and decision.reason:
                 self.passed_over[claimed.delivery_id] = list(decision.alternatives)
             known = dict(item.known)
-            if decision.kind == "existing" and self.target.sync_mode != "create_only":
+            if decision.kind == DecisionKind.EXISTING and self.target.sync_mode != "create_only":
                 # Each offered field is now filled: written, or skipped because it already was.
                 known.update(self._offered(item))
             self.known_after[claimed.delivery_id] = known
@@ -509,7 +506,10 @@ def deliver_target(
     breaker = open_until(store, target.name)
     if breaker.is_open(clock()) and breaker.open_until is not None:
         raise TargetPaused(
-            target.name, breaker.open_until, f"circuit open: {breaker.reason}", kind="outage"
+            target.name,
+            breaker.open_until,
+            f"circuit open: {breaker.reason}",
+            kind=PauseKind.OUTAGE,
         )
     failing = [breaker.failures > 0]  # the breaker has failures to clear on a success
     creating = _NewCallerLease(store, target.name, worker, daemon.lease_seconds, clock, stop)
@@ -665,7 +665,9 @@ def _deliver_batch(
                 )  # fmt: skip
                 stats.retry += len(ids)
                 reason = f"circuit open after {state.failures} failed batches: {exc}"
-                raise TargetPaused(target.name, state.open_until, reason, kind="outage") from exc
+                raise TargetPaused(
+                    target.name, state.open_until, reason, kind=PauseKind.OUTAGE
+                ) from exc
         _retry_all(store, target.name, ids, daemon, now, exc.retry_after, str(exc), claims, stats)
         raise
     except BaseException as exc:
@@ -849,14 +851,14 @@ class _NewCallerLease:
 
 
 def _has_new(items: Sequence[_Item]) -> bool:
-    return any(i.decision is not None and i.decision.kind == "new" for i in items)
+    return any(i.decision is not None and i.decision.kind == DecisionKind.NEW for i in items)
 
 
 def _recheck_new(batch: _Batch, items: Sequence[_Item]) -> None:
     """Callers looked up as new may have been created by another replica meanwhile: its
     match cache is recorded by now, so ask the cache again (no CRM request unless a hit
     needs reading)."""
-    new = [i for i in items if i.decision is not None and i.decision.kind == "new"]
+    new = [i for i in items if i.decision is not None and i.decision.kind == DecisionKind.NEW]
     decided = [i.decision for i in new]
     for item in new:
         item.decision = None

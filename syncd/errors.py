@@ -4,28 +4,46 @@
 
     SyncdError
     ├── FatalError              stop this job; retrying will not help
-    │   ├── ConfigError         bad configuration or usage            (exit 2)
-    │   └── AuthError           the source or a CRM refused our credentials (exit 3)
+    │   ├── ConfigError         bad configuration or usage                      (exit 2)
+    │   │   └── StateFileError  the state file or its directory cannot be used  (exit 2)
+    │   ├── AuthError           the source or a CRM refused our credentials     (exit 3)
+    │   └── CheckFailed         a ``syncd check`` step found something wrong (reported)
     ├── RetriableError          try again later (429, 5xx, network, locked database)
-    │   └── RateLimited         the remote asked us to slow down; may carry a policy name
+    │   ├── RateLimited         the remote asked us to slow down; may carry a policy name
+    │   └── SourceError         the source answered with nothing usable
+    ├── TargetPaused            hold this target's work until ``until`` (daily quota, outage)
     └── SkippableError          this one record is bad; set it aside, the rest flow on
         └── MalformedMessage    a source payload we cannot turn into a message
 
+    BaseException
+    └── ClaimLost               not an error: stop a connector mid-batch, its claim is gone
+                                (a BaseException so no ``except Exception`` retries past it)
+
 Connectors translate their client library's exceptions into these at the boundary, so the
-daemon never needs to know what simple-salesforce or hubspot-api-client raise.
+daemon never needs to know what simple-salesforce or hubspot-api-client raise. A connector
+may subclass them for its own cases (``syncd_hubspot``'s ``InDoubt`` is a RetriableError).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+from enum import StrEnum
+
 __all__ = [
     "AuthError",
+    "CheckFailed",
+    "ClaimLost",
     "ConfigError",
     "FatalError",
     "MalformedMessage",
+    "PauseKind",
     "RateLimited",
     "RetriableError",
     "SkippableError",
+    "SourceError",
+    "StateFileError",
     "SyncdError",
+    "TargetPaused",
 ]
 
 
@@ -45,12 +63,23 @@ class ConfigError(FatalError):
         super().__init__(f"{key}: {message}" if key else message)
 
 
+class StateFileError(ConfigError):
+    """The state file, a side file or their directory cannot be used (exit 2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, key="syncd.database_url")
+
+
 class AuthError(FatalError):
     """The source or a CRM refused our credentials. ``where`` names which one."""
 
     def __init__(self, message: str, *, where: str) -> None:
         self.where = where
         super().__init__(f"{where}: {message}")
+
+
+class CheckFailed(FatalError):
+    """A check step found something wrong; the message is the CheckResult detail."""
 
 
 class RetriableError(SyncdError):
@@ -76,6 +105,33 @@ class RateLimited(RetriableError):
         return (self.policy or "").upper() == "DAILY"
 
 
+class SourceError(RetriableError):
+    """The source answered, but not with something usable: ``{"success": false}``, an
+    unknown envelope, invalid JSON. Retrying later is the only sensible reaction.
+    ``info`` is the service's own explanation, when it gave one."""
+
+    def __init__(self, message: str, *, info: str = "", retry_after: float | None = None) -> None:
+        self.info = info
+        super().__init__(message, retry_after=retry_after)
+
+
+class PauseKind(StrEnum):
+    """Why a target is paused."""
+
+    DAILY = "daily"  # the daily API quota is spent
+    OUTAGE = "outage"  # its circuit breaker is open
+
+
+class TargetPaused(SyncdError):
+    """The target cannot take work now; ``until`` says when to try, ``kind`` why."""
+
+    def __init__(
+        self, target: str, until: datetime, reason: str, kind: PauseKind = PauseKind.DAILY
+    ) -> None:
+        self.target, self.until, self.reason, self.kind = target, until, reason, kind
+        super().__init__(f"{target} paused until {until.isoformat()}: {reason}")
+
+
 class SkippableError(SyncdError):
     """One record is bad. The caller quarantines it with this reason and carries on."""
 
@@ -87,3 +143,11 @@ class MalformedMessage(SkippableError):
         self.reason = reason
         self.raw = raw
         super().__init__(reason)
+
+
+class ClaimLost(BaseException):
+    """Raised into a connector, through its request observer
+    (:func:`syncd.deliver.check_claim`), when the batch it is applying has been taken over by
+    another worker: it must not send one more write. A BaseException, like
+    KeyboardInterrupt, so that no connector's ``except Exception`` turns it into a retry of
+    the request."""

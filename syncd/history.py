@@ -250,13 +250,13 @@ def overview(
     paused = paused or {}
     target_rows = []
     for name in targets:
-        by_state = counts.get(name, dict.fromkeys(State.ALL, 0))
+        by_state = counts.get(name, dict.fromkeys([s.value for s in State], 0))
         pause = paused.get(name)
         since = oldest.get(name)
         target_rows.append(
             {
                 "target": name,
-                "states": {s: by_state.get(s, 0) for s in State.ALL},
+                "states": {s: by_state.get(s, 0) for s in State},
                 "oldest_pending": _iso(since),
                 "oldest_pending_age_seconds": int((now - since).total_seconds()) if since else None,
                 "last_success": _iso(last_done.get(name)),

@@ -32,7 +32,8 @@ The errors
         SyncdError
         ├── FatalError             stop: nothing works until a person acts
         │   ├── ConfigError        the target's options are wrong (exit 2)
-        │   └── AuthError          the credentials were refused: pause the target (exit 3)
+        │   ├── AuthError          the credentials were refused: pause the target (exit 3)
+        │   └── CheckFailed        a ``syncd check`` step found something wrong
         └── RetriableError         try again later (``retry_after`` seconds when known)
             └── RateLimited        the CRM said "too many" (``daily`` for a spent quota)
 
@@ -42,7 +43,9 @@ The helpers
     :func:`format_variants` for exact-match queries), names (:func:`normalize_company`,
     :func:`normalize_person`, :func:`same_company`), a :class:`RateLimiter`, secrets
     (:func:`read_secret`, :meth:`TargetContext.secret`; :func:`register_secret` keeps a
-    value out of every log line) and :func:`connector_logger`.
+    value out of every log line), :func:`connector_logger`, :func:`chunks` (batches of a
+    CRM's request cap) and the one retry policy every loop uses (:class:`RetryPolicy`; an
+    attempt raises :class:`TryAgain` to go round).
 
 Testing
     The contract suite every connector passes is a pytest plugin shipped with
@@ -51,6 +54,8 @@ Testing
 
 from __future__ import annotations
 
+from syncd.backoff import RetryPolicy, TryAgain
+from syncd.batches import chunks
 from syncd.connector import (
     Connector,
     ConnectorFactory,
@@ -65,6 +70,7 @@ from syncd.connector import (
 )
 from syncd.errors import (
     AuthError,
+    CheckFailed,
     ConfigError,
     FatalError,
     RateLimited,
@@ -94,6 +100,7 @@ __all__ = [
     "ActivityRef",
     "ActivitySpec",
     "AuthError",
+    "CheckFailed",
     "CheckResult",
     "ConfigError",
     "Connector",
@@ -113,10 +120,13 @@ __all__ = [
     "ReportsQuota",
     "RequestObserver",
     "RetriableError",
+    "RetryPolicy",
     "SetsUp",
     "SetupStep",
     "SyncdError",
     "TargetContext",
+    "TryAgain",
+    "chunks",
     "connector_logger",
     "format_variants",
     "national_digits",

@@ -12,6 +12,7 @@ import structlog
 from syncd.daemon import CycleReport, Daemon
 from syncd.deliver import DeliveryStats
 from syncd.ingest import IngestStats, backfill_days
+from syncd.store.records import State
 
 __all__ = ["run_backfill"]
 
@@ -82,7 +83,7 @@ def run_backfill(
         def on_batch(target: str, stats: DeliveryStats) -> None:
             if target not in deliveries:
                 due = daemon.store.counts().get(target, {})
-                total = stats.claimed + due.get("pending", 0) + due.get("retry", 0)
+                total = stats.claimed + due.get(State.PENDING, 0) + due.get(State.RETRY, 0)
                 deliveries[target] = progress.add_task(
                     target, total=total, messages=0, rate=0.0, waited=0.0, kind="deliveries"
                 )

@@ -7,6 +7,7 @@ database URL is printed with its password hidden.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -21,7 +22,7 @@ from syncd.store.alertbox import alerts_unsent
 from syncd.store.breaker import breaker_states
 from syncd.store.owners import owner_summary
 from syncd.store.source_state import open_gaps
-from syncd.store.store import Store
+from syncd.store.store import State, Store
 
 __all__ = ["collect_status", "print_message_log", "print_status"]
 
@@ -58,8 +59,8 @@ def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
             for name, target in settings.targets.items()
         },
         "last_runs": store.last_runs(5),
-        "dead": store.problems(["dead"]),
-        "review": store.problems(["review"]),
+        "dead": store.problems([State.DEAD]),
+        "review": store.problems([State.REVIEW]),
         "passed_over": store.passed_over(),
         "quarantined": [_masked(q) for q in store.quarantined()],
         # Days the catch-up cap skipped, with the command that fills them.
@@ -111,7 +112,15 @@ def print_status(status: dict[str, Any], out: TextIO, as_json: bool) -> None:
         )
     console.print(accounts)
     targets = Table(title="deliveries by state")
-    states = ("pending", "in_flight", "retry", "done", "skipped", "review", "dead")
+    states = (
+        State.PENDING,
+        State.IN_FLIGHT,
+        State.RETRY,
+        State.DONE,
+        State.SKIPPED,
+        State.REVIEW,
+        State.DEAD,
+    )
     targets.add_column("target")
     for state in states:
         targets.add_column(state, justify="right")
@@ -142,12 +151,12 @@ def print_status(status: dict[str, Any], out: TextIO, as_json: bool) -> None:
         )
     console.print(runs)
     for title, rows in (("dead letters", status["dead"]), ("held for review", status["review"])):
-        if rows:
-            table = Table(title=title)
-            for col in ("delivery", "target", "account", "message", "attempts", "reason"):
-                table.add_column(col)
-            for r in rows:
-                table.add_row(
+        _print_table(
+            console,
+            title,
+            ("delivery", "target", "account", "message", "attempts", "reason"),
+            [
+                (
                     str(r["delivery_id"]),
                     r["target"],
                     r["account"],
@@ -155,46 +164,54 @@ def print_status(status: dict[str, Any], out: TextIO, as_json: bool) -> None:
                     str(r["attempts"]),
                     (r["reason"] or "")[:60],
                 )
-            console.print(table)
-    if status["passed_over"]:
-        table = Table(title="attached to the best of equal matches")
-        for col in ("delivery", "target", "message", "record", "passed over"):
-            table.add_column(col)
-        for r in status["passed_over"]:
-            table.add_row(
+                for r in rows
+            ],
+        )
+    _print_table(
+        console,
+        "attached to the best of equal matches",
+        ("delivery", "target", "message", "record", "passed over"),
+        [
+            (
                 str(r["delivery_id"]),
                 r["target"],
                 r["message_id"],
                 r["record_id"] or "",
                 ", ".join(r["passed_over"])[:60],
             )
-        console.print(table)
+            for r in status["passed_over"]
+        ],
+    )
     _print_owners(status.get("owners", {}), console)
-    if status["source_gaps"]:
-        table = Table(title="days never polled (catch-up cap): run these to fill them")
-        for col in ("account", "days", "missing", "command"):
-            table.add_column(col)
-        for g in status["source_gaps"]:
-            table.add_row(
+    _print_table(
+        console,
+        "days never polled (catch-up cap): run these to fill them",
+        ("account", "days", "missing", "command"),
+        [
+            (
                 g["account"],
                 f"{g['first_day']} .. {g['last_day']}",
                 str(g["days_missing"]),
                 g["command"],
             )
-        console.print(table)
-    if status["quarantined"]:
-        table = Table(title="quarantined source payloads (phones and emails masked)")
-        for col in ("id", "account", "message", "reason", "payload"):
-            table.add_column(col)
-        for q in status["quarantined"]:
-            table.add_row(
+            for g in status["source_gaps"]
+        ],
+    )
+    _print_table(
+        console,
+        "quarantined source payloads (phones and emails masked)",
+        ("id", "account", "message", "reason", "payload"),
+        [
+            (
                 str(q["id"]),
                 q["account"],
                 (q["message_id"] or "-")[:40],
                 (q["reason"] or "")[:60],
                 (q["raw"] or "")[:80],
             )
-        console.print(table)
+            for q in status["quarantined"]
+        ],
+    )
 
 
 def _print_owners(owners: dict[str, Any], console: Any) -> None:
@@ -272,3 +289,19 @@ def _print_logs(logs: list[dict[str, Any]], out: TextIO) -> None:
                     (e["error"] or "")[:200],
                 )
             console.print(table)
+
+
+def _print_table(
+    console: Any, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]
+) -> None:
+    """One titled table, printed only when it has rows."""
+    from rich.table import Table
+
+    if not rows:
+        return
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)

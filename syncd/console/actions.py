@@ -8,9 +8,12 @@ from collections.abc import Sequence
 
 from sqlalchemy import update
 
+from syncd.batches import chunks
 from syncd.store import events
+from syncd.store.base import ROWS_PER_IN
 from syncd.store.schema import deliveries
-from syncd.store.store import State, Store, _chunks, _requeued
+from syncd.store.store import State, Store
+from syncd.store.views import _requeued
 
 __all__ = ["retry_dead"]
 
@@ -21,7 +24,7 @@ def retry_dead(store: Store, delivery_ids: Sequence[int]) -> int:
     """Requeue those of ``delivery_ids`` that are still dead; returns how many."""
     requeued: list[int] = []
     with store.engine.begin() as conn:
-        for chunk in _chunks(sorted(set(delivery_ids))):
+        for chunk in chunks(sorted(set(delivery_ids)), ROWS_PER_IN):
             requeued += conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id.in_(chunk), deliveries.c.state == State.DEAD)

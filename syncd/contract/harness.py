@@ -26,7 +26,7 @@ from syncd.connector import Connector, available
 from syncd.deliver import DeliveryStats, deliver_target
 from syncd.match.keys import extract_keys
 from syncd.match.phones import normalize_phone
-from syncd.match.policy import Decision, plan_for
+from syncd.match.policy import Decision, DecisionKind, plan_for
 from syncd.models import (
     Action,
     ActivityRef,
@@ -195,7 +195,7 @@ class Crm:
             next(self._deliveries),
             msg,
             extract_keys(msg),
-            Decision("new", company_id=company_id),
+            Decision(DecisionKind.NEW, company_id=company_id),
             self.target(),
         )
         assert plan is not None
@@ -210,7 +210,7 @@ class Crm:
             next(self._deliveries),
             msg,
             extract_keys(msg),
-            Decision("existing", record=record, matched_by="phone"),
+            Decision(DecisionKind.EXISTING, record=record, matched_by="phone"),
             self.target(field_policy=field_policy),
         )
         assert plan is not None

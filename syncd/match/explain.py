@@ -9,21 +9,21 @@ Keys are stored as found; whoever shows the line to a person masks phones and em
 from __future__ import annotations
 
 from syncd.match.keys import CallerKeys
-from syncd.match.policy import Decision, name_key
+from syncd.match.policy import Decision, DecisionKind, name_key
 
 __all__ = ["describe"]
 
 
 def describe(decision: Decision, keys: CallerKeys) -> str:
-    if decision.kind == "existing":
+    if decision.kind == DecisionKind.EXISTING:
         if decision.matched_by == "operator":
             return "existing (operator's choice)"
         key = _key_that_matched(decision, keys)
         text = f"existing by {decision.matched_by or 'match'}"
         return f"{text} {key}" if key else text
-    if decision.kind == "new":
+    if decision.kind == DecisionKind.NEW:
         return "new (operator)" if decision.matched_by == "operator" else "new"
-    if decision.kind == "review":
+    if decision.kind == DecisionKind.REVIEW:
         count = len(decision.alternatives)
         return f"review by {decision.matched_by or 'match'}: {count} candidates"
     return decision.kind

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from enum import StrEnum
 
 from syncd.config import MatchPolicy, TargetSettings
 from syncd.match.keys import CallerKeys
@@ -28,16 +28,33 @@ from syncd.models import (
     activity_marker,
 )
 
-__all__ = ["CONTACT_KINDS", "Decision", "canonical_fields", "decide", "plan_for", "policy_keys"]
+__all__ = [
+    "CONTACT_KINDS",
+    "Decision",
+    "DecisionKind",
+    "canonical_fields",
+    "decide",
+    "plan_for",
+    "policy_keys",
+]
 
 CONTACT_KINDS = ("contact", "lead")
 COMPANY_KINDS = ("company", "account")
 CANONICAL = ("first_name", "last_name", "email", "phone", "company")
 
 
+class DecisionKind(StrEnum):
+    """What the match decided for a message."""
+
+    EXISTING = "existing"  # attach to ``record``
+    NEW = "new"  # create a record
+    REVIEW = "review"  # an operator chooses
+    SKIP = "skip"
+
+
 @dataclass(frozen=True)
 class Decision:
-    kind: Literal["existing", "new", "review", "skip"]
+    kind: DecisionKind
     record: CrmRecord | None = None
     alternatives: tuple[str, ...] = ()
     company_id: str | None = None
@@ -88,19 +105,28 @@ def _pick(
 ) -> Decision:
     unique = list({r.id: r for r in found}.values())
     if len(unique) == 1:
-        return Decision("existing", record=unique[0], matched_by=matched_by)
+        return Decision(DecisionKind.EXISTING, record=unique[0], matched_by=matched_by)
     ranked = sorted(unique, key=lambda r: (-_score(r, keys, policy), r.id))
     best, runner_up = ranked[0], ranked[1]
     others = tuple(r.id for r in ranked[1:])
     if _score(best, keys, policy) > _score(runner_up, keys, policy):
-        return Decision("existing", record=best, alternatives=others, matched_by=matched_by)
+        return Decision(
+            DecisionKind.EXISTING, record=best, alternatives=others, matched_by=matched_by
+        )
     tie = f"{len(ranked)} equally good {matched_by} matches"
     if policy.on_ambiguity == "best":
         return Decision(
-            "existing", record=best, alternatives=others, matched_by=matched_by, reason=tie
+            DecisionKind.EXISTING,
+            record=best,
+            alternatives=others,
+            matched_by=matched_by,
+            reason=tie,
         )
     return Decision(
-        "review", alternatives=tuple(r.id for r in ranked), matched_by=matched_by, reason=tie
+        DecisionKind.REVIEW,
+        alternatives=tuple(r.id for r in ranked),
+        matched_by=matched_by,
+        reason=tie,
     )
 
 
@@ -130,7 +156,7 @@ def decide(
             return _pick(found, keys, policy, name)
     if not keys.caller_key:
         return Decision(
-            "review", reason="no phone, email or company and name to match or create by"
+            DecisionKind.REVIEW, reason="no phone, email or company and name to match or create by"
         )
     company_id = None
     if keys.company:
@@ -143,7 +169,7 @@ def decide(
         if companies:
             exact = [r for r in companies if normalize_company(r.company) == keys.company]
             company_id = sorted(exact or companies, key=lambda r: r.id)[0].id
-    return Decision("new", company_id=company_id)
+    return Decision(DecisionKind.NEW, company_id=company_id)
 
 
 def canonical_fields(message: Message, keys: CallerKeys) -> dict[str, str]:
@@ -251,7 +277,7 @@ def plan_for(
     nk = name_key(keys)
     if nk is not None:
         cache_keys.append(nk)
-    if decision.kind == "existing" and decision.record is not None:
+    if decision.kind == DecisionKind.EXISTING and decision.record is not None:
         record = decision.record
         updates: dict[str, str] = {}
         if target.sync_mode != "create_only":
@@ -267,7 +293,7 @@ def plan_for(
             keys=tuple(cache_keys),
             alternatives=decision.alternatives,
         )
-    if decision.kind == "new":
+    if decision.kind == DecisionKind.NEW:
         if target.sync_mode == "update_only":
             return None
         return Plan(

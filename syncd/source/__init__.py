@@ -4,8 +4,9 @@
 its answers, in whatever spelling and envelope, into :class:`~syncd.models.Message` values.
 """
 
+from syncd.errors import SourceError
 from syncd.source.client import BerkshireClient, Quarantined, WindowResult
-from syncd.source.parse import SourceError, find_message_id, parse_message, unwrap_envelope
+from syncd.source.parse import find_message_id, parse_message, unwrap_envelope
 
 __all__ = [
     "BerkshireClient",

@@ -14,8 +14,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from syncd.errors import SourceError
 from syncd.source.parse import (
-    SourceError,
     clean_text,
     find_message_id,
     json_safe,

@@ -33,12 +33,12 @@ import httpx
 import structlog
 
 from syncd._version import __version__
-from syncd.errors import AuthError, MalformedMessage, RateLimited, RetriableError
+from syncd.backoff import RetryPolicy, TryAgain
+from syncd.errors import AuthError, MalformedMessage, RateLimited, RetriableError, SourceError
 from syncd.models import Message
 from syncd.source.body import BadItem, read_items
 from syncd.source.deadline import DeadlineTransport, deadline
 from syncd.source.parse import (
-    SourceError,
     clean_text,
     find_message_id,
     fingerprint,
@@ -131,14 +131,16 @@ class BerkshireClient:
             raise ValueError(f"fetch_details must be auto, always or never, not {fetch_details!r}")
         if detail_concurrency < 1:
             raise ValueError("detail_concurrency must be at least 1")
-        self._max_attempts = max_attempts
         self._deadline = deadline_seconds
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
+        self._policy = RetryPolicy(
+            attempts=max_attempts,
+            base=backoff_base,
+            cap=backoff_cap,
+            sleep=sleep,
+            rng=rng or random.Random(),
+        )
         self._fetch_details = fetch_details
         self._detail_concurrency = detail_concurrency
-        self._sleep = sleep
-        self._rng = rng or random.Random()
         self._http = httpx.Client(
             base_url=base_url,
             headers={
@@ -335,46 +337,40 @@ class BerkshireClient:
     # -- plumbing -----------------------------------------------------------------------------
     def _get(self, path: str, params: Mapping[str, str] | None) -> httpx.Response:
         """GET with retries; returns any answer that is not transient (auth is raised)."""
-        problem, retry_after, limited = "", None, False
-        for attempt in range(1, self._max_attempts + 1):
+
+        def attempt() -> httpx.Response:
             try:
                 with deadline(self._deadline):
                     response = self._http.get(path, params=params)
             except httpx.TimeoutException as exc:
-                problem, retry_after, limited = f"timed out ({type(exc).__name__})", None, False
+                raise self._again(path, f"timed out ({type(exc).__name__})") from None
             except httpx.TransportError as exc:
-                problem, retry_after, limited = f"network error ({type(exc).__name__})", None, False
-            else:
-                status = response.status_code
-                if status not in (408, 429) and not 500 <= status <= 599:
-                    self._raise_for_auth(response)
-                    return response
-                problem = f"HTTP {status}"
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                limited = status == 429
-            if attempt == self._max_attempts:
-                break
-            wait = self._backoff(attempt, retry_after)
+                raise self._again(path, f"network error ({type(exc).__name__})") from None
+            status = response.status_code
+            if status not in (408, 429) and not 500 <= status <= 599:
+                self._raise_for_auth(response)
+                return response
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise self._again(path, f"HTTP {status}", retry_after, limited=status == 429)
+
+        def logged(attempt: int, signal: TryAgain, wait: float) -> None:
             log.warning(
                 "source.retry",
                 path=path,
                 attempt=attempt,
-                problem=problem,
+                problem=str(signal.error),
                 wait=round(wait, 3),
             )
-            self._sleep(wait)
-        error = RateLimited if limited else RetriableError
-        raise error(
-            f"GET {path} failed after {self._max_attempts} attempts: {problem}",
-            retry_after=retry_after,
-        )
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Retry-After when given, else full jitter under a doubling ceiling; both capped."""
-        if retry_after is not None:
-            return min(retry_after, self._backoff_cap)
-        ceiling = min(self._backoff_cap, self._backoff_base * 2.0 ** min(attempt - 1, 60))
-        return self._rng.uniform(0.0, ceiling)
+        return self._policy.call(attempt, on_retry=logged)
+
+    def _again(
+        self, path: str, problem: str, retry_after: float | None = None, *, limited: bool = False
+    ) -> TryAgain:
+        """A transient failure: retried, and once tries run out raised as its ``error``."""
+        error = RateLimited if limited else RetriableError
+        message = f"GET {path} failed after {self._policy.attempts} attempts: {problem}"
+        return TryAgain(error(message, retry_after=retry_after), retry_after=retry_after)
 
     def _raise_for_auth(self, response: httpx.Response) -> None:
         status = response.status_code

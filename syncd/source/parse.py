@@ -23,12 +23,11 @@ from typing import Any
 
 import structlog
 
-from syncd.errors import MalformedMessage, RetriableError
+from syncd.errors import MalformedMessage, SourceError
 from syncd.models import Message
 
 __all__ = [
     "MAX_TEXT",
-    "SourceError",
     "clean_text",
     "find_message_id",
     "fingerprint",
@@ -50,16 +49,6 @@ _MAX_DEPTH = 32  # of nested containers copied into Message.raw
 # (quarantined) rather than cut, so an operator sees it. Shorter ones are cut to MAX_TEXT.
 MAX_FIELD = 1_000_000
 _DETAIL = "contentwithadditionaldetails"  # its presence (or the table's) makes an item whole
-
-
-class SourceError(RetriableError):
-    """The source answered, but not with something usable: ``{"success": false}``, an
-    unknown envelope, invalid JSON. Retrying later is the only sensible reaction.
-    ``info`` is the service's own explanation, when it gave one."""
-
-    def __init__(self, message: str, *, info: str = "", retry_after: float | None = None) -> None:
-        self.info = info
-        super().__init__(message, retry_after=retry_after)
 
 
 # -- keys -------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, insert
@@ -16,14 +17,16 @@ from sqlalchemy import Connection, insert
 from syncd.store.schema import delivery_events
 
 if TYPE_CHECKING:  # the store imports this module
-    from syncd.store.store import Claimed, DeliveryResult
+    from syncd.store.records import Claimed, DeliveryResult
 
 __all__ = ["Kind", "claimed", "recorded", "released", "requeued", "write"]
 
 _ERROR_MAX = 2000
 
 
-class Kind:
+class Kind(StrEnum):
+    """What happened to a delivery, besides the state an attempt ended in."""
+
     CLAIMED = "claimed"  # an attempt began
     RELEASED = "released"  # the attempt gave the delivery back (shutdown, outage, retry later)
     RETRIED = "retried"  # an operator requeued it (syncd retry, the console)

@@ -14,19 +14,12 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from syncd.errors import ConfigError
+from syncd.errors import StateFileError
 
-__all__ = ["SIDE_SUFFIXES", "StateFileError", "prepare_sqlite_file", "sqlite_path"]
+__all__ = ["SIDE_SUFFIXES", "prepare_sqlite_file", "sqlite_path"]
 
 SIDE_SUFFIXES = ("-wal", "-shm", "-journal")
 _RW = os.R_OK | os.W_OK
-
-
-class StateFileError(ConfigError):
-    """The state file, a side file or their directory cannot be used (exit 2)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, key="syncd.database_url")
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from syncd.batches import chunks
+from syncd.store.base import ROWS_PER_IN
 from syncd.store.schema import owner_assignments, owner_turns
 
 if TYPE_CHECKING:
@@ -79,12 +81,12 @@ def record_owners(store: Store, target: str, record_ids: Iterable[str]) -> dict[
         return out
     t = owner_assignments.c
     with store.engine.connect() as conn:
-        for start in range(0, len(ids), 500):
+        for chunk in chunks(ids, ROWS_PER_IN):
             rows = conn.execute(
                 select(t.record_id, t.record_owner_id)
                 .where(
                     t.target == target,
-                    t.record_id.in_(ids[start : start + 500]),
+                    t.record_id.in_(chunk),
                     t.record_owner_id.is_not(None),
                 )
                 .order_by(t.at, t.delivery_id)

@@ -111,7 +111,6 @@ deliveries = Table(
     Column("lease_until", UTCDateTime()),
     Column("claimed_by", String(200)),
     Column("claimed_version", Integer),
-    Column("delivered_version", Integer),
     Column("record_id", String(100)),
     Column("record_kind", String(40)),
     Column("activity_id", String(100)),

@@ -9,12 +9,12 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import func, select
 
+from syncd.batches import chunks
+from syncd.store.base import ROWS_PER_IN
 from syncd.store.schema import messages, runs, source_gaps, windows
 from syncd.store.store import Store
 
 __all__ = ["Gap", "first_read_day", "open_gaps", "record_gap", "unchanged_summaries"]
-
-_CHUNK = 500
 
 
 def unchanged_summaries(store: Store, account: str, prints: Mapping[str, str]) -> set[str]:
@@ -22,11 +22,11 @@ def unchanged_summaries(store: Store, account: str, prints: Mapping[str, str]) -
     ids = list(prints)
     same: set[str] = set()
     with store.engine.connect() as conn:
-        for start in range(0, len(ids), _CHUNK):
+        for chunk in chunks(ids, ROWS_PER_IN):
             rows = conn.execute(
                 select(messages.c.message_id, messages.c.summary_hash).where(
                     messages.c.account == account,
-                    messages.c.message_id.in_(ids[start : start + _CHUNK]),
+                    messages.c.message_id.in_(chunk),
                 )
             )
             same.update(r.message_id for r in rows if r.summary_hash == prints[r.message_id])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from console_world import known_twice  # tests/lib
 from sqlalchemy import select, update
 from syncd_cli import Result, run_syncd
 
@@ -458,17 +459,7 @@ def test_review_attaches_an_ambiguous_message_to_the_chosen_record(
         sandbox = make_sandbox(tmp_path, world, in_process)
         assert world.berkshire is not None
         by_caller = callers_of(world.berkshire.messages, world.callers)
-        caller = next(c for c in world.callers if c.e164 and c.index in set(by_caller.values()))
-        assert caller.e164 is not None
-        twins = {
-            name: [
-                emulator.seed_contact(
-                    first_name=caller.first_name, last_name=caller.last_name, phone=caller.e164
-                )
-                for _ in range(2)
-            ]
-            for name, emulator in world.emulators.items()
-        }
+        caller, twins = known_twice(world, by_caller)
 
         first = sandbox.cli("run", "--once")
         assert first.code == 0, first.output  # held for review is not a failure

@@ -26,13 +26,13 @@ from typing import Any
 
 import crash_soak  # tests/perf is on pytest's pythonpath (pyproject)
 import pytest
+from crm_audit import assert_exactly_once  # tests/lib
 from sqlalchemy import event, select
 from syncd_hubspot.emulator.api import HubSpotEmulator
 
 from syncd.config import AccountSettings, Settings, parse_settings
-from syncd.connector import TargetContext, load_factory
 from syncd.daemon import CycleReport, Daemon
-from syncd.sandbox.generate import callers_of, make_messages
+from syncd.sandbox.generate import make_messages
 from syncd.sandbox.http import Emulator, Faults, Request, Response
 from syncd.sandbox.toml import dumps
 from syncd.sandbox.world import SandboxWorld
@@ -160,27 +160,8 @@ class Rig:
 
     def assert_exactly_once(self, targets: tuple[str, ...] = TARGETS) -> dict[str, Any]:
         """Every message on every target once; contacts only for callers who needed one."""
-        berkshire = self.world.berkshire
-        assert berkshire is not None
-        message_callers = callers_of(berkshire.messages, self.world.callers)
-        audits = {}
-        for name in targets:
-            target = self.settings.targets[name]
-            connector = load_factory(target.type)(TargetContext(name, target.options))
-            try:
-                audit = SOAK.audit_target(
-                    self.world.emulators[name],
-                    self.pre[name],
-                    self.world.callers,
-                    message_callers,
-                    connector.find_activities,
-                    self.store.counts().get(name, {}),
-                )
-            finally:
-                connector.close()
-            assert audit.clean, f"{name}: {audit}"
-            audits[name] = audit
-        return audits
+        counts = self.store.counts()
+        return assert_exactly_once(self.world, self.settings, self.pre, counts, targets)
 
     def close(self) -> None:
         self.daemon.close()

@@ -18,22 +18,20 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import crash_soak  # tests/perf is on pytest's pythonpath (pyproject)
 import pytest
 from crash_soak import AfterWrite, daily_limit, malformed, writes_activities, writes_contacts
+from crm_audit import assert_exactly_once  # tests/lib
 from test_faults import FAST_TARGETS, Rig, crm  # the fault suite's rig, same directory
 
 from syncd import deliver
 from syncd.config import Settings
-from syncd.connector import TargetContext, load_factory
 from syncd.daemon import CycleReport, Daemon
 from syncd.demo import sandbox_settings
-from syncd.sandbox.generate import callers_of
 from syncd.sandbox.http import Emulator, Request, Response
 from syncd.sandbox.world import SandboxWorld
 from syncd.store.files import SIDE_SUFFIXES
@@ -313,24 +311,6 @@ def _only(settings: Settings, target: str) -> Settings:
     return replace(settings, accounts=accounts, targets={target: replace(chosen, options=options)})
 
 
-def _patient(
-    find: Callable[[Sequence[str]], Mapping[str, object]], within: float = 15.0
-) -> Callable[[Sequence[str]], Mapping[str, object]]:
-    """``find_activities`` asked again for what it has not found yet, for up to ``within``
-    seconds: a CRM whose only read by marker is its search index (HubSpot) shows writes
-    seconds late (a bounded wait, never a pass by timing)."""
-
-    def patient(markers: Sequence[str]) -> Mapping[str, object]:
-        found = dict(find(markers))
-        deadline = time.monotonic() + within
-        while len(found) < len(set(markers)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-            found.update(find([m for m in markers if m not in found]))
-        return found
-
-    return patient
-
-
 def _audit(
     world: SandboxWorld,
     daemon: Daemon,
@@ -338,24 +318,7 @@ def _audit(
     counts: dict[str, dict[str, int]],
     targets: tuple[str, ...] = TARGETS,
 ) -> None:
-    berkshire = world.berkshire
-    assert berkshire is not None
-    message_callers = callers_of(berkshire.messages, world.callers)
-    for name in targets:
-        target = daemon.settings.targets[name]
-        connector = load_factory(target.type)(TargetContext(name, target.options))
-        try:
-            audit = crash_soak.audit_target(
-                world.emulators[name],
-                pre[name],
-                world.callers,
-                message_callers,
-                _patient(connector.find_activities),
-                counts.get(name, {}),
-            )
-        finally:
-            connector.close()
-        assert audit.clean, f"{name}: {audit}"
+    assert_exactly_once(world, daemon.settings, pre, counts, targets, patience=15.0)
 
 
 def test_an_outage_pauses_the_target_instead_of_spending_every_attempt(

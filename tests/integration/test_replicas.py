@@ -12,14 +12,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import crash_soak  # tests/perf is on pytest's pythonpath (pyproject)
 import pytest
+from crm_audit import assert_exactly_once  # tests/lib
 from sqlalchemy import func, select
 
-from syncd.connector import TargetContext, load_factory
 from syncd.daemon import CycleReport, Daemon
 from syncd.demo import sandbox_settings
-from syncd.sandbox.generate import callers_of
 from syncd.sandbox.http import Emulator, Request, Response
 from syncd.sandbox.world import SandboxWorld
 from syncd.store.schema import deliveries
@@ -30,9 +28,6 @@ pytestmark = pytest.mark.postgres
 MESSAGES, CALLERS = 150, 40
 TARGETS = ("hubspot", "salesforce")
 WORKERS = ("replica-a", "replica-b")
-
-
-SOAK = crash_soak
 
 
 @pytest.fixture
@@ -107,25 +102,7 @@ def test_two_replicas_share_the_work_and_deliver_once(
     assert all(split[w] for w in WORKERS), f"one replica did all the work: {split}"
     assert sorted(bool(polled[w]) for w in WORKERS) == [False, True], polled  # one poller
 
-    berkshire = world.berkshire
-    assert berkshire is not None
-    message_callers = callers_of(berkshire.messages, world.callers)
-    settings = replicas[0].settings
-    for name in TARGETS:
-        target = settings.targets[name]
-        connector = load_factory(target.type)(TargetContext(name, target.options))
-        try:
-            audit = SOAK.audit_target(
-                world.emulators[name],
-                pre[name],
-                world.callers,
-                message_callers,
-                connector.find_activities,
-                counts[name],
-            )
-        finally:
-            connector.close()
-        assert audit.clean, f"{name}: {audit}"
+    assert_exactly_once(world, replicas[0].settings, pre, counts, TARGETS)
 
 
 def _split(store: Store) -> dict[str, dict[str, Any]]:

@@ -20,7 +20,7 @@ from syncd.sandbox.generate import Caller, callers_of
 from syncd.sandbox.world import SandboxWorld
 from syncd.store.store import Store
 
-__all__ = ["TOKEN", "ConsoleWorld", "console_world"]
+__all__ = ["TOKEN", "ConsoleWorld", "console_world", "known_twice"]
 
 TOKEN = "operator-token-for-tests-7f3a"
 
@@ -47,6 +47,26 @@ class ConsoleWorld:
         return parse_settings(doc, environ={})
 
 
+def known_twice(
+    world: SandboxWorld, by_caller: dict[str, int]
+) -> tuple[Caller, dict[str, list[str]]]:
+    """A caller with a phone and messages, seeded twice into every CRM (two records, same
+    name and phone): their messages are ambiguous. Returns the caller and, per target, the
+    two record ids."""
+    caller = next(c for c in world.callers if c.e164 and c.index in set(by_caller.values()))
+    assert caller.e164 is not None
+    twins = {
+        name: [
+            emulator.seed_contact(
+                first_name=caller.first_name, last_name=caller.last_name, phone=caller.e164
+            )
+            for _ in range(2)
+        ]
+        for name, emulator in world.emulators.items()
+    }
+    return caller, twins
+
+
 @contextmanager
 def console_world(
     tmp_path: Path, *, token: str | None = TOKEN, database_url: str | None = None
@@ -56,17 +76,7 @@ def console_world(
     ) as world:
         assert world.berkshire is not None
         by_caller = callers_of(world.berkshire.messages, world.callers)
-        caller = next(c for c in world.callers if c.e164 and c.index in set(by_caller.values()))
-        assert caller.e164 is not None
-        twins = {
-            name: [
-                emulator.seed_contact(
-                    first_name=caller.first_name, last_name=caller.last_name, phone=caller.e164
-                )
-                for _ in range(2)
-            ]
-            for name, emulator in world.emulators.items()
-        }
+        caller, twins = known_twice(world, by_caller)
         url = database_url or f"sqlite:///{tmp_path / 'state.db'}"
         doc = world.settings_doc(url, max_attempts=1)
         if token:

@@ -50,7 +50,7 @@ from syncd.connector import Connector, TargetContext, load_factory
 from syncd.daemon import CycleReport, Daemon
 from syncd.logging import configure_logging
 from syncd.match.keys import extract_keys
-from syncd.match.policy import decide, plan_for, policy_keys
+from syncd.match.policy import DecisionKind, decide, plan_for, policy_keys
 from syncd.models import Message
 from syncd.sandbox.generate import Caller, callers_of, make_callers, make_messages
 from syncd.sandbox.world import SandboxWorld
@@ -761,7 +761,7 @@ def _naive(
             wanted = policy_keys(keys, target.match)[:1]
             candidates = connector.lookup(wanted) if wanted else {}
             decision = decide(keys, candidates, target.match)
-            if decision.kind == "review":
+            if decision.kind == DecisionKind.REVIEW:
                 continue
             plan = plan_for(number, message, keys, decision, target, caller_key=keys.caller_key)
             if plan is not None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from delivery_world import T0, TARGET, daemon_settings, delivery_rows, open_store
+from delivery_world import jane as jane_doe
 from recording_crm import FakeConnector  # tests/lib
-from sqlalchemy import select
 
 from syncd.config import DaemonSettings, MatchPolicy, TargetSettings
 from syncd.connector import Connector
@@ -28,11 +29,8 @@ from syncd.models import (
     Outcome,
     activity_marker,
 )
-from syncd.store.schema import deliveries, messages
 from syncd.store.store import CacheWrite, State, Store
 
-T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
-TARGET = "crm"
 EMAIL = MatchKey(KeyKind.EMAIL, "jane@example.com")
 PHONE = MatchKey(KeyKind.PHONE, "+14155551212")
 # Everything a JANE message offers, as the cache snapshot of a record known to hold it.
@@ -47,24 +45,12 @@ JANE_SNAPSHOT = {
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    s.migrate()
-    # Born before the test messages (T0): steady state, nothing in doubt on a first attempt.
-    s.set_born_at(T0 - timedelta(days=30))
+    s = open_store(tmp_path)
     yield s
     s.close()
 
 
-def daemon(**overrides: Any) -> DaemonSettings:
-    base: dict[str, Any] = {
-        "batch_size": 50,
-        "max_attempts": 3,
-        "retry_base_seconds": 30.0,
-        "retry_cap_seconds": 60.0,
-        "lease_seconds": 300.0,
-        "worker_id": "w1",
-    }
-    return DaemonSettings(**(base | overrides))
+daemon = daemon_settings
 
 
 def target(**overrides: Any) -> TargetSettings:
@@ -72,16 +58,8 @@ def target(**overrides: Any) -> TargetSettings:
 
 
 def jane(message_id: str, **fields: Any) -> Message:
-    base: dict[str, Any] = {
-        "first_name": "Jane",
-        "last_name": "Doe",
-        "company": "Acme",
-        "phone": "(415) 555-1212",
-        "email": "jane@example.com",
-        "content": f"message {message_id}",
-        "created_at": T0,
-    }
-    return Message(account="main", message_id=message_id, **(base | fields))
+    """Jane of Acme."""
+    return jane_doe(message_id, **({"company": "Acme"} | fields))
 
 
 def run(
@@ -105,15 +83,7 @@ def run(
     )
 
 
-def states(store: Store) -> list[Any]:
-    with store.engine.connect() as conn:
-        return list(
-            conn.execute(
-                select(deliveries, messages.c.message_id)
-                .join(messages, messages.c.id == deliveries.c.message_pk)
-                .order_by(deliveries.c.id)
-            )
-        )
+states = delivery_rows
 
 
 def test_new_caller_three_calls_one_batch_share_one_create(store: Store) -> None:
@@ -408,4 +378,4 @@ def test_changed_message_updates_the_activity_in_place(store: Store) -> None:
 
     assert fake.plans[-1].activity.existing_id == first_activity
     assert (stats.activities_updated, stats.activities_logged) == (1, 0)
-    assert states(store)[0].delivered_version == 2
+    assert (states(store)[0].state, states(store)[0].claimed_version) == ("done", 2)

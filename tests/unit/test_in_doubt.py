@@ -7,59 +7,37 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from delivery_world import T0, TARGET, daemon_settings, delivery_rows, jane, open_store
 from recording_crm import FakeConnector  # tests/lib
 from sqlalchemy import select
 
 from syncd import deliver as deliver_module
 from syncd.config import DaemonSettings, TargetSettings
-from syncd.deliver import DeliveryStats, TargetPaused, check_claim, deliver_target
-from syncd.errors import RateLimited, RetriableError
-from syncd.models import Action, CrmRecord, KeyKind, MatchKey, Message, Outcome, Plan
+from syncd.deliver import DeliveryStats, check_claim, deliver_target
+from syncd.errors import RateLimited, RetriableError, TargetPaused
+from syncd.models import Action, CrmRecord, KeyKind, MatchKey, Outcome, Plan
 from syncd.store.breaker import breaker_states
-from syncd.store.schema import alerts, deliveries, messages
+from syncd.store.schema import alerts, deliveries
 from syncd.store.store import CacheWrite, DeliveryResult, State, Store
 
-T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
-TARGET = "crm"
 EMAIL = MatchKey(KeyKind.EMAIL, "jane@example.com")
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    s.migrate()
-    s.set_born_at(T0 - timedelta(days=30))  # steady state unless a test says otherwise
+    s = open_store(tmp_path)  # steady state unless a test says otherwise
     yield s
     s.close()
 
 
 def settings(**overrides: Any) -> DaemonSettings:
-    base: dict[str, Any] = {
-        "batch_size": 50,
-        "max_attempts": 3,
-        "retry_base_seconds": 1.0,
-        "retry_cap_seconds": 2.0,
-        "lease_seconds": 60.0,
-        "worker_id": "w1",
-    }
-    return DaemonSettings(**(base | overrides))
-
-
-def jane(message_id: str, **fields: Any) -> Message:
-    base: dict[str, Any] = {
-        "first_name": "Jane",
-        "last_name": "Doe",
-        "phone": "(415) 555-1212",
-        "email": "jane@example.com",
-        "content": f"message {message_id}",
-        "created_at": T0,
-    }
-    return Message(account="main", message_id=message_id, **(base | fields))
+    fast = {"retry_base_seconds": 1.0, "retry_cap_seconds": 2.0, "lease_seconds": 60.0}
+    return daemon_settings(**(fast | overrides))
 
 
 def run(store: Store, crm: FakeConnector, at: datetime = T0, **daemon: Any) -> DeliveryStats:
@@ -73,15 +51,7 @@ def run(store: Store, crm: FakeConnector, at: datetime = T0, **daemon: Any) -> D
     )
 
 
-def rows(store: Store) -> list[Any]:
-    with store.engine.connect() as conn:
-        return list(
-            conn.execute(
-                select(deliveries, messages.c.message_id)
-                .join(messages, messages.c.id == deliveries.c.message_pk)
-                .order_by(deliveries.c.id)
-            )
-        )
+rows = delivery_rows
 
 
 def interrupt_once(exc: BaseException) -> Any:

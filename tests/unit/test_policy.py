@@ -12,7 +12,14 @@ import pytest
 from syncd.config import MatchPolicy, TargetSettings
 from syncd.match.keys import extract_keys
 from syncd.match.phones import PhoneKey, normalize_phone
-from syncd.match.policy import Decision, canonical_fields, decide, plan_for, policy_keys
+from syncd.match.policy import (
+    Decision,
+    DecisionKind,
+    canonical_fields,
+    decide,
+    plan_for,
+    policy_keys,
+)
 from syncd.models import Action, CrmRecord, KeyKind, MatchKey, Message, Plan
 
 EMAIL = MatchKey(KeyKind.EMAIL, "jane@example.com")
@@ -270,14 +277,16 @@ def plan(
 
 
 def existing(record: CrmRecord) -> Decision:
-    return Decision("existing", record=record, matched_by="email")
+    return Decision(DecisionKind.EXISTING, record=record, matched_by="email")
 
 
 def test_new_caller_under_upsert_is_created() -> None:
     msg = message(**JANE_FULL, custom_fields={"Account #": "A-17", "Ignored": "x"})
     settings = target(contact_fields={"Account #": "account_number__c"})
 
-    result = plan_for(7, msg, extract_keys(msg), Decision("new", company_id="a9"), settings)
+    result = plan_for(
+        7, msg, extract_keys(msg), Decision(DecisionKind.NEW, company_id="a9"), settings
+    )
 
     assert result is not None
     assert (result.action, result.delivery_id, result.record_id) == (Action.CREATE, 7, None)
@@ -298,11 +307,11 @@ def test_new_caller_under_upsert_is_created() -> None:
 
 
 def test_update_only_leaves_new_callers_alone() -> None:
-    assert plan(JANE_FULL, Decision("new"), target(sync_mode="update_only")) is None
+    assert plan(JANE_FULL, Decision(DecisionKind.NEW), target(sync_mode="update_only")) is None
 
 
 def test_review_has_no_plan() -> None:
-    assert plan(JANE_FULL, Decision("review", reason="x"), target()) is None
+    assert plan(JANE_FULL, Decision(DecisionKind.REVIEW, reason="x"), target()) is None
 
 
 def test_create_only_logs_on_existing_without_fields() -> None:
@@ -321,7 +330,7 @@ def test_create_only_logs_on_existing_without_fields() -> None:
 
 
 def test_create_only_still_creates_new_callers() -> None:
-    result = plan(JANE_FULL, Decision("new"), target(sync_mode="create_only"))
+    result = plan(JANE_FULL, Decision(DecisionKind.NEW), target(sync_mode="create_only"))
     assert result is not None
     assert result.action is Action.CREATE
 
@@ -426,7 +435,7 @@ def test_an_extension_is_matched_without_and_written_with() -> None:
 
     target = TargetSettings(name="crm", type="x", field_policy="overwrite")
     known_number = contact("c1", first_name="Jane", last_name="Doe", phones=("+14155551212",))
-    plan = plan_for(1, given, keys, Decision("existing", record=known_number), target)
+    plan = plan_for(1, given, keys, Decision(DecisionKind.EXISTING, record=known_number), target)
     assert plan is not None
     assert plan.fields["phone"] == "+14155551212 ext. 12"
     with_ext = contact(
@@ -436,6 +445,6 @@ def test_an_extension_is_matched_without_and_written_with() -> None:
         phones=("+14155551212",),
         fields={"phone": "+14155551212 ext. 12"},
     )
-    plan = plan_for(1, given, keys, Decision("existing", record=with_ext), target)
+    plan = plan_for(1, given, keys, Decision(DecisionKind.EXISTING, record=with_ext), target)
     assert plan is not None
     assert "phone" not in plan.fields

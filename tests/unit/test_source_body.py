@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from syncd.errors import MalformedMessage
+from syncd.errors import MalformedMessage, SourceError
 from syncd.source.body import read_items
-from syncd.source.parse import SourceError, fingerprint, parse_message
+from syncd.source.parse import fingerprint, parse_message
 
 GOOD = b'{"message id": "a", "content": "hi"}'
 OTHER = b'{"message id": "b", "content": "there"}'

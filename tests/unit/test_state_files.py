@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.store.files import StateFileError, prepare_sqlite_file
+from syncd.errors import StateFileError
+from syncd.store.files import prepare_sqlite_file
 from syncd.store.store import Store
 
 NOBODY = 65534

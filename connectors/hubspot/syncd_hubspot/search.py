@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from syncd.plugin import chunks
+
 __all__ = [
     "MAX_FILTERS",
     "MAX_FILTERS_PER_GROUP",
@@ -44,11 +46,6 @@ class Group:
         return {"filters": [dict(f) for f in self.filters]}
 
 
-def _chunks(values: Sequence[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(values), size):
-        yield list(values[start : start + size])
-
-
 def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(v for v in values if v))
 
@@ -58,7 +55,7 @@ def in_groups(prop: str, values: Iterable[str], cap: int) -> list[Group]:
     distinct = _unique(values)
     return [
         Group(({"propertyName": prop, "operator": "IN", "values": chunk},))
-        for chunk in _chunks(distinct, cap)
+        for chunk in chunks(distinct, cap)
     ]
 
 

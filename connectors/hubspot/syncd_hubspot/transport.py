@@ -37,7 +37,15 @@ from hubspot.crm.objects.exceptions import ApiException as ObjectsApiException
 from hubspot.crm.owners.exceptions import ApiException as OwnersApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
-from syncd.plugin import AuthError, RateLimited, RateLimiter, RequestObserver, RetriableError
+from syncd.plugin import (
+    AuthError,
+    RateLimited,
+    RateLimiter,
+    RequestObserver,
+    RetriableError,
+    RetryPolicy,
+    TryAgain,
+)
 from syncd_hubspot.deadline import install, under_deadline
 from syncd_hubspot.options import HubSpotOptions
 
@@ -52,6 +60,7 @@ _API_EXCEPTIONS: tuple[type[Exception], ...] = (
 )
 _SEARCH_POLICIES = frozenset({"SECONDLY", "SEARCH"})
 _MALFORMED = -1  # a 2xx whose body is not JSON: whatever HubSpot did, we cannot read it
+_UNSENT = -2  # no connection was made: the request never left, so even a create may repeat
 
 
 class InDoubt(RetriableError):
@@ -128,6 +137,13 @@ def _well_formed(status: int, raw: bytes | None) -> bool:
         return False
 
 
+def _never_sent(exc: BaseException) -> bool:
+    """True when the request cannot have left: the connection was refused or timed out
+    (urllib3's NewConnectionError is a ConnectTimeoutError), wrapped in a MaxRetryError."""
+    reason = getattr(exc, "reason", exc)
+    return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
+
+
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
     if value is None:
@@ -155,8 +171,14 @@ class Transport:
         self._options = options
         self._target = target
         self._observe = observe
-        self._sleep = sleep
-        self._rng = rng or random.Random()
+        # One try more than ``max_retries``; the first wait near half a second.
+        self._policy = RetryPolicy(
+            attempts=options.max_retries + 1,
+            base=0.5,
+            cap=options.backoff_cap,
+            sleep=sleep,
+            rng=rng or random.Random(),
+        )
         self.limiter = RateLimiter(
             options.rate_limit.calls, options.rate_limit.period, clock=clock, sleep=sleep
         )
@@ -166,8 +188,9 @@ class Transport:
             clock=clock,
             sleep=sleep,
         )
-        # Connect errors are safe to retry (nothing was sent); anything later is ours to judge.
-        retry = urllib3.Retry(total=None, connect=2, read=0, redirect=0, status=0, other=0)
+        # urllib3 retries nothing: our loop does (nested retries multiply attempts), and it
+        # repeats a failed connect even for a create, since nothing was sent (_never_sent).
+        retry = urllib3.Retry(total=0)
         client = HubSpot(access_token=options.access_token, host=options.host, retry=retry)
         # The discovery properties build a new ApiClient (and pool) per access: keep one each.
         self.objects_basic = client.crm.objects.basic_api
@@ -203,56 +226,65 @@ class Transport:
         ``idempotent=False``: the request creates something each time it lands; after an
         answer that leaves it unknown whether it landed, raise :class:`InDoubt` instead of
         sending it again."""
-        attempt = 0
-        while True:
-            waited = self.limiter.acquire()
-            if search:
-                waited += self.search_limiter.acquire()
-            answer = self._send(method, args, kwargs)
-            self._observe(self._target, endpoint, max(answer.status, 0), waited)
-            status = answer.status
-            if not idempotent and (status in (0, _MALFORMED) or status >= 500):
-                what = {0: "no answer", _MALFORMED: "a malformed answer"}.get(
-                    status, f"HTTP {status}"
-                )
-                raise InDoubt(f"HubSpot {endpoint}: {what}; the write may have landed")
-            if status in (401, 403):
-                # HubSpot's message names the problem (expired, missing scope), not the token.
-                raise AuthError(
-                    f"HubSpot refused the access token ({status}): {answer.message}".strip(),
-                    where=self._target,
-                )
-            if status != 429 and 0 < status < 500:
-                return answer
-            if status == _MALFORMED:
-                status = 0  # retried like a network failure: reads and upserts are safe to repeat
-            retry_after = _retry_after(answer.headers)
-            policy = answer.policy
-            if policy == "DAILY":
-                raise RateLimited(
-                    f"HubSpot daily API limit reached ({endpoint})",
-                    retry_after=retry_after,
-                    policy="DAILY",
-                )
-            delay = retry_after if retry_after is not None else self._backoff(attempt)
-            if attempt >= self._options.max_retries:
-                if status == 429:
-                    raise RateLimited(
-                        f"HubSpot rate limit ({policy or 'unknown policy'}) on {endpoint}",
-                        retry_after=delay,
-                        policy=policy,
-                    )
-                what = f"HTTP {status}" if status else "network error"
-                raise RetriableError(f"HubSpot {endpoint}: {what}", retry_after=delay)
-            attempt += 1
-            if status == 429:
-                # Hold back every thread, not just this one: HubSpot counts the account.
-                if search and (policy or "") in _SEARCH_POLICIES:
-                    self.search_limiter.penalize(delay)
-                else:
-                    self.limiter.penalize(delay)
-            else:
-                self._sleep(delay)
+        return self._policy.call(
+            lambda: self._attempt(endpoint, method, args, kwargs, search, idempotent)
+        )
+
+    def _attempt(
+        self,
+        endpoint: str,
+        method: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        search: bool,
+        idempotent: bool,
+    ) -> ApiResult:
+        """One try: the answer, an error to stop on, or :class:`TryAgain` to go round."""
+        waited = self.limiter.acquire()
+        if search:
+            waited += self.search_limiter.acquire()
+        answer = self._send(method, args, kwargs)
+        self._observe(self._target, endpoint, max(answer.status, 0), waited)
+        status = answer.status
+        if status == _UNSENT:
+            status = 0  # the connection was never made: nothing landed, any request may repeat
+        elif not idempotent and (status in (0, _MALFORMED) or status >= 500):
+            what = {0: "no answer", _MALFORMED: "a malformed answer"}.get(status, f"HTTP {status}")
+            raise InDoubt(f"HubSpot {endpoint}: {what}; the write may have landed")
+        if status in (401, 403):
+            # HubSpot's message names the problem (expired, missing scope), not the token.
+            raise AuthError(
+                f"HubSpot refused the access token ({status}): {answer.message}".strip(),
+                where=self._target,
+            )
+        if status != 429 and 0 < status < 500:
+            return answer
+        if status == _MALFORMED:
+            status = 0  # retried like a network failure: reads and upserts are safe to repeat
+        retry_after = _retry_after(answer.headers)
+        policy = answer.policy
+        if policy == "DAILY":
+            raise RateLimited(
+                f"HubSpot daily API limit reached ({endpoint})",
+                retry_after=retry_after,
+                policy="DAILY",
+            )
+        if status == 429:
+            # Hold back every thread, not just this one: HubSpot counts the account.
+            limiter = (
+                self.search_limiter
+                if search and (policy or "") in _SEARCH_POLICIES
+                else self.limiter
+            )
+            limited = RateLimited(
+                f"HubSpot rate limit ({policy or 'unknown policy'}) on {endpoint}",
+                retry_after=retry_after,
+                policy=policy,
+            )
+            raise TryAgain(limited, retry_after=retry_after, pause=limiter.penalize)
+        what = f"HTTP {status}" if status else "network error"
+        error = RetriableError(f"HubSpot {endpoint}: {what}", retry_after=retry_after)
+        raise TryAgain(error, retry_after=retry_after)
 
     def _send(
         self, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -273,8 +305,8 @@ class Transport:
                     _parse_body(getattr(exc, "body", None)),
                     {str(k): str(v) for k, v in headers.items()},
                 )
-            except (urllib3.exceptions.HTTPError, OSError):
-                return ApiResult(0)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                return ApiResult(_UNSENT if _never_sent(exc) else 0)
             try:
                 raw = response.data
             except (urllib3.exceptions.HTTPError, OSError):
@@ -287,10 +319,6 @@ class Transport:
         if not _well_formed(response.status, raw):
             return ApiResult(_MALFORMED, _parse_body(raw), headers)
         return ApiResult(response.status, _parse_body(raw), headers)
-
-    def _backoff(self, attempt: int) -> float:
-        ceiling = min(self._options.backoff_cap, 0.5 * (2**attempt))
-        return self._rng.uniform(ceiling / 2, ceiling)
 
     def close(self) -> None:
         for api in self._apis:

@@ -39,6 +39,7 @@ from syncd.plugin import (
     PlanProgress,
     RateLimited,
     RetriableError,
+    chunks,
 )
 from syncd_hubspot.lookup import Reader
 from syncd_hubspot.markers import MarkerProbe
@@ -116,11 +117,6 @@ class _Update:
     record_id: str
     members: list[_Work]
     properties: dict[str, str]
-
-
-def _chunks(items: Sequence[T], size: int = WRITE_BATCH) -> Iterable[list[T]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
 
 
 def _timestamp(moment: datetime) -> str:
@@ -360,7 +356,7 @@ class _Run:
                 entry.properties[self._options.caller_key_property] = entry.key
             if entry.company_id and self._writer.company_id_writable:
                 entry.properties[_COMPANY_ID] = entry.company_id
-        for chunk in _chunks(entries):
+        for chunk in chunks(entries, WRITE_BATCH):
             self._isolate(chunk, self._send_contacts, self._contact_refused)
 
     def _send_contacts(self, chunk: list[_NewContact]) -> ApiResult | None:
@@ -460,7 +456,7 @@ class _Run:
             ):
                 pairs.setdefault((work.record_id, work.plan.company_id), []).append(work)
         type_id = ASSOCIATION_TYPES[("contacts", "companies")]
-        for chunk in _chunks(list(pairs)):
+        for chunk in chunks(list(pairs), WRITE_BATCH):
             body = {
                 "inputs": [
                     {
@@ -509,7 +505,7 @@ class _Run:
                 continue  # only blanks: nothing to write, the plan goes on to its activity
             by_type.setdefault(entry.object_type, []).append(entry)
         for entries in by_type.values():
-            for chunk in _chunks(entries):
+            for chunk in chunks(entries, WRITE_BATCH):
                 self._isolate(chunk, self._send_updates, self._update_refused)
 
     def _record_properties(self, object_type: str, fields: Mapping[str, str]) -> dict[str, str]:
@@ -710,7 +706,7 @@ class _Run:
                     f" ({result.status}): {result.message}"
                 )
 
-        for chunk in _chunks(list(by_id)):
+        for chunk in chunks(list(by_id), WRITE_BATCH):
             self._isolate(chunk, send, refused)
         if lost:
             log.info("%d %s were deleted in HubSpot; logging them again", len(lost), object_type)
@@ -794,7 +790,7 @@ class _Run:
                     )
             return [w for w in remaining if not w.failed]
 
-        for chunk in _chunks(works):
+        for chunk in chunks(works, WRITE_BATCH):
             self._isolate(chunk, send, refused, diagnose)
 
     def _landed(

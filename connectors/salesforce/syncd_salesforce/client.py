@@ -12,12 +12,11 @@ the caller treats it like any ambiguous failure, never as a traceback.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote_plus
 
 import requests
@@ -38,6 +37,8 @@ from syncd.plugin import (
     RateLimiter,
     RequestObserver,
     RetriableError,
+    RetryPolicy,
+    TryAgain,
     connector_logger,
     register_secret,
 )
@@ -110,6 +111,10 @@ class SalesforceClient:
         self.target = target
         self.api_usage: tuple[int, int] | None = None
         self._sleep = sleep
+        # ``retries`` tries after the first; waits from ``backoff`` seconds, doubling to 20.
+        self._policy = RetryPolicy(
+            attempts=options.retries + 1, base=options.backoff, cap=_BACKOFF_CAP, sleep=sleep
+        )
         self._lock = threading.Lock()
         self._sf: Salesforce | None = None
         self._usage_alerted = False
@@ -172,79 +177,87 @@ class SalesforceClient:
     # -- the policy --------------------------------------------------------------------------
     def call(self, what: str, fn: Callable[[Salesforce], T], *, idempotent: bool = True) -> T:
         """Run ``fn`` against the org under the retry and re-login policy."""
-        relogged = False
-        attempt = 0
-        while True:
-            sf: Salesforce | None = None
-            retry_after: float | None = None
-            error: RetriableError
-            try:
-                sf = self._current()
-                return fn(sf)
-            except SalesforceExpiredSession as exc:
-                if relogged or self.options.auth == "session" or sf is None:
-                    when = "after re-login" if relogged else "(a given session cannot be renewed)"
-                    raise AuthError(
-                        f"session refused {when}: {summary(exc.content)}", where=self.target
-                    ) from exc
-                relogged = True
-                log.info("salesforce.session_expired", target=self.target, what=what)
-                self._relogin(sf)
-                continue
-            except SalesforceRefusedRequest as exc:
-                refused = self._refused(exc, what)
-                if not (isinstance(refused, RateLimited) and refused.policy == "CONCURRENT"):
-                    raise refused from exc
-                # Refused before it ran: safe to repeat, after a pause.
-                problem, safe, error = str(refused), True, refused
-                retry_after = refused.retry_after
-            except SalesforceError as exc:
-                if exc.status != 429 and exc.status < 500:
-                    raise  # 400/404/300: the caller decides what a malformed request means
-                response = self.session.last_response
-                retry_after = _retry_after(response)
-                if exc.status == 429 and self.session.limiter is not None:
-                    self.session.limiter.penalize(retry_after or self.options.backoff)
-                problem = f"HTTP {exc.status}: {summary(exc.content)}"
-                safe = idempotent or exc.status in _SAFE_STATUSES
-                error = (
-                    RateLimited(f"{what}: {problem}", retry_after=retry_after)
-                    if exc.status == 429
-                    else RetriableError(f"{what}: {problem}", retry_after=retry_after)
-                )
-            except requests.RequestException as exc:
-                problem = type(exc).__name__
-                safe = idempotent or _never_sent(exc)
-                error = RetriableError(f"{what}: {problem}")
-            except MalformedAnswer as exc:  # answered, but not readable: maybe done
-                problem, safe, error = str(exc), idempotent, exc
-            except RetriableError as exc:  # from login: logins are safe to repeat
-                problem, safe, error = str(exc), True, exc
-            attempt += 1
-            delay = self._delay(attempt, retry_after)
-            if not safe or attempt > self.options.retries or delay is None:
-                raise error
+        relogged = [False]  # one re-login per call, whichever try needs it
+
+        def attempt() -> T:
+            while True:
+                sf: Salesforce | None = None
+                try:
+                    sf = self._current()
+                    return fn(sf)
+                except SalesforceExpiredSession as exc:
+                    if relogged[0] or self.options.auth == "session" or sf is None:
+                        when = (
+                            "after re-login"
+                            if relogged[0]
+                            else "(a given session cannot be renewed)"
+                        )
+                        raise AuthError(
+                            f"session refused {when}: {summary(exc.content)}", where=self.target
+                        ) from exc
+                    relogged[0] = True
+                    log.info("salesforce.session_expired", target=self.target, what=what)
+                    self._relogin(sf)
+                    continue
+                except SalesforceRefusedRequest as exc:
+                    refused = self._refused(exc, what)
+                    if not (isinstance(refused, RateLimited) and refused.policy == "CONCURRENT"):
+                        raise refused from exc
+                    # Refused before it ran: safe to repeat, after a pause.
+                    self._again(refused, refused.retry_after, safe=True)
+                except SalesforceError as exc:
+                    if exc.status != 429 and exc.status < 500:
+                        raise  # 400/404/300: the caller decides what a malformed request means
+                    response = self.session.last_response
+                    retry_after = _retry_after(response)
+                    if exc.status == 429 and self.session.limiter is not None:
+                        self.session.limiter.penalize(retry_after or self.options.backoff)
+                    problem = f"HTTP {exc.status}: {summary(exc.content)}"
+                    error = (
+                        RateLimited(f"{what}: {problem}", retry_after=retry_after)
+                        if exc.status == 429
+                        else RetriableError(f"{what}: {problem}", retry_after=retry_after)
+                    )
+                    safe = idempotent or exc.status in _SAFE_STATUSES
+                    self._again(error, retry_after, safe=safe, cause=exc)
+                except requests.RequestException as exc:
+                    error = RetriableError(f"{what}: {type(exc).__name__}")
+                    self._again(error, None, safe=idempotent or _never_sent(exc), cause=exc)
+                except MalformedAnswer as exc:  # answered, but not readable: maybe done
+                    self._again(exc, None, safe=idempotent)
+                except RetriableError as exc:  # from login: logins are safe to repeat
+                    self._again(exc, None, safe=True)
+
+        def logged(attempt: int, signal: TryAgain, wait: float) -> None:
             log.info(
                 "salesforce.retry",
                 target=self.target,
                 what=what,
                 attempt=attempt,
-                delay=round(delay, 3),
-                problem=problem,
+                delay=round(wait, 3),
+                problem=str(signal.error).removeprefix(f"{what}: "),
             )
-            self._sleep(delay)
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float | None:
-        """Capped exponential backoff with jitter; None when the org asked for a long pause."""
-        if retry_after is not None and retry_after > _BACKOFF_CAP:
-            return None
-        ceiling = min(_BACKOFF_CAP, self.options.backoff * 2.0 ** (attempt - 1))
-        delay = ceiling / 2 + random.uniform(0, ceiling / 2)
-        return max(delay, retry_after or 0.0)
+        return self._policy.call(attempt, on_retry=logged)
+
+    def _again(
+        self,
+        error: RetriableError,
+        retry_after: float | None,
+        *,
+        safe: bool,
+        cause: BaseException | None = None,
+    ) -> NoReturn:
+        """Raise ``error`` now when repeating is unsafe (a write that may have landed) or the
+        org asked for a pause longer than we wait in-process; else go round again, waiting what
+        the org asked (or the policy's backoff)."""
+        if not safe or (retry_after is not None and retry_after > _BACKOFF_CAP):
+            raise error from cause
+        raise TryAgain(error, retry_after=retry_after) from cause
 
     def backoff(self, attempt: int) -> None:
         """Sleep as the retry policy would before ``attempt`` (for callers that reconcile)."""
-        self._sleep(self._delay(attempt, None) or 0.0)
+        self._sleep(self._policy.delay(attempt))
 
     def _refused(self, exc: SalesforceRefusedRequest, what: str) -> Exception:
         errors = parse_errors(exc.content)

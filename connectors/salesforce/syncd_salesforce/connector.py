@@ -10,6 +10,7 @@ from simple_salesforce.exceptions import SalesforceError
 from syncd.plugin import (
     ActivityRef,
     AuthError,
+    CheckFailed,
     CheckResult,
     CrmRecord,
     CrmUser,
@@ -145,10 +146,6 @@ class SalesforceConnector:
         return f"{used}/{limit} daily API requests used" + (
             " (above the alert ratio)" if high else ""
         )
-
-
-class CheckFailed(Exception):
-    """A check step found something wrong; the message is the CheckResult detail."""
 
 
 def create(context: TargetContext) -> SalesforceConnector:

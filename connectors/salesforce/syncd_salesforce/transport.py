@@ -152,7 +152,9 @@ class SalesforceSession(requests.Session):
         super().__init__()
         self.timeout = timeout
         self.deadline = deadline
-        adapter = _DeadlineAdapter()
+        # urllib3 retries nothing: SalesforceClient.call runs the one retry loop (nested
+        # retries would multiply its attempts and repeat a create it must not).
+        adapter = _DeadlineAdapter(max_retries=0)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
         self.limiter = limiter

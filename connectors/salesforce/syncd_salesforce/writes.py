@@ -19,9 +19,9 @@ activity and the fields the rule objected to are left unwritten.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any
 
 from simple_salesforce.exceptions import SalesforceMalformedRequest, SalesforceResourceNotFound
 
@@ -35,6 +35,7 @@ from syncd.plugin import (
     PlanProgress,
     RateLimited,
     RetriableError,
+    chunks,
     connector_logger,
     normalize_phone,
 )
@@ -48,7 +49,6 @@ from syncd_salesforce.soql import pack, soql_in
 
 __all__ = ["BATCH", "Writer", "external_id", "task_subject"]
 
-T = TypeVar("T")
 log = connector_logger("salesforce")
 
 BATCH = 200  # sObject Collections cap
@@ -72,11 +72,6 @@ _MAX_LENGTH = {
 _TRANSIENT = frozenset({"UNABLE_TO_LOCK_ROW", "REQUEST_RUNNING_TOO_LONG", "SERVER_UNAVAILABLE"})
 _TASK_GONE = GONE_CODES | {"NOT_FOUND", "MALFORMED_ID"}
 _UNKNOWN = "Unknown"
-
-
-def _chunks(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _cut(name: str, value: str) -> str:
@@ -310,7 +305,7 @@ class Writer:
         (``@{upsert0[3].id}``): if that write failed, the reference fails the Task batch, and
         those Tasks are sent afterwards, once the outcome of their contact is known."""
         units: list[list[_Op]] = []
-        for n, chunk in enumerate(_chunks(groups)):
+        for n, chunk in enumerate(chunks(groups, BATCH)):
             ref = f"upsert{n}"
             path = f"composite/sobjects/{self.options.record_type}/{self.options.caller_key_field}"
             records = self._upsert_records(chunk)
@@ -334,7 +329,7 @@ class Writer:
                 )
             op = _Op(ref, "PATCH", path, records, chunk, self._contact_results, accounts=pending)
             units.append([*first, op, *self._task_ops(ref, chunk)])
-        for n, chunk in enumerate(_chunks(updates)):
+        for n, chunk in enumerate(chunks(updates, BATCH)):
             ref = f"update{n}"
             records = self._update_records(chunk)
             op = _Op(ref, "PATCH", "composite/sobjects", records, chunk, self._update_results)
@@ -365,7 +360,7 @@ class Writer:
             if not state.plan.activity.existing_id and not state.failed and not state.activity_id
         ]
         ops: list[_Op] = []
-        for chunk in _chunks(pending):
+        for chunk in chunks(pending, BATCH):
             records = [
                 {"attributes": {"type": "Task"}, **self.task_fields(s, create=True), "WhoId": who}
                 for s, who in chunk
@@ -520,7 +515,7 @@ class Writer:
     def _insert(self, groups: list[_Group]) -> None:
         if not groups:
             return
-        for chunk in _chunks(self._link_existing(groups)):
+        for chunk in chunks(self._link_existing(groups), BATCH):
             records = [
                 {"attributes": {"type": self.options.record_type}, **self._group_fields(g)}
                 for g in chunk
@@ -597,7 +592,7 @@ class Writer:
         return records
 
     def _update(self, groups: list[_Group]) -> None:
-        for chunk in _chunks(groups):
+        for chunk in chunks(groups, BATCH):
             records = self._update_records(chunk)
             results = self._send(chunk, "PATCH", "composite/sobjects", records, idempotent=True)
             if results is not None:
@@ -653,7 +648,7 @@ class Writer:
     def _log_tasks(self, states: list[_State]) -> None:
         creates = [s for s in states if not s.plan.activity.existing_id]
         updates = [s for s in states if s.plan.activity.existing_id]
-        for chunk in _chunks(updates):
+        for chunk in chunks(updates, BATCH):
             groups = [_Group(str(s.plan.activity.existing_id), [s]) for s in chunk]
             records = [
                 {
@@ -677,7 +672,7 @@ class Writer:
                     state.fail(
                         _describe(errors), retriable=any(e.code in _TRANSIENT for e in errors)
                     )
-        for chunk in _chunks(creates):
+        for chunk in chunks(creates, BATCH):
             groups = [_Group(s.plan.activity.marker, [s]) for s in chunk]
             records = [
                 {"attributes": {"type": "Task"}, **self.task_fields(s, create=True)} for s in chunk
