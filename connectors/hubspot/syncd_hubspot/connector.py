@@ -38,6 +38,10 @@ class HubSpotConnector:
     """Batch-first HubSpot target. Safe to share between threads: the rate limiters are
     shared (HubSpot counts the account), every call keeps its own progress."""
 
+    # syncd delivers several batches at once through this one instance: its memos (company
+    # directory, colleagues) and limiters are locked and shared, not copied per batch.
+    thread_safe = True
+
     def __init__(
         self,
         context: TargetContext,
