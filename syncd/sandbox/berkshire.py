@@ -136,10 +136,6 @@ class BerkshireSimulator(Emulator):
         simulator.callers = people
         return simulator
 
-    def __enter__(self) -> BerkshireSimulator:
-        self.start()
-        return self
-
     # -- the account, from Python ------------------------------------------------------------
     def add_messages(self, items: Sequence[Mapping[str, object]]) -> None:
         """Store ``items`` (replacing any with the same id). Each needs a message id."""

@@ -11,12 +11,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 
 from syncd.sandbox.http import Faults
 
 __all__ = [
     "EMULATOR_GROUP",
+    "ContactSeed",
     "CrmEmulator",
     "StoredActivity",
     "StoredContact",
@@ -25,6 +26,18 @@ __all__ = [
 ]
 
 EMULATOR_GROUP = "syncd.emulators.v1"
+
+
+class ContactSeed(TypedDict, total=False):
+    """What :meth:`CrmEmulator.seed_contact` takes (each key optional, text empty by default);
+    an emulator may take more keys of its own."""
+
+    first_name: str
+    last_name: str
+    email: str
+    phone: str
+    company: str
+    company_id: str | None
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,7 @@ class CrmEmulator(Protocol):
     name: str
     counts: Counter[str]
     faults: Faults
+    latency: float  # seconds added to every answer (syncd.sandbox.http.Emulator)
     search_lag: float  # seconds before a write shows in search results
 
     @property
@@ -79,16 +93,7 @@ class CrmEmulator(Protocol):
 
     def seed_company(self, name: str) -> str: ...
 
-    def seed_contact(
-        self,
-        *,
-        first_name: str = "",
-        last_name: str = "",
-        email: str = "",
-        phone: str = "",
-        company: str = "",
-        company_id: str | None = None,
-    ) -> str:
+    def seed_contact(self, **fields: Unpack[ContactSeed]) -> str:
         """Create a record directly (no request counted, visible to search at once)."""
         ...
 

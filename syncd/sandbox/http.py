@@ -1,12 +1,15 @@
 """A small routed HTTP server for the emulators, with request counting and fault injection.
 
 Each emulator subclasses :class:`Emulator`, registers routes, and gets for free:
-``counts`` by endpoint (server-side), injected 429/5xx/slow answers (:class:`Faults`),
-and start/stop on an ephemeral loopback port.
+``counts`` by endpoint (server-side), ``refused`` (answers a subclass gave because one of its
+service's limits was reached), injected 429/5xx/slow answers (:class:`Faults`), an emulated
+network ``latency`` on every answer, the requests being answered (``in_flight``, for limits on
+concurrency), and start/stop on an ephemeral loopback port.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -16,8 +19,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["Emulator", "Faults", "Request", "Response", "json_response"]
@@ -125,16 +129,31 @@ class _QuietServer(ThreadingHTTPServer):
 
 class Emulator:
     """Base of every sandbox server. Subclasses call :meth:`route` and may override
-    :meth:`fault_response` to answer injected faults in their service's own shape."""
+    :meth:`fault_response` to answer injected faults in their service's own shape.
+
+    ``latency`` (seconds, 0 by default) is waited before every routed answer, outside the
+    lock, so concurrent requests overlap as they would over a network; an endpoint matching a
+    pattern of ``latency_factors`` (``fnmatch`` on the endpoint name) waits that multiple.
+    """
 
     name = "emulator"
+    # Endpoint name pattern -> how many times ``latency`` its answer takes (first match wins).
+    latency_factors: Mapping[str, float] = {}
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._routes: list[tuple[str, re.Pattern[str], str, Handler]] = []
         self.counts: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
+        # Answers refused because a limit of the service was reached, by the limit's name.
+        self.refused: Counter[str] = Counter()
         self.faults = Faults()
+        self.latency = 0.0
         self.lock = threading.RLock()
+        # Requests being answered: ticket -> when it arrived (``time.monotonic()``); each
+        # server thread answers one request at a time, and knows its ticket.
+        self._in_flight: dict[int, float] = {}
+        self._tickets = itertools.count()
+        self._answering = threading.local()
         self._host = host
         self._port = port
         self._server: ThreadingHTTPServer | None = None
@@ -161,7 +180,30 @@ class Emulator:
             return {
                 "counts": dict(self.counts),
                 "statuses": {str(k): v for k, v in self.statuses.items()},
+                "refused": dict(self.refused),
             }
+
+    def latency_of(self, endpoint: str) -> float:
+        """Seconds an answer from ``endpoint`` waits: ``latency`` times its factor."""
+        if not self.latency:
+            return 0.0
+        for pattern, factor in self.latency_factors.items():
+            if fnmatchcase(endpoint, pattern):
+                return self.latency * factor
+        return self.latency
+
+    def running_longer_than(self, seconds: float) -> int:
+        """How many other requests than the one this thread answers have been in the
+        answering for ``seconds`` or more."""
+        since = time.monotonic() - seconds
+        mine = getattr(self._answering, "ticket", None)
+        with self.lock:
+            return sum(1 for t, at in self._in_flight.items() if at <= since and t != mine)
+
+    def refuse(self, limit: str) -> None:
+        """Count an answer refused because ``limit`` was reached (see ``refused``)."""
+        with self.lock:
+            self.refused[limit] += 1
 
     def dispatch(self, request: Request) -> Response:
         if request.method == "GET" and request.path == "/_sandbox/state":
@@ -175,8 +217,19 @@ class Emulator:
             request.params = {k: v for k, v in match.groupdict().items() if v is not None}
             with self.lock:
                 self.counts[endpoint] += 1
-            fault = self.faults.pick()
-            response = self.fault_response(fault, request) if fault else handler(request)
+                ticket = next(self._tickets)
+                self._in_flight[ticket] = time.monotonic()
+            self._answering.ticket = ticket
+            try:
+                wait = self.latency_of(endpoint)
+                if wait:
+                    time.sleep(wait)
+                fault = self.faults.pick()
+                response = self.fault_response(fault, request) if fault else handler(request)
+            finally:
+                self._answering.ticket = None
+                with self.lock:
+                    del self._in_flight[ticket]
             with self.lock:
                 self.statuses[response.status] += 1
             return response
@@ -195,6 +248,7 @@ class Emulator:
         with self.lock:
             self.counts.clear()
             self.statuses.clear()
+            self.refused.clear()
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
@@ -204,7 +258,7 @@ class Emulator:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def start(self) -> Emulator:
+    def start(self) -> Self:
         emulator = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -262,7 +316,7 @@ class Emulator:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> Emulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -68,7 +68,7 @@ class SandboxWorld:
             end=self.end,
             token=SANDBOX_TOKEN,
             email=SANDBOX_EMAIL,
-        ).start()  # type: ignore[assignment]
+        ).start()
         for type_name in self.target_types:
             emulator = load_emulator(type_name, **dict(self.emulator_options.get(type_name, {})))
             emulator.start()

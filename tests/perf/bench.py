@@ -9,15 +9,12 @@ The simulators run in a child process, so ``peak_rss_mb`` is this process's: syn
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from benchlib import NAIVE_SAMPLE, SEED, BenchSpec, run_bench
+from benchlib import NAIVE_SAMPLE, SEED, BenchSpec, emit, quiet_logging, run_bench
 
-from syncd.logging import configure_logging
 from syncd.sandbox.crm import emulator_types
 
 
@@ -41,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--in-process", action="store_true", help="run the simulators here (RSS then counts them)"
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        metavar="L",
+        help="milliseconds added to every CRM and source answer (CRM searches and composite "
+        "requests take twice that; see README.md)",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     return parser
 
@@ -54,6 +59,10 @@ def _summary(result: dict[str, Any]) -> str:
         f"peak RSS {result['peak_rss_mb']} MB",
         f"  {result['crm_requests']} CRM requests = {result['requests_per_message']} a message "
         f"(naive: {result.get('naive_requests_per_message')})",
+        f"  latency {result['latency_ms']} ms: the CRM's limits allow "
+        f"{result['limit_bound_messages_per_second']} messages/s, "
+        f"utilization {result['limit_utilization']}, refused {result['limit_refusals']}",
+        f"  {result['source_requests']} source requests {result['source_requests_by_endpoint']}",
         f"  rerun: {result['rerun']['crm_requests']} requests in {result['rerun']['seconds']} s",
         f"  steady state: known caller {steady['known_caller_requests']}, "
         f"new caller {steady['new_caller_requests']} requests",
@@ -68,9 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.target not in emulator_types():
         print(f"bench.py: no emulator registered for {args.target!r}", file=sys.stderr)
         return 2
-    # The daemon's per-batch info lines would cost time and bury the result.
-    configure_logging(level="warning")
-    logging.getLogger().setLevel(logging.WARNING)
+    quiet_logging()
     spec = BenchSpec.for_messages(
         args.target,
         args.messages,
@@ -79,12 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         naive_sample=min(args.naive_sample, args.messages),
         database_url=args.db,
+        latency_ms=args.latency_ms,
     )
     result = run_bench(spec, in_process=args.in_process)
-    if not args.json:
-        print(_summary(result))
-    print(json.dumps(result, sort_keys=True))
-    return 0
+    return emit(result, None if args.json else _summary(result))
 
 
 if __name__ == "__main__":

@@ -14,12 +14,17 @@ One run, against one CRM type:
 5. the naive baseline: a sample of the same messages, each through ``connector.lookup`` with
    one key and ``connector.apply`` with one plan, against a fresh copy of the CRM.
 
-Every request figure is counted by the emulator, server-side, and read over HTTP from
-``GET <emulator>/_sandbox/state``.
+Every request figure is counted by the emulator (or the Berkshire simulator), server-side, and
+read over HTTP from ``GET <server>/_sandbox/state``. With ``latency_ms`` every answer of the
+CRM emulator and of the simulator waits that long (some CRM endpoints a documented multiple),
+and the CRM's limits (:class:`LimitClass`, enforced by its emulator) bound the throughput
+the run's request mix allows: ``limit_bound_messages_per_second``.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import multiprocessing
 import resource
@@ -32,6 +37,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from fnmatch import fnmatchcase
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
@@ -42,6 +48,7 @@ from sqlalchemy.engine import make_url
 from syncd.config import Settings, parse_settings
 from syncd.connector import Connector, TargetContext, load_factory
 from syncd.daemon import CycleReport, Daemon
+from syncd.logging import configure_logging
 from syncd.match.keys import extract_keys
 from syncd.match.policy import decide, plan_for, policy_keys
 from syncd.models import Message
@@ -54,10 +61,14 @@ __all__ = [
     "BenchSpec",
     "ChildSandbox",
     "CrmProfile",
+    "LimitClass",
     "LocalSandbox",
     "Sandbox",
     "crm_counts",
+    "emit",
     "fresh_database",
+    "limit_bounds",
+    "quiet_logging",
     "run_bench",
 ]
 
@@ -78,24 +89,50 @@ MAX_NEW_CALLER_REQUESTS = 3
 
 # -- CRM profiles ---------------------------------------------------------------------------
 @dataclass(frozen=True)
+class LimitClass:
+    """One limit the CRM's emulator enforces: at most ``calls`` requests to the endpoints
+    matching ``endpoints`` (``fnmatch`` on the emulator's endpoint names, less ``exclude``) per
+    ``period`` seconds. ``calls=None`` is a limit that caps no rate (``note`` says why)."""
+
+    name: str
+    calls: int | None
+    period: float
+    endpoints: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ("unrouted",)
+    note: str = ""
+
+    def counts(self, endpoint: str) -> bool:
+        def hit(patterns: tuple[str, ...]) -> bool:
+            return any(fnmatchcase(endpoint, p) for p in patterns)
+
+        return hit(self.endpoints) and not hit(self.exclude)
+
+
+@dataclass(frozen=True)
 class CrmProfile:
     """How the benchmark sets up one CRM type.
 
     ``connector``/``emulator`` are the rate-limit tier the run is measured under (the emulator
-    enforces it, the connector is told about it); ``naive_connector``/``naive_emulator`` lift
-    every limit for the naive baseline, which counts requests and is never timed.
+    enforces ``limits``, the connector is told about them); ``naive_connector``/``naive_emulator``
+    lift every limit for the naive baseline, which counts requests and is never timed.
     """
 
     rate_limit: Mapping[str, Any]
+    limits: tuple[LimitClass, ...] = ()
     connector: Mapping[str, Any] = field(default_factory=dict)
     emulator: Mapping[str, Any] = field(default_factory=dict)
     naive_connector: Mapping[str, Any] = field(default_factory=dict)
     naive_emulator: Mapping[str, Any] = field(default_factory=dict)
 
 
+# Salesforce's total allocation per rolling 24 h for an Enterprise Edition org: 100,000 plus
+# 1,000 per user license ("API Request Limits and Allocations"); we take 100 licenses.
+SALESFORCE_DAILY_ALLOCATION = 100_000 + 1_000 * 100
+DAY = 86_400.0
+
 PROFILES: dict[str, CrmProfile] = {
-    # HubSpot's higher tier: 190 requests per rolling 10 s, and 5 searches a second (the
-    # connector keeps its default of 4 searches a second: a margin for clock skew).
+    # HubSpot's Professional/Enterprise tier: 190 requests per rolling 10 s, and 5 searches a
+    # second (the connector keeps its default of 4 searches a second: a margin for clock skew).
     "hubspot": CrmProfile(
         rate_limit={
             "calls": 190,
@@ -104,18 +141,45 @@ PROFILES: dict[str, CrmProfile] = {
             "search_period": 1.0,
             "enforced_by": "emulator",
         },
+        limits=(
+            LimitClass("TEN_SECONDLY_ROLLING", 190, 10.0),
+            LimitClass("SECONDLY", 5, 1.0, endpoints=("*.search",)),
+        ),
         connector={"rate_limit": {"calls": 190, "period": 10.0}},
-        emulator={"rate_limit": (190, 10.0), "search_rate_limit": (5, 1.0)},
+        emulator={"tier": "professional", "search_rate_limit": (5, 1.0)},
         naive_connector={
             "rate_limit": {"calls": 100_000, "period": 1.0},
             "search_rate_limit": {"calls": 100_000, "period": 1.0},
         },
         naive_emulator={"rate_limit": None, "search_rate_limit": None},
     ),
-    # Salesforce limits requests per day, not per second; the connector paces itself.
+    # Salesforce limits requests per rolling 24 h and long-running (20 s+) requests at once,
+    # never per second; the connector paces itself at 20 requests a second (its own choice).
     "salesforce": CrmProfile(
-        rate_limit={"calls": 20, "period": 1.0, "enforced_by": "connector (org: daily limit)"},
+        rate_limit={
+            "calls": 20,
+            "period": 1.0,
+            "enforced_by": "connector; org: daily allocation, concurrent long requests",
+            "daily_allocation": SALESFORCE_DAILY_ALLOCATION,
+        },
+        limits=(
+            # Logins and the version list are not API requests of the allocation.
+            LimitClass(
+                "TotalRequests",
+                SALESFORCE_DAILY_ALLOCATION,
+                DAY,
+                exclude=("unrouted", "login", "versions"),
+                note="a day's allocation spent evenly: the rate the org sustains all day",
+            ),
+            LimitClass(
+                "ConcurrentPerOrgLongTxn",
+                None,
+                20.0,
+                note="25 requests of 20 s or longer at once; no answer here takes 20 s",
+            ),
+        ),
         connector={"requests_per_second": 20.0},
+        emulator={"daily_limit": SALESFORCE_DAILY_ALLOCATION},
         naive_connector={"requests_per_second": 1000.0},
     ),
 }
@@ -135,6 +199,7 @@ class BenchSpec:
     seed: int = SEED
     naive_sample: int = NAIVE_SAMPLE
     database_url: str | None = None  # None: a fresh SQLite file in a temporary directory
+    latency_ms: float = 0.0  # added to every CRM and source answer
 
     @classmethod
     def for_messages(
@@ -170,6 +235,7 @@ class WorldSpec:
     end: datetime
     emulator: Mapping[str, Any]
     naive_emulator: Mapping[str, Any]
+    latency_ms: float = 0.0
 
 
 # -- the sandbox, here or in a child process ------------------------------------------------
@@ -177,6 +243,8 @@ class Sandbox(Protocol):
     def settings_doc(self, database_url: str) -> dict[str, Any]: ...
 
     def crm_url(self) -> str: ...
+
+    def source_url(self) -> str: ...
 
     def add_message(self, known_caller: bool, at: datetime) -> str: ...
 
@@ -202,6 +270,10 @@ class LocalSandbox:
             targets=[spec.target],
             emulator_options={spec.target: dict(spec.emulator)},
         ).start()
+        assert self.world.berkshire is not None
+        # The naive baseline's CRM (below) never waits: it is counted, not timed.
+        self.world.berkshire.latency = spec.latency_ms / 1000
+        self.world.emulators[spec.target].latency = spec.latency_ms / 1000
         self._naive: SandboxWorld | None = None
         self._added = 0
 
@@ -210,6 +282,10 @@ class LocalSandbox:
 
     def crm_url(self) -> str:
         return self.world.emulators[self.spec.target].base_url
+
+    def source_url(self) -> str:
+        assert self.world.berkshire is not None
+        return self.world.berkshire.base_url
 
     def add_message(self, known_caller: bool, at: datetime) -> str:
         """Put one message left at ``at`` into the account; returns its id.
@@ -336,6 +412,9 @@ class ChildSandbox:
     def crm_url(self) -> str:
         return str(self._call("crm_url"))
 
+    def source_url(self) -> str:
+        return str(self._call("source_url"))
+
     def add_message(self, known_caller: bool, at: datetime) -> str:
         return str(self._call("add_message", known_caller, at))
 
@@ -358,22 +437,77 @@ class ChildSandbox:
 
 
 # -- measuring ------------------------------------------------------------------------------
+def quiet_logging() -> None:
+    """Warnings only: the daemon's per-batch info lines would cost time and bury the result."""
+    configure_logging(level="warning")
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+def emit(result: Mapping[str, Any], summary: str | None) -> int:
+    """Print ``summary`` (unless None), then the result as one JSON object, last; exit 0."""
+    if summary is not None:
+        print(summary)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
 def crm_counts(base_url: str) -> Counter[str]:
-    """Requests by endpoint as the emulator counted them, and answers by status as
-    ``status:<code>`` (429s are requests too). The admin route itself is not counted."""
+    """Requests by endpoint as the emulator counted them, answers by status as
+    ``status:<code>`` (429s are requests too), and answers refused because one of the
+    service's limits was reached as ``refused:<limit>``. The admin route is not counted."""
     response = httpx.get(f"{base_url}/_sandbox/state", timeout=30)
     response.raise_for_status()
     state = response.json()
     counts = Counter({str(k): int(v) for k, v in state["counts"].items()})
     counts.update({f"status:{k}": int(v) for k, v in state.get("statuses", {}).items()})
+    counts.update({f"refused:{k}": int(v) for k, v in state.get("refused", {}).items()})
     return counts
 
 
-def _delta(after: Counter[str], before: Counter[str]) -> tuple[dict[str, int], dict[str, int]]:
-    """(requests by endpoint, answers by status) between two readings of :func:`crm_counts`."""
+@dataclass
+class _Counted:
+    """What a server counted between two readings of :func:`crm_counts`."""
+
+    by_endpoint: dict[str, int]
+    by_status: dict[str, int]
+    refused: dict[str, int]
+
+    @property
+    def requests(self) -> int:
+        return sum(self.by_endpoint.values())
+
+
+def _delta(after: Counter[str], before: Counter[str]) -> _Counted:
     changed = {k: after[k] - before[k] for k in sorted(after) if after[k] != before[k]}
-    statuses = {k.removeprefix("status:"): v for k, v in changed.items() if k.startswith("status:")}
-    return {k: v for k, v in changed.items() if not k.startswith("status:")}, statuses
+
+    def part(prefix: str) -> dict[str, int]:
+        return {k.removeprefix(prefix): v for k, v in changed.items() if k.startswith(prefix)}
+
+    plain = {k: v for k, v in changed.items() if ":" not in k}
+    return _Counted(plain, part("status:"), part("refused:"))
+
+
+def limit_bounds(
+    limits: tuple[LimitClass, ...], by_endpoint: Mapping[str, int], messages: int
+) -> dict[str, dict[str, Any]]:
+    """For each limit: the requests of its class this run made, and the messages a second
+    the limit allows at that many requests a message (None: it bounds nothing)."""
+    bounds: dict[str, dict[str, Any]] = {}
+    for limit in limits:
+        requests = sum(n for endpoint, n in by_endpoint.items() if limit.counts(endpoint))
+        per_message = requests / messages if messages else 0.0
+        bound = None
+        if limit.calls is not None and per_message:
+            bound = round(limit.calls / limit.period / per_message, 1)
+        bounds[limit.name] = {
+            "calls": limit.calls,
+            "period_seconds": limit.period,
+            "requests": requests,
+            "requests_per_message": round(per_message, 5),
+            "bound_messages_per_second": bound,
+            **({"note": limit.note} if limit.note else {}),
+        }
+    return bounds
 
 
 def peak_rss_mb() -> float:
@@ -425,26 +559,37 @@ class _Cycle:
     seconds: float
     cpu_seconds: float  # this process's: syncd's own work
     sandbox_cpu_seconds: float | None  # the simulators' and emulator's, when apart
-    by_endpoint: dict[str, int]
-    by_status: dict[str, int]
+    crm: _Counted
+    source: _Counted
+
+    @property
+    def by_endpoint(self) -> dict[str, int]:
+        return self.crm.by_endpoint
+
+    @property
+    def by_status(self) -> dict[str, int]:
+        return self.crm.by_status
 
     @property
     def requests(self) -> int:
-        return sum(self.by_endpoint.values())
+        return self.crm.requests
 
 
 def _run_cycle(
     daemon: Daemon, sandbox: Sandbox, url: str, span: tuple[date, date] | None
 ) -> _Cycle:
-    """One cycle (the backfill of ``span``, or a poll), timed and counted by the emulator."""
-    before = crm_counts(url)
+    """One cycle (the backfill of ``span``, or a poll), timed, and counted by the emulator
+    and the simulator."""
+    source_url = sandbox.source_url()
+    before, source_before = crm_counts(url), crm_counts(source_url)
     sandbox_cpu = sandbox.cpu_seconds()
     cpu, t0 = time.process_time(), time.perf_counter()
     report = daemon.backfill(*span) if span else daemon.run_cycle()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu
     after = sandbox.cpu_seconds()
     spent = None if after is None or sandbox_cpu is None else after - sandbox_cpu
-    return _Cycle(report, seconds, cpu, spent, *_delta(crm_counts(url), before))
+    crm, source = _delta(crm_counts(url), before), _delta(crm_counts(source_url), source_before)
+    return _Cycle(report, seconds, cpu, spent, crm, source)
 
 
 def run_bench(spec: BenchSpec, *, in_process: bool = False) -> dict[str, Any]:
@@ -459,6 +604,7 @@ def run_bench(spec: BenchSpec, *, in_process: bool = False) -> dict[str, Any]:
         end=datetime.now(UTC),
         emulator=profile.emulator,
         naive_emulator=profile.naive_emulator,
+        latency_ms=spec.latency_ms,
     )
     sandbox: Sandbox = LocalSandbox(world) if in_process else ChildSandbox(world)
     try:
@@ -504,6 +650,12 @@ def _measure(
 
     naive = _naive(spec, settings, sandbox, span) if spec.naive_sample else None
     seconds = first.seconds
+    messages_per_second = round(spec.messages / seconds, 1)
+    bounds = limit_bounds(profile_for(spec.target).limits, first.by_endpoint, spec.messages)
+    bound = min(
+        (b["bound_messages_per_second"] for b in bounds.values() if b["bound_messages_per_second"]),
+        default=None,
+    )
     result: dict[str, Any] = {
         "target": spec.target,
         "messages": spec.messages,
@@ -513,9 +665,16 @@ def _measure(
         "seed": spec.seed,
         "rate_limit": dict(profile_for(spec.target).rate_limit),
         "seconds": round(seconds, 3),
-        "messages_per_second": round(spec.messages / seconds, 1),
+        "messages_per_second": messages_per_second,
         "crm_requests": first.requests,
         "requests_per_message": round(first.requests / spec.messages, 4),
+        "latency_ms": spec.latency_ms,
+        "limit_bound_messages_per_second": bound,
+        "limit_utilization": round(messages_per_second / bound, 3) if bound else None,
+        "limit_bounds": bounds,
+        "limit_refusals": first.crm.refused,
+        "source_requests": first.source.requests,
+        "source_requests_by_endpoint": first.source.by_endpoint,
         "cpu_seconds": {
             "syncd": round(first.cpu_seconds, 2),
             "sandbox": _round(first.sandbox_cpu_seconds),
@@ -555,6 +714,10 @@ def _checks(r: Mapping[str, Any]) -> dict[str, bool]:
         "known_caller": steady["known_caller_requests"] <= MAX_KNOWN_CALLER_REQUESTS,
         "new_caller": steady["new_caller_requests"] <= MAX_NEW_CALLER_REQUESTS,
         "all_delivered": not (r["delivery"].get("dead") or r["delivery"].get("retry")),
+        # No answer refused for a limit (a refused request is retried, and costs a request).
+        "within_limits": not r["limit_refusals"],
+        # One list request per day window, one detail request per message needing it.
+        "source_requests": r["source_requests"] == r["ingest"]["windows"] + r["ingest"]["details"],
     }
 
 
@@ -597,10 +760,10 @@ def _naive(
                 connector.apply([plan])
     finally:
         connector.close()
-    counted, _ = _delta(crm_counts(url), before)
+    counted = _delta(crm_counts(url), before)
     sample = len(messages)
     return {
-        "naive_requests_per_message": round(sum(counted.values()) / sample, 3) if sample else None,
+        "naive_requests_per_message": round(counted.requests / sample, 3) if sample else None,
         "naive_sample": sample,
-        "naive_requests_by_endpoint": counted,
+        "naive_requests_by_endpoint": counted.by_endpoint,
     }

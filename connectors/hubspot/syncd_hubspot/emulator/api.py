@@ -27,7 +27,13 @@ no code with ``connectors/hubspot`` or ``syncd/match``:
   contact properties); our own model below, see :func:`searchable_phone`;
 * bearer-token auth (401 ``INVALID_AUTHENTICATION``), rolling rate limits per 10 s and for
   search per second, 429 bodies with ``policyName`` and, as documented, *no* ``Retry-After``
-  (API usage guidelines, "Rate limits"); a switch for the DAILY limit.
+  (API usage guidelines, "Rate limits"); a switch for the DAILY limit. The private-app burst
+  limit by tier is :data:`BURST_LIMITS` (``tier=``); refusals are counted in ``refused`` by
+  policy name;
+* an emulated ``latency`` on every answer (see :class:`syncd.sandbox.http.Emulator`); a search
+  takes twice as long as other calls (``latency_factors``). That factor is our choice, not a
+  HubSpot figure: a search queries an index and pages through it, where a batch call reads
+  or writes records by id.
 """
 
 from __future__ import annotations
@@ -42,9 +48,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Unpack
 
-from syncd.sandbox.crm import StoredActivity, StoredContact
+from syncd.sandbox.crm import ContactSeed, StoredActivity, StoredContact
 from syncd.sandbox.http import Emulator, Faults, Request, Response, json_response
 from syncd_hubspot.emulator import owners as hubspot_owners
 
@@ -87,6 +93,19 @@ _ASSOCIATIONS: dict[int, tuple[str, str, int]] = {
     191: ("companies", "tasks", 192),
 }
 _PRIMARY_COMPANY = 1
+# Private apps' burst limit (requests per rolling 10 s) by account tier: API usage guidelines,
+# "Rate limits", and the developer changelog "Increasing our API limits" (Professional and
+# Enterprise 190, the API Limit Increase capacity pack 250, which does not stack).
+BURST_LIMITS: dict[str, tuple[int, float]] = {
+    "free": (100, 10.0),
+    "starter": (100, 10.0),
+    "professional": (190, 10.0),
+    "enterprise": (190, 10.0),
+    "api_limit_increase": (250, 10.0),
+}
+# CRM search: five requests a second per authentication token (API usage guidelines, "Rate
+# limits"). The guidelines exempt no endpoint from the burst limit, so searches count there too.
+SEARCH_LIMIT = (5, 1.0)
 _WRITE_ENDPOINTS = frozenset(
     {"batch_create", "batch_update", "batch_upsert", "batch_archive", "create", "update"}
 )
@@ -323,19 +342,36 @@ def searchable_phone(text: str) -> tuple[str, str] | None:
     return digits[3:], f"+{digits}"
 
 
+class _ContactSeed(ContactSeed, total=False):
+    mobile_phone: str
+
+
+# ``seed_contact``'s keywords -> the contact properties they fill.
+_SEED_PROPERTIES = {
+    "first_name": "firstname",
+    "last_name": "lastname",
+    "email": "email",
+    "phone": "phone",
+    "mobile_phone": "mobilephone",
+    "company": "company",
+}
+
+
 class HubSpotEmulator(Emulator):
     """HubSpot's CRM v3/v4 API, enough of it for syncd. See the module docstring."""
 
     name = "hubspot"
     owner_book: hubspot_owners.OwnerBook  # GET /crm/v3/owners (syncd_hubspot.emulator.owners)
+    latency_factors = {"*.search": 2.0}  # see the module docstring
 
     def __init__(
         self,
         *,
         token: str = "sandbox-hubspot-token",  # noqa: S107 - a fake credential for loopback
         search_lag: float = 3.0,
-        rate_limit: tuple[int, float] | None = (190, 10.0),
-        search_rate_limit: tuple[int, float] | None = (5, 1.0),
+        rate_limit: tuple[int, float] | None = BURST_LIMITS["professional"],
+        search_rate_limit: tuple[int, float] | None = SEARCH_LIMIT,
+        tier: str | None = None,
         in_values_cap: int = 100,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -352,6 +388,8 @@ class HubSpotEmulator(Emulator):
         self._initial_search_lag = search_lag
         self.in_values_cap = in_values_cap
         self.portal_id = 62515
+        if tier is not None:  # the tier's documented burst limit, over ``rate_limit``
+            rate_limit = BURST_LIMITS[tier]
         self._limits = (rate_limit, search_rate_limit)
         self._records: dict[str, _Record] = {}
         # from id -> {(to id, type id)}; both directions are stored.
@@ -379,13 +417,6 @@ class HubSpotEmulator(Emulator):
         self.reset()
         self._register_routes()
 
-    def start(self) -> HubSpotEmulator:
-        super().start()
-        return self
-
-    def __enter__(self) -> HubSpotEmulator:
-        return self.start()
-
     def reset(self) -> None:
         """Forget every record, count, fault and limit state; keep the server running.
 
@@ -396,8 +427,7 @@ class HubSpotEmulator(Emulator):
             self.search_lag = self._initial_search_lag
             self.daily_limit_reached = False  # set True to answer every request with a DAILY 429
             self.faults = Faults()
-            self.counts.clear()
-            self.statuses.clear()
+            self.reset_counts()
             self._general = _Window(*rate_limit) if rate_limit else None
             self._search = _Window(*search_rate_limit) if search_rate_limit else None
             self._records.clear()
@@ -537,15 +567,18 @@ class HubSpotEmulator(Emulator):
             )
         with self.lock:
             if self.daily_limit_reached:
+                self.refuse("DAILY")
                 return self._rate_limited("DAILY", "daily", retry_after=None)
             now = time.monotonic()
             if self._general is not None:
                 wait = self._general.admit(now)
                 if wait:
+                    self.refuse("TEN_SECONDLY_ROLLING")
                     return self._rate_limited("TEN_SECONDLY_ROLLING", "ten_secondly_rolling", wait)
             if search and self._search is not None:
                 wait = self._search.admit(now)
                 if wait:
+                    self.refuse("SECONDLY")
                     return self._rate_limited("SECONDLY", "secondly", wait)
             try:
                 body = request.json() if request.body else None
@@ -1444,30 +1477,13 @@ class HubSpotEmulator(Emulator):
             self._store(record, lag=0.0)
             return record.id
 
-    def seed_contact(
-        self,
-        *,
-        first_name: str = "",
-        last_name: str = "",
-        email: str = "",
-        phone: str = "",
-        company: str = "",
-        company_id: str | None = None,
-        mobile_phone: str = "",
-    ) -> str:
-        props = {
-            "firstname": first_name,
-            "lastname": last_name,
-            "email": email,
-            "phone": phone,
-            "mobilephone": mobile_phone,
-            "company": company,
-        }
+    def seed_contact(self, **fields: Unpack[_ContactSeed]) -> str:
+        given: Mapping[str, Any] = fields
+        props = {prop: str(given[key]) for key, prop in _SEED_PROPERTIES.items() if given.get(key)}
+        company_id = fields.get("company_id")
         with self.lock:
             stamp = _now_iso()
-            record = _Record(
-                self._new_id(), "contacts", {k: v for k, v in props.items() if v}, stamp, stamp
-            )
+            record = _Record(self._new_id(), "contacts", props, stamp, stamp)
             self._store(record, lag=0.0)
             if company_id:
                 self._link(record.id, company_id, _PRIMARY_COMPANY)

@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 
-from syncd.sandbox.crm import StoredActivity, StoredContact
+from syncd.sandbox.crm import ContactSeed, StoredActivity, StoredContact
 from syncd.sandbox.http import Emulator, Request, Response, json_response
 from syncd_salesforce.emulator import users as salesforce_users
 from syncd_salesforce.emulator.duplicates import account_rule_matches, person_rule_matches
@@ -49,6 +49,13 @@ API_VERSIONS = tuple(f"{v}.0" for v in range(31, 67))
 SOAP_LOGIN_VERSIONS = tuple(f"{v}.0" for v in range(31, 65))
 # "Limits on the REST API": URI plus headers at most 16,384 bytes (414 / 431 past it).
 MAX_URI_BYTES = 16_384
+# "API Request Limits and Allocations" (Salesforce Developer Limits and Allocations Quick
+# Reference): at most 25 concurrent requests lasting 20 s or longer in a production org or
+# sandbox (5 in Developer Edition and trial orgs), refused with REQUEST_LIMIT_EXCEEDED; no
+# limit on concurrent requests shorter than 20 s. The total allocation per rolling 24 hours is
+# ``daily_limit`` (Enterprise Edition: 100,000 plus 1,000 per user license).
+CONCURRENT_LONG_REQUESTS = 25
+LONG_REQUEST_SECONDS = 20.0
 # SOQL and SOSL Reference: query results come in batches of 2,000 rows at most.
 QUERY_PAGE_SIZE = 2000
 # Object Reference, Task and Lead: the values of the restricted picklists in a new org.
@@ -354,6 +361,10 @@ def _rest_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 class SalesforceEmulator(Emulator):
     name = "salesforce"
+    # An emulated ``latency`` (syncd.sandbox.http.Emulator) is waited twice by a SOSL search
+    # (an index lookup across objects) and a composite request (its subrequests run one after
+    # another): our choice, not a Salesforce figure.
+    latency_factors = {"search": 2.0, "composite": 2.0}
 
     def __init__(
         self,
@@ -367,6 +378,8 @@ class SalesforceEmulator(Emulator):
         duplicate_rule: bool = False,
         session_ttl: float | None = None,
         daily_limit: int = 1_000_000,
+        concurrent_long_requests: int = CONCURRENT_LONG_REQUESTS,
+        long_request_seconds: float = LONG_REQUEST_SECONDS,
         query_page_size: int = QUERY_PAGE_SIZE,
         jwt_certificate: bytes | None = None,
         custom_fields: bool = True,
@@ -403,6 +416,8 @@ class SalesforceEmulator(Emulator):
         self.session_ttl = session_ttl
         self.daily_limit = daily_limit
         self.api_used = 0
+        self.concurrent_long_requests = concurrent_long_requests
+        self.long_request_seconds = long_request_seconds
         self.schema = _default_schema()
         if not custom_fields:  # a fresh org: the fields syncd needs are not there yet
             for sobject, name in CUSTOM_FIELDS:
@@ -434,13 +449,6 @@ class SalesforceEmulator(Emulator):
         self._routes_setup()
 
     # -- CrmEmulator API ---------------------------------------------------------------------
-    def start(self) -> SalesforceEmulator:
-        super().start()
-        return self
-
-    def __enter__(self) -> SalesforceEmulator:
-        return self.start()
-
     def connector_options(self) -> dict[str, Any]:
         return {
             "auth": "client_credentials",
@@ -453,24 +461,17 @@ class SalesforceEmulator(Emulator):
     def seed_company(self, name: str) -> str:
         return self._seed("Account", {"Name": name})
 
-    def seed_contact(
-        self,
-        *,
-        first_name: str = "",
-        last_name: str = "",
-        email: str = "",
-        phone: str = "",
-        company: str = "",
-        company_id: str | None = None,
-    ) -> str:
+    def seed_contact(self, **fields: Unpack[ContactSeed]) -> str:
         """A Contact stored exactly as given (an import, not a typed entry: no reformatting),
         visible to search at once. ``company`` without ``company_id`` seeds the Account."""
+        company, company_id = fields.get("company"), fields.get("company_id")
         if company and company_id is None:
             company_id = self.seed_company(company)
-        values: dict[str, Any] = {"LastName": last_name or "Unknown"}
-        for name, value in (("FirstName", first_name), ("Email", email), ("Phone", phone)):
-            if value:
-                values[name] = value
+        values: dict[str, Any] = {"LastName": fields.get("last_name") or "Unknown"}
+        given: Mapping[str, Any] = fields
+        for name, key in (("FirstName", "first_name"), ("Email", "email"), ("Phone", "phone")):
+            if given.get(key):
+                values[name] = given[key]
         if company_id:
             values["AccountId"] = company_id
         return self._seed("Contact", values)
@@ -864,7 +865,7 @@ class SalesforceEmulator(Emulator):
         return json_response(payload, status=status, headers=headers)
 
     def _api(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
-        """Session check, daily limit, API version, then the handler."""
+        """Session check, concurrency and daily limits, API version, then the handler."""
 
         def guarded(request: Request) -> Response:
             too_long = self._too_long(request)
@@ -886,10 +887,25 @@ class SalesforceEmulator(Emulator):
                         ],
                         401,
                     )
+            # Other requests running 20 s or more (this one has run only its ``latency``).
+            long_running = self.running_longer_than(self.long_request_seconds)
+            if long_running >= self.concurrent_long_requests:
+                self.refuse("ConcurrentPerOrgLongTxn")
+                return self._answer(
+                    [
+                        {
+                            "message": "ConcurrentPerOrgLongTxn Limit exceeded.",
+                            "errorCode": "REQUEST_LIMIT_EXCEEDED",
+                        }
+                    ],
+                    403,
+                )
+            with self.lock:
                 self.api_used += 1
                 over = self.api_used > self.daily_limit
             self._local.duplicate_header = request.header("Sforce-Duplicate-Rule-Header")
             if over:
+                self.refuse("TotalRequests")
                 return self._answer(
                     [
                         {
