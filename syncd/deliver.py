@@ -603,12 +603,13 @@ def _rounds(
     connector's shared rate limiter), and claim again only when every batch of the round is
     recorded: the next round's lookups and cache reads see every contact this one created.
 
-    The batches take turns to look up (cache, then CRM) and to read the owner list, and
-    write at the same time: lookups are few and paced by the CRM's search limit anyway,
-    and in turn each sees what the one before learnt (a company word searched, the owners
-    listed) instead of asking again. Each batch is an ordinary :func:`_deliver_batch`: its
-    own fence checks, in-doubt marks, heartbeat and record. The first failure of a round is
-    raised once all its batches ended (each gave back or recorded its deliveries by then)."""
+    The batches take turns to read the owner list (it is listed once, not once a batch),
+    and -- where the connector says ``lookups_in_turn`` (HubSpot: its searches are paced at a
+    few a second anyway, and each lookup reuses the company words the one before searched)
+    -- to look up; they write at the same time. Each batch is an ordinary
+    :func:`_deliver_batch`: its own fence checks, in-doubt marks, heartbeat and record. The
+    first failure of a round is raised once all its batches ended (each gave back or
+    recorded its deliveries by then)."""
     width = len(connectors)
     looking = threading.Lock()
     with ThreadPoolExecutor(width, thread_name_prefix=f"deliver:{target.name}") as threads:
@@ -717,7 +718,9 @@ def _deliver_batch(
         again = batch.from_intent(intended)
         rebuilt = {p.delivery_id for p in again}
         items = [i for i in items if i.claimed.delivery_id not in rebuilt]
-        with looking or nullcontext():  # one lookup of the target at a time: see _rounds
+        # Lookups in turn where the connector asks for it (it memoizes what a lookup learnt).
+        turn = looking if getattr(connector, "lookups_in_turn", False) is True else None
+        with turn or nullcontext():
             batch.from_cache(items)
             batch.from_crm(items)
         name = target.name

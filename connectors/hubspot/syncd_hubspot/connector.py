@@ -41,6 +41,9 @@ class HubSpotConnector:
     # syncd delivers several batches at once through this one instance: its memos (company
     # directory, colleagues) and limiters are locked and shared, not copied per batch.
     thread_safe = True
+    # ...and looks up one batch at a time: searches are paced at ~4/s whatever we do, and a
+    # lookup in turn reuses the company words the one before searched (ColleagueMemo).
+    lookups_in_turn = True
 
     def __init__(
         self,
