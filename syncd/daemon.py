@@ -7,6 +7,7 @@ other accounts flow on; a CRM that refuses our credentials pauses only that targ
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import defaultdict
@@ -495,7 +496,11 @@ class Daemon:
                 self._deliver(name, report)
             return
         with ThreadPoolExecutor(len(names), thread_name_prefix="target") as threads:
-            futures = [threads.submit(self._deliver, name, report) for name in names]
+            # Each thread logs with the cycle's context (its run id).
+            futures = [
+                threads.submit(contextvars.copy_context().run, self._deliver, name, report)
+                for name in names
+            ]
         for future in futures:
             future.result()  # a database error: the cycle fails, as it would one by one
 

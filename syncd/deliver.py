@@ -16,6 +16,7 @@ worker whose claim was taken over has its outcomes rejected as a whole by the st
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import threading
 import time
@@ -631,6 +632,7 @@ def _rounds(
 
             futures = [
                 threads.submit(
+                    contextvars.copy_context().run,  # log lines keep the cycle's run id
                     _batch_in_round,
                     store,
                     connectors[i],
