@@ -38,6 +38,7 @@ from syncd.ingest import (
 from syncd.logging import register_secret
 from syncd.metrics import Metrics, ObservingTransport
 from syncd.polling import PollLease, poll_lease_name, take_turn, turn_lease_name
+from syncd.ratelimit import RateLimiter
 from syncd.source.client import BerkshireClient
 from syncd.store.source_state import first_read_day, open_gaps, record_gap
 from syncd.store.store import Store
@@ -127,6 +128,7 @@ class Daemon:
         self._clients: dict[str, BerkshireClient] = {}
         self._connectors: dict[str, Connector] = {}
         self._pools: dict[str, list[Connector]] = {}
+        self._limiters: dict[str, dict[str, RateLimiter]] = {}
         self.paused: dict[str, tuple[datetime, str]] = {}
         self.last_cycle: CycleReport | None = None
         # Seconds spent waiting on each CRM's rate limits (backfill progress shows them).
@@ -174,6 +176,7 @@ class Daemon:
             options=target.options,
             default_region=self.region_of_target(name),
             observe=self._observe,
+            limiters=self._limiters.setdefault(name, {}),  # shared by the target's pool
         )
         connector = load_factory(target.type)(context)
         if self.dry_run:
