@@ -141,6 +141,9 @@ class TargetSettings:
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)  # given to the connector
     # Owner rules (syncd.owners), kept out of the connector's options.
     owners: OwnerSettings = field(default_factory=OwnerSettings)
+    # Batches delivered at once to this target (each claim split so they share no caller;
+    # every request still under the connector's one rate limiter). 1: one at a time.
+    concurrency: int = 3
 
 
 @dataclass(frozen=True)
@@ -522,7 +525,15 @@ def _account(name: str, table: Any, targets: Mapping[str, TargetSettings]) -> Ac
     )
 
 
-_POLICY_KEYS = ("sync_mode", "field_policy", "match", "contact_fields", "activity_fields", "type")
+_POLICY_KEYS = (
+    "sync_mode",
+    "field_policy",
+    "match",
+    "contact_fields",
+    "activity_fields",
+    "type",
+    "concurrency",
+)
 
 
 def _target(name: str, table: Any) -> TargetSettings:
@@ -579,6 +590,9 @@ def _target(name: str, table: Any) -> TargetSettings:
     }
     # The connector reads the extra fields it must fetch from the same map.
     options["contact_fields"] = dict(contact_fields)
+    concurrency = _expect(table.get("concurrency", 3), int, f"{prefix}.concurrency")
+    if not 1 <= concurrency <= 32:
+        raise ConfigError(f"must be 1..32; got {concurrency!r}", key=f"{prefix}.concurrency")
     return TargetSettings(
         name=name,
         type=type_name,
@@ -593,6 +607,7 @@ def _target(name: str, table: Any) -> TargetSettings:
         or None,
         options=options,
         owners=parse_owner_settings(table, prefix),
+        concurrency=concurrency,
     )
 
 

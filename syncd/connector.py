@@ -9,6 +9,7 @@ to this Protocol gets a new group (``v2``) so old plugins fail loudly instead of
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from importlib.metadata import entry_points
@@ -26,6 +27,7 @@ from syncd.models import (
     Plan,
     SetupStep,
 )
+from syncd.ratelimit import RateLimiter
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -76,6 +78,9 @@ def read_secret(options: Mapping[str, Any], name: str) -> str | None:
     return None
 
 
+_LIMITERS_LOCK = threading.Lock()
+
+
 def _ignore_request(target: str, endpoint: str, status: int, waited: float) -> None:
     return None
 
@@ -88,9 +93,22 @@ class TargetContext:
     options: Mapping[str, Any]
     default_region: str = "US"
     observe: RequestObserver = field(default=_ignore_request)
+    # The target's rate limiters by name, one dict for every instance of the target's
+    # connector (syncd makes one per batch in flight when a connector is not thread_safe).
+    limiters: dict[str, RateLimiter] = field(default_factory=dict, compare=False, repr=False)
 
     def secret(self, name: str) -> str | None:
         return read_secret(self.options, name)
+
+    def rate_limiter(self, name: str, max_calls: int, period: float) -> RateLimiter:
+        """The target's limiter called ``name``, made on first use: every instance of the
+        connector built for this target gets the same one, so together they stay inside
+        the CRM's limit (the CRM counts the account, not the instance)."""
+        with _LIMITERS_LOCK:
+            limiter = self.limiters.get(name)
+            if limiter is None:
+                limiter = self.limiters[name] = RateLimiter(max_calls, period)
+            return limiter
 
 
 @runtime_checkable

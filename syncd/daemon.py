@@ -7,10 +7,12 @@ other accounts flow on; a CRM that refuses our credentials pauses only that targ
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -36,6 +38,7 @@ from syncd.ingest import (
 from syncd.logging import register_secret
 from syncd.metrics import Metrics, ObservingTransport
 from syncd.polling import PollLease, poll_lease_name, take_turn, turn_lease_name
+from syncd.ratelimit import RateLimiter
 from syncd.source.client import BerkshireClient
 from syncd.store.source_state import first_read_day, open_gaps, record_gap
 from syncd.store.store import Store
@@ -124,6 +127,8 @@ class Daemon:
             self.store.alerts_for_new = emergency_alerts
         self._clients: dict[str, BerkshireClient] = {}
         self._connectors: dict[str, Connector] = {}
+        self._pools: dict[str, list[Connector]] = {}
+        self._limiters: dict[str, dict[str, RateLimiter]] = {}
         self.paused: dict[str, tuple[datetime, str]] = {}
         self.last_cycle: CycleReport | None = None
         # Seconds spent waiting on each CRM's rate limits (backfill progress shows them).
@@ -161,19 +166,35 @@ class Daemon:
 
     def connector(self, name: str) -> Connector:
         if name not in self._connectors:
-            target = self.settings.targets[name]
-            context = TargetContext(
-                name=name,
-                options=target.options,
-                default_region=self.region_of_target(name),
-                observe=self._observe,
-            )
-            connector = load_factory(target.type)(context)
-            if self.dry_run:
-                wrap = load_factory("dry-run")
-                connector = wrap(TargetContext(name=name, options={"inner": connector}))
-            self._connectors[name] = connector
+            self._connectors[name] = self._new_connector(name)
         return self._connectors[name]
+
+    def _new_connector(self, name: str) -> Connector:
+        target = self.settings.targets[name]
+        context = TargetContext(
+            name=name,
+            options=target.options,
+            default_region=self.region_of_target(name),
+            observe=self._observe,
+            limiters=self._limiters.setdefault(name, {}),  # shared by the target's pool
+        )
+        connector = load_factory(target.type)(context)
+        if self.dry_run:
+            wrap = load_factory("dry-run")
+            connector = wrap(TargetContext(name=name, options={"inner": connector}))
+        return connector
+
+    def pool(self, name: str) -> list[Connector]:
+        """The extra connectors for a target's concurrent batches: none for a connector that
+        is ``thread_safe`` (it is shared), else one instance per further batch in flight."""
+        first = self.connector(name)
+        wanted = self.settings.targets[name].concurrency - 1
+        if self.dry_run or wanted <= 0 or getattr(first, "thread_safe", False) is True:
+            return []
+        extra = self._pools.setdefault(name, [])
+        while len(extra) < wanted:
+            extra.append(self._new_connector(name))
+        return extra
 
     def _observe_source(self, account: str, status: int) -> None:
         self.last_progress = time.monotonic()
@@ -204,6 +225,9 @@ class Daemon:
             client.close()
         for connector in self._connectors.values():
             connector.close()
+        for extra in self._pools.values():
+            for connector in extra:
+                connector.close()
         self.alerter.close()
         self.store.close()
         if self._runs is not self.store:
@@ -264,10 +288,7 @@ class Daemon:
                     if self.stop.is_set():
                         break
                     self._ingest_account(account, report, started, span, on_window, refetch)
-                for name in self._targets_in_use():
-                    if self.stop.is_set():
-                        break
-                    self._deliver(name, report)
+                self._deliver_all(report)
             except OperationalError as exc:
                 # Locked or unreachable: a failed cycle, not a crash. Every step commits on
                 # its own, cursors move only after their windows, and claims cut short here
@@ -455,6 +476,25 @@ class Daemon:
             severity="warning",
         )
 
+    def _deliver_all(self, report: CycleReport) -> None:
+        """Every target, at the same time: each has its own CRM, rate limits and claims.
+        A dry run goes one target at a time (its store rolls back one connection)."""
+        names = self._targets_in_use()
+        if self.dry_run or len(names) <= 1:
+            for name in names:
+                if self.stop.is_set():
+                    break
+                self._deliver(name, report)
+            return
+        with ThreadPoolExecutor(len(names), thread_name_prefix="target") as threads:
+            # Each thread logs with the cycle's context (its run id).
+            futures = [
+                threads.submit(contextvars.copy_context().run, self._deliver, name, report)
+                for name in names
+            ]
+        for future in futures:
+            future.result()  # a database error: the cycle fails, as it would one by one
+
     def _deliver(self, name: str, report: CycleReport) -> None:
         now = self.clock()
         paused = self.paused.get(name)
@@ -468,7 +508,7 @@ class Daemon:
             deliver_target(
                 self.store, self.connector(name), target, self.settings.daemon,
                 regions=regions, stop=self.stop, dry_run=self.dry_run, clock=self.clock,
-                on_batch=self.on_batch, stats=stats,
+                on_batch=self.on_batch, stats=stats, pool=self.pool(name),
             )  # fmt: skip
             report.targets[name] = stats
             self.paused.pop(name, None)

@@ -16,11 +16,14 @@ worker whose claim was taken over has its outcomes rejected as a whole by the st
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -59,6 +62,7 @@ from syncd.models import (
     Plan,
 )
 from syncd.owners.assign import OwnerStep
+from syncd.partition import partition
 from syncd.store.alertbox import AlertRow
 from syncd.store.breaker import close_breaker, open_until, record_failure
 from syncd.store.records import Settled
@@ -95,6 +99,15 @@ class DeliveryStats:
     @property
     def failed(self) -> int:
         return self.retry + self.dead
+
+    def add(self, other: DeliveryStats) -> None:
+        """Fold in the counts of a batch delivered alongside (each batch of a round keeps
+        its own stats: a batch whose outcomes are rejected rolls back only its own)."""
+        for name, value in vars(other).items():
+            if isinstance(value, int):
+                setattr(self, name, getattr(self, name) + value)
+        self.dead_letters += other.dead_letters
+        self.matched.update(other.matched)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -496,10 +509,15 @@ def deliver_target(
     max_batches: int | None = None,
     on_batch: Callable[[str, DeliveryStats], None] | None = None,
     stats: DeliveryStats | None = None,
+    pool: Sequence[Connector] = (),
 ) -> DeliveryStats:
     """Deliver everything due for ``target``. Raises AuthError (target must pause) after
     giving its claims back; a spent daily quota raises :class:`TargetPaused`. Counts go to
-    ``stats`` when given, so a caller still has them when a batch fails and this raises."""
+    ``stats`` when given, so a caller still has them when a batch fails and this raises.
+
+    Up to ``target.concurrency`` batches are in flight at once (see :func:`_rounds`), each
+    on a connector of its own from ``connector`` + ``pool``, or all on ``connector`` when it
+    says it is ``thread_safe``; otherwise one batch at a time."""
     stats = stats if stats is not None else DeliveryStats()
     held: list[tuple[int, str]] = []  # dry run keeps its claims to the end: each seen once
     worker = daemon.worker_id
@@ -513,6 +531,13 @@ def deliver_target(
         )
     failing = [breaker.failures > 0]  # the breaker has failures to clear on a success
     creating = _NewCallerLease(store, target.name, worker, daemon.lease_seconds, clock, stop)
+    connectors = _workers(connector, pool, target.concurrency)
+    if len(connectors) > 1 and not dry_run:
+        _rounds(
+            store, connectors, target, daemon, regions, stats, creating, failing, clock, stop,
+            max_batches, on_batch,
+        )  # fmt: skip
+        return stats
     try:
         while not (stop and stop.is_set()):
             if max_batches is not None and stats.batches >= max_batches:
@@ -544,6 +569,127 @@ def deliver_target(
     return stats
 
 
+def _keys_of(claimed: Claimed, regions: Mapping[str, str]) -> CallerKeys:
+    return extract_keys(claimed.message, regions.get(claimed.message.account, "US"))
+
+
+def _workers(connector: Connector, pool: Sequence[Connector], concurrency: int) -> list[Connector]:
+    """One connector per batch in flight. A connector that is not ``thread_safe`` is never
+    shared between threads: without enough instances in ``pool`` the target goes one batch
+    at a time."""
+    if concurrency <= 1:
+        return [connector]
+    if getattr(connector, "thread_safe", False) is True:
+        return [connector] * concurrency
+    return [connector, *pool][:concurrency]
+
+
+def _rounds(
+    store: Store,
+    connectors: Sequence[Connector],
+    target: TargetSettings,
+    daemon: DaemonSettings,
+    regions: Mapping[str, str],
+    stats: DeliveryStats,
+    creating: _NewCallerLease,
+    failing: list[bool],
+    clock: Callable[[], datetime],
+    stop: threading.Event | None,
+    max_batches: int | None,
+    on_batch: Callable[[str, DeliveryStats], None] | None,
+) -> None:
+    """Deliver in rounds: claim up to ``len(connectors)`` batches' worth under one claim
+    token, split it into batches that share no caller (:func:`syncd.partition.partition`),
+    deliver those at once (one thread and one connector each, every request under the
+    connector's shared rate limiter), and claim again only when every batch of the round is
+    recorded: the next round's lookups and cache reads see every contact this one created.
+
+    The batches take turns to read the owner list (it is listed once, not once a batch),
+    and -- where the connector says ``lookups_in_turn`` (HubSpot: its searches are paced at a
+    few a second anyway, and each lookup reuses the company words the one before searched)
+    -- to look up; they write at the same time. Each batch is an ordinary
+    :func:`_deliver_batch`: its own fence checks, in-doubt marks, heartbeat and record. The
+    first failure of a round is raised once all its batches ended (each gave back or
+    recorded its deliveries by then)."""
+    width = len(connectors)
+    looking = threading.Lock()
+    with ThreadPoolExecutor(width, thread_name_prefix=f"deliver:{target.name}") as threads:
+        while not (stop and stop.is_set()):
+            if max_batches is not None and stats.batches >= max_batches:
+                break
+            now = clock()
+            claimed = store.claim(
+                target.name, daemon.batch_size * width, daemon.worker_id, daemon.lease_seconds,
+                now, doubt_before_birth=daemon.reconcile_before_birth,
+            )  # fmt: skip
+            if not claimed:
+                break
+            keys = {c.delivery_id: _keys_of(c, regions) for c in claimed}
+            batches = partition(claimed, keys, daemon.batch_size, width)
+            stats.claimed += len(claimed)
+            stats.batches += len(batches)
+            parts = [DeliveryStats() for _ in batches]
+
+            futures = [
+                threads.submit(
+                    contextvars.copy_context().run,  # log lines keep the cycle's run id
+                    _batch_in_round,
+                    store,
+                    connectors[i],
+                    target,
+                    daemon,
+                    regions,
+                    batch,
+                    parts[i],
+                    now,
+                    creating,
+                    failing,
+                    clock,
+                    keys,
+                    looking,
+                )
+                for i, batch in enumerate(batches)
+            ]
+            errors = [f.exception() for f in futures]
+            for part in parts:
+                stats.add(part)
+            if on_batch is not None:
+                on_batch(target.name, stats)
+            failed = [e for e in errors if e is not None]
+            if failed:
+                # Credentials first (the target must pause), then a pause, then the rest.
+                failed.sort(
+                    key=lambda e: (
+                        0 if isinstance(e, AuthError) else 1 if isinstance(e, TargetPaused) else 2
+                    )
+                )
+                raise failed[0]
+
+
+def _batch_in_round(
+    store: Store,
+    connector: Connector,
+    target: TargetSettings,
+    daemon: DaemonSettings,
+    regions: Mapping[str, str],
+    claimed: list[Claimed],
+    stats: DeliveryStats,
+    now: datetime,
+    creating: _NewCallerLease,
+    failing: list[bool],
+    clock: Callable[[], datetime],
+    keys: Mapping[int, CallerKeys],
+    looking: threading.Lock,
+) -> None:
+    try:
+        _deliver_batch(
+            store, connector, target, daemon, regions, claimed, stats, now, False, creating,
+            failing, clock, keys, looking,
+        )  # fmt: skip
+    finally:
+        creating.release()
+
+
 def _deliver_batch(
     store: Store,
     connector: Connector,
@@ -557,6 +703,8 @@ def _deliver_batch(
     creating: _NewCallerLease | None = None,
     failing: list[bool] | None = None,
     clock: Callable[[], datetime] | None = None,
+    keys: Mapping[int, CallerKeys] | None = None,
+    looking: threading.Lock | None = None,
 ) -> None:
     # Renewals run from the current time, not the batch's start (on SQLite the process clock
     # is the lease clock): a batch that waited keeps a full lease ahead of it.
@@ -567,15 +715,16 @@ def _deliver_batch(
     ids = list(claims)
     lease = daemon.lease_seconds
     try:
-        items = [
-            _Item(c, extract_keys(c.message, regions.get(c.message.account, "US"))) for c in claimed
-        ]
+        items = [_Item(c, keys[c.delivery_id] if keys else _keys_of(c, regions)) for c in claimed]
         intended = [i for i in items if i.claimed.in_doubt and i.claimed.intent]
         again = batch.from_intent(intended)
         rebuilt = {p.delivery_id for p in again}
         items = [i for i in items if i.claimed.delivery_id not in rebuilt]
-        batch.from_cache(items)
-        batch.from_crm(items)
+        # Lookups in turn where the connector asks for it (it memoizes what a lookup learnt).
+        turn = looking if getattr(connector, "lookups_in_turn", False) is True else None
+        with turn or nullcontext():
+            batch.from_cache(items)
+            batch.from_crm(items)
         name = target.name
         ids = _still_held(store, name, ids, token, lease, current(), "after lookup")
         if creating is not None and not dry_run and _has_new(items):
@@ -589,9 +738,11 @@ def _deliver_batch(
         items = [i for i in items if i.claimed.delivery_id in kept]
         plans = [p for p in again if p.delivery_id in kept] + batch.plan(items, stats, again)
         owners = OwnerStep(store, connector, target.name, target.owners, dry_run=dry_run)
-        plans = owners.assign(
-            plans, {i.claimed.delivery_id: i.decision.record if i.decision else None for i in items}
-        )
+        with looking or nullcontext():  # the owner list is read once, not once a batch
+            plans = owners.assign(
+                plans,
+                {i.claimed.delivery_id: i.decision.record if i.decision else None for i in items},
+            )
         if plans and not dry_run:
             # Durably "may have been written" BEFORE the first byte goes to the CRM.
             marked = store.mark_in_doubt(
@@ -836,18 +987,34 @@ class _NewCallerLease:
     ) -> None:
         self.store, self.name, self.worker, self.ttl = store, f"new:{target}", worker, ttl
         self.clock, self.stop = clock, stop or threading.Event()
-        self.held = False
+        # The batches of one round (syncd.partition: they share no caller) hold the lease
+        # together: it is taken (or renewed) by each and given back by the last.
+        self._mutex = threading.Lock()
+        self._holders = 0
+        self._mine = threading.local()
+
+    @property
+    def held(self) -> bool:
+        return bool(getattr(self._mine, "held", False))
 
     def acquire(self) -> None:
-        while not self.store.acquire_lease(self.name, self.worker, self.ttl, self.clock()):
+        while True:
+            with self._mutex:
+                if self.store.acquire_lease(self.name, self.worker, self.ttl, self.clock()):
+                    self._holders += 1
+                    self._mine.held = True
+                    return
             if self.stop.wait(0.05):
                 return  # shutting down: finish this batch rather than wait
-        self.held = True
 
     def release(self) -> None:
-        if self.held:
-            self.held = False
-            self.store.release_lease(self.name, self.worker)
+        if not self.held:
+            return
+        self._mine.held = False
+        with self._mutex:
+            self._holders -= 1
+            if self._holders == 0:
+                self.store.release_lease(self.name, self.worker)
 
 
 def _has_new(items: Sequence[_Item]) -> bool:

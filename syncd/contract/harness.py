@@ -283,8 +283,10 @@ class Crm:
         batch_size: int = 500,
         on_ambiguity: str = "review",
         connector: Connector | None = None,
+        concurrency: int = 1,
     ) -> DeliveryStats:
-        """Ingest ``batch`` and run the delivery loop until nothing is due."""
+        """Ingest ``batch`` and run the delivery loop until nothing is due (one batch at a
+        time unless ``concurrency`` says otherwise)."""
         self.store.ingest(ACCOUNT, batch, [self.type])
         daemon = DaemonSettings(
             database_url=self.store.url,
@@ -295,7 +297,7 @@ class Crm:
         return deliver_target(
             self.store,
             connector or self.connector,
-            self.target(on_ambiguity=on_ambiguity),
+            replace(self.target(on_ambiguity=on_ambiguity), concurrency=concurrency),
             daemon,
             regions=REGIONS,
         )

@@ -111,6 +111,27 @@ def test_same_new_caller_three_times_is_one_contact(
     assert {crm.delivery(m.message_id).record_id for m in calls} == {contacts[0].id}
 
 
+def test_same_new_caller_in_batches_in_flight_together_is_one_contact(crm: Crm) -> None:
+    """Three batches in flight at once (a connector that is not ``thread_safe`` gets them
+    one at a time): the caller's three calls still make one contact, the others one each."""
+    spellings = ["(617) 253-1000", "+1 617 253 1000", "617.253.1000"]
+    calls = [
+        message(first_name="Nia", last_name="Park", phone=phone, content=f"Call number {i}.")
+        for i, phone in enumerate(spellings, 1)
+    ]
+    others = [
+        message(first_name=f"Caller{i}", last_name="Lee", phone=f"+1 617 253 20{i:02d}")
+        for i in range(6)
+    ]
+
+    stats = crm.deliver([*calls, *others], batch_size=3, concurrency=3)
+
+    assert (stats.done, stats.failed) == (9, 0)
+    contacts = crm.emulator.contacts()
+    assert len(contacts) == 7, contacts
+    assert len({crm.delivery(m.message_id).record_id for m in calls}) == 1
+
+
 # -- 11. a cached record deleted in the CRM -----------------------------------------------
 
 

@@ -134,6 +134,32 @@ def test_200_with_a_malformed_body_after_the_writes_landed(
     rig.assert_exactly_once()
 
 
+@pytest.mark.parametrize("attack", ["sigint", "daily_limit"])
+@pytest.mark.parametrize("target", TARGETS)
+def test_concurrent_batches_cut_short_after_the_writes_landed(
+    world: SandboxWorld, tmp_path: Path, target: str, attack: str
+) -> None:
+    """The rows above with three batches of a target in flight at once (batches of 4): one
+    batch's write lands and then the daemon is interrupted, or that batch is told the daily
+    limit is spent, while its round-mates are mid-flight. Every part exactly once after."""
+    rig = Rig(world, tmp_path, batch_size=4, targets={target: {"concurrency": 3}})
+    try:
+        action = sigint if attack == "sigint" else daily_limit
+        cut = AfterWrite(crm(world, target), action, left=1)
+        if attack == "sigint":
+            with pytest.raises(KeyboardInterrupt):
+                rig.cycle()
+        else:
+            rig.cycle()
+            rig.clock.advance(2 * 3600)  # past the pause
+        cut.remove()
+        assert cut.hits == 1
+        rig.until_settled()
+        rig.assert_exactly_once()
+    finally:
+        rig.close()
+
+
 @pytest.mark.postgres
 def test_two_replicas_on_postgres_one_clock_ahead_by_more_than_the_lease(
     world: SandboxWorld, postgres_url: str

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -36,11 +37,16 @@ def world() -> Iterator[SandboxWorld]:
         yield w
 
 
-def _replica(world: SandboxWorld, url: str, worker: str, batch_size: int = 10) -> Daemon:
+def _replica(
+    world: SandboxWorld, url: str, worker: str, batch_size: int = 10, concurrency: int = 3
+) -> Daemon:
+    """A replica; ``concurrency``: its batches in flight per target (it claims that many
+    batches' worth at once)."""
     settings = sandbox_settings(
         world, url, worker_id=worker, batch_size=batch_size, lease_seconds=60
     )
-    return Daemon(settings)
+    targets = {n: replace(t, concurrency=concurrency) for n, t in settings.targets.items()}
+    return Daemon(replace(settings, targets=targets))
 
 
 def crm(world: SandboxWorld, name: str) -> Emulator:
@@ -173,7 +179,11 @@ def test_one_new_caller_on_two_replicas_is_one_contact(postgres_url: str, target
         first, second = sorted(str(m["message id"]) for m in berkshire.messages)
         berkshire.update_message(first, **{email: "ada@example.com"})
         gate = CreateGate(crm(world, target))
-        replicas = [_replica(world, postgres_url, worker, batch_size=1) for worker in WORKERS]
+        # One message a claim, so that each replica takes one (a replica with batches in
+        # flight together would claim both, and the replicas would never race).
+        replicas = [
+            _replica(world, postgres_url, worker, batch_size=1, concurrency=1) for worker in WORKERS
+        ]
         replicas[0].migrate()
         start = threading.Barrier(len(replicas))
         threads = [threading.Thread(target=_run, args=(d, start, [], 2)) for d in replicas]

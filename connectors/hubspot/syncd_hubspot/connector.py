@@ -38,6 +38,13 @@ class HubSpotConnector:
     """Batch-first HubSpot target. Safe to share between threads: the rate limiters are
     shared (HubSpot counts the account), every call keeps its own progress."""
 
+    # syncd delivers several batches at once through this one instance: its memos (company
+    # directory, colleagues) and limiters are locked and shared, not copied per batch.
+    thread_safe = True
+    # ...and looks up one batch at a time: searches are paced at ~4/s whatever we do, and a
+    # lookup in turn reuses the company words the one before searched (ColleagueMemo).
+    lookups_in_turn = True
+
     def __init__(
         self,
         context: TargetContext,

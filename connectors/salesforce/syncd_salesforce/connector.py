@@ -34,6 +34,10 @@ __all__ = ["SalesforceConnector", "create"]
 class SalesforceConnector:
     """One Salesforce org as a syncd target. Logs in lazily, on the first request."""
 
+    # syncd delivers several batches at once through this one instance: one session (swapped
+    # under a lock), one rate limiter, per-thread request deadlines (transport.py).
+    thread_safe = True
+
     def __init__(
         self,
         context: TargetContext,
