@@ -188,6 +188,32 @@ class RecordsPlans(Protocol):
     def plans(self) -> Sequence[Plan]: ...
 
 
+@runtime_checkable
+class ThreadSafe(Protocol):
+    """Optional capability: one instance may serve several batches of its target at once (its
+    caches, sessions and limiters are locked). Without it the daemon builds one instance per
+    batch in flight, or delivers one batch at a time."""
+
+    thread_safe: bool
+
+
+@runtime_checkable
+class LooksUpInTurn(Protocol):
+    """Optional capability: batches in flight together still look up one at a time (a CRM
+    whose searches are paced anyway, and whose next lookup reuses what the last one found)."""
+
+    lookups_in_turn: bool
+
+
+def shares_instance(connector: object) -> bool:
+    """Whether ``connector`` says it may serve several batches at once."""
+    return isinstance(connector, ThreadSafe) and connector.thread_safe is True
+
+
+def looks_up_in_turn(connector: object) -> bool:
+    return isinstance(connector, LooksUpInTurn) and connector.lookups_in_turn is True
+
+
 class ConnectorFactory(Protocol):
     def __call__(self, context: TargetContext) -> Connector: ...
 

@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from syncd.alerts import Alerter, emergency_alerts
 from syncd.config import AccountSettings, Settings
-from syncd.connector import Connector, ReportsQuota, TargetContext, load_factory
+from syncd.connector import Connector, ReportsQuota, TargetContext, load_factory, shares_instance
 from syncd.deliver import DeliveryStats, check_claim, deliver_target
 from syncd.dryrun_store import roll_back, rolled_back_store
 from syncd.errors import AuthError, PauseKind, RetriableError, SyncdError, TargetPaused
@@ -189,7 +189,7 @@ class Daemon:
         is ``thread_safe`` (it is shared), else one instance per further batch in flight."""
         first = self.connector(name)
         wanted = self.settings.targets[name].concurrency - 1
-        if self.dry_run or wanted <= 0 or getattr(first, "thread_safe", False) is True:
+        if self.dry_run or wanted <= 0 or shares_instance(first):
             return []
         extra = self._pools.setdefault(name, [])
         while len(extra) < wanted:

@@ -33,7 +33,7 @@ import structlog
 from syncd.alerts import dead_letter_alert
 from syncd.backoff import backoff_delay
 from syncd.config import DaemonSettings, TargetSettings
-from syncd.connector import Connector
+from syncd.connector import Connector, looks_up_in_turn, shares_instance
 from syncd.errors import (
     AuthError,
     ClaimLost,
@@ -579,7 +579,7 @@ def _workers(connector: Connector, pool: Sequence[Connector], concurrency: int) 
     at a time."""
     if concurrency <= 1:
         return [connector]
-    if getattr(connector, "thread_safe", False) is True:
+    if shares_instance(connector):
         return [connector] * concurrency
     return [connector, *pool][:concurrency]
 
@@ -721,7 +721,7 @@ def _deliver_batch(
         rebuilt = {p.delivery_id for p in again}
         items = [i for i in items if i.claimed.delivery_id not in rebuilt]
         # Lookups in turn where the connector asks for it (it memoizes what a lookup learnt).
-        turn = looking if getattr(connector, "lookups_in_turn", False) is True else None
+        turn = looking if looks_up_in_turn(connector) else None
         with turn or nullcontext():
             batch.from_cache(items)
             batch.from_crm(items)

@@ -16,7 +16,8 @@ The protocol and its optional capabilities
     each with ``isinstance`` (they are runtime-checkable Protocols; nothing is looked up by
     name): :class:`SetsUp` (``syncd setup`` creates fields), :class:`ListsOwners` (owner
     rules), :class:`ReportsQuota` (the API-usage gauge), :class:`RecordsPlans` (the dry-run
-    wrapper's plans).
+    wrapper's plans), :class:`ThreadSafe` (one instance serves several batches in flight)
+    and :class:`LooksUpInTurn` (those batches still look up one at a time).
 
 The models
     The core asks with :class:`MatchKey` (a :class:`KeyKind` and a normalised value) and
@@ -60,12 +61,14 @@ from syncd.connector import (
     Connector,
     ConnectorFactory,
     ListsOwners,
+    LooksUpInTurn,
     PlanProgress,
     RecordsPlans,
     ReportsQuota,
     RequestObserver,
     SetsUp,
     TargetContext,
+    ThreadSafe,
     read_secret,
 )
 from syncd.errors import (
@@ -110,6 +113,7 @@ __all__ = [
     "FatalError",
     "KeyKind",
     "ListsOwners",
+    "LooksUpInTurn",
     "MatchKey",
     "Outcome",
     "Plan",
@@ -125,6 +129,7 @@ __all__ = [
     "SetupStep",
     "SyncdError",
     "TargetContext",
+    "ThreadSafe",
     "TryAgain",
     "chunks",
     "connector_logger",

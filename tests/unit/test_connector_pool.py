@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from syncd.config import parse_settings
-from syncd.connector import TargetContext
+from syncd.connector import TargetContext, shares_instance
 from syncd.daemon import Daemon
 
 
@@ -31,7 +31,7 @@ def test_a_connector_that_is_not_thread_safe_gets_one_instance_per_batch(tmp_pat
     daemon = Daemon(settings(tmp_path, 3))
     try:
         first = daemon.connector("crm")
-        assert getattr(first, "thread_safe", False) is False
+        assert not shares_instance(first)
         pool = daemon.pool("crm")
         assert len(pool) == 2
         assert len({id(c) for c in [first, *pool]}) == 3
