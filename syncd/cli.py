@@ -259,7 +259,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     command = args.command
     if command in ("demo", "sandbox") and not _sandbox_installed():
         print(
-            f"syncd {command} needs the bundled sandbox: pip install 'syncd[sandbox]'",
+            f"syncd {command} needs the bundled sandbox (the extra syncd[sandbox]): in a syncd "
+            "checkout, pip install '.[sandbox]'",
             file=sys.stderr,
         )
         return EXIT_USAGE
