@@ -4,6 +4,6 @@ Shipped by the sandbox distribution (``syncd[sandbox]``), never by the productio
 shares no code with the connector beside it.
 """
 
-from syncd_hubspot.emulator.api import HubSpotEmulator
+from .api import HubSpotEmulator
 
 __all__ = ["HubSpotEmulator"]

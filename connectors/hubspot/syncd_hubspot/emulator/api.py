@@ -52,8 +52,9 @@ from typing import Any, Unpack
 
 from syncd.sandbox.crm import ContactSeed, StoredActivity, StoredContact
 from syncd.sandbox.http import Emulator, Faults, Request, Response, json_response
-from syncd_hubspot.emulator import owners as hubspot_owners
-from syncd_hubspot.emulator.schema import (
+
+from . import owners as hubspot_owners
+from .schema import (
     CALCULATED,
     DEFAULT_PROPERTIES,
     DEFAULT_RETURNED,

@@ -3,7 +3,7 @@ that ``syncd setup`` has already provisioned."""
 
 from __future__ import annotations
 
-from syncd_hubspot.emulator.api import HubSpotEmulator
+from .api import HubSpotEmulator
 
 __all__ = ["world"]
 

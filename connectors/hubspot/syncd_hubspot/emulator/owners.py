@@ -28,7 +28,7 @@ from syncd.sandbox.http import Request, Response, json_response
 from syncd.sandbox.team import TEAM
 
 if TYPE_CHECKING:
-    from syncd_hubspot.emulator.api import HubSpotEmulator
+    from .api import HubSpotEmulator
 
 __all__ = ["Owner", "OwnerBook", "owner_problems", "register", "reset"]
 
@@ -91,7 +91,7 @@ def register(emulator: HubSpotEmulator) -> None:
 
 def _handler(emulator: HubSpotEmulator) -> Any:
     def handle(object_type: str, request: Request, body: Any) -> Response:
-        from syncd_hubspot.emulator.api import _Refused
+        from .api import _Refused
 
         try:
             limit = int(request.arg("limit", "100") or 100)

@@ -21,8 +21,8 @@ current on every write and rollback, then match them exactly as a scan of every 
 the emulator's cost follows the answer, not the org's size, so a benchmark measures syncd.
 """
 
-from syncd_salesforce.emulator.org import SalesforceEmulator
-from syncd_salesforce.emulator.query import (
+from .org import SalesforceEmulator
+from .query import (
     SoqlQuery,
     SoslQuery,
     SyntaxProblem,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from syncd_salesforce.emulator.org import SalesforceEmulator
+from .org import SalesforceEmulator
 
 __all__ = ["world"]
 

@@ -25,9 +25,10 @@ import jwt
 
 from syncd.sandbox.crm import ContactSeed, StoredActivity, StoredContact
 from syncd.sandbox.http import Emulator, Request, Response, json_response
-from syncd_salesforce.emulator import users as salesforce_users
-from syncd_salesforce.emulator.duplicates import account_rule_matches, person_rule_matches
-from syncd_salesforce.emulator.query import (
+
+from . import users as salesforce_users
+from .duplicates import account_rule_matches, person_rule_matches
+from .query import (
     SyntaxProblem,
     Term,
     _Bool,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from syncd.sandbox.team import TEAM
 
 if TYPE_CHECKING:
-    from syncd_salesforce.emulator.org import SalesforceEmulator, _Record
+    from .org import SalesforceEmulator, _Record
 
 __all__ = ["default_owner", "install", "owner_problem", "seed_user"]
 
@@ -32,7 +32,7 @@ _OWNED = ("Contact", "Lead", "Task")
 def install(emulator: SalesforceEmulator) -> None:
     """Add the User object and ``OwnerId`` fields, and seed the integration user and the
     sandbox team (called once, at the end of the emulator's ``__init__``)."""
-    from syncd_salesforce.emulator.org import USER_ID, _Field, _id  # imported late: no cycle
+    from .org import USER_ID, _Field, _id  # imported late: no cycle
 
     emulator.schema["User"] = {
         f.name: f
@@ -67,7 +67,7 @@ def seed_user(
 def _put(
     emulator: SalesforceEmulator, user_id: str, first: str, last: str, email: str, active: bool
 ) -> str:
-    from syncd_salesforce.emulator.org import _Record
+    from .org import _Record
 
     values = {
         "Name": f"{first} {last}".strip(),
@@ -100,7 +100,7 @@ def owner_problem(field: str, target: _Record | None, sobject: str) -> dict[str,
 
 def default_owner(sobject: str, values: MutableMapping[str, Any]) -> None:
     """A record created without an owner is owned by the user who creates it."""
-    from syncd_salesforce.emulator.org import USER_ID
+    from .org import USER_ID
 
     if sobject in _OWNED and not values.get("OwnerId"):
         values["OwnerId"] = USER_ID
