@@ -37,6 +37,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_doubles_nothing() -> None:
         signals=("SIGKILL",),
         faults=("none",),
         once_share=0.0,
+        # Slow enough answers that the work outlasts most of the 20 lives on a fast machine too:
+        # at the soak's default 0.05 s, CI once finished everything within 7 lives.
+        crm_delay=0.12,
     )
 
     figures = SOAK.run_soak(options)
