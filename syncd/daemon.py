@@ -27,6 +27,7 @@ from syncd.connector import Connector, ReportsQuota, TargetContext, load_factory
 from syncd.deliver import DeliveryStats, check_claim, deliver_target
 from syncd.dryrun_store import roll_back, rolled_back_store
 from syncd.errors import AuthError, PauseKind, RetriableError, SyncdError, TargetPaused
+from syncd.inflight import wait_for_all
 from syncd.ingest import (
     IngestStats,
     WindowCallback,
@@ -289,6 +290,9 @@ class Daemon:
                         break
                     self._ingest_account(account, report, started, span, on_window, refetch)
                 self._deliver_all(report)
+            except KeyboardInterrupt:
+                self.stop.set()  # interrupted is stopping, as `syncd run` is on a signal
+                raise
             except OperationalError as exc:
                 # Locked or unreachable: a failed cycle, not a crash. Every step commits on
                 # its own, cursors move only after their windows, and claims cut short here
@@ -492,6 +496,8 @@ class Daemon:
                 threads.submit(contextvars.copy_context().run, self._deliver, name, report)
                 for name in names
             ]
+            # ^C: every target ends its batch in flight; none goes on writing behind our back.
+            wait_for_all(futures, self.stop)
         for future in futures:
             future.result()  # a database error: the cycle fails, as it would one by one
 

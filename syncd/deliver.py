@@ -42,6 +42,7 @@ from syncd.errors import (
     RetriableError,
     TargetPaused,
 )
+from syncd.inflight import wait_for_all
 from syncd.match.explain import describe
 from syncd.match.keys import CallerKeys, extract_keys
 from syncd.match.policy import (
@@ -613,8 +614,9 @@ def _rounds(
     recorded its deliveries by then)."""
     width = len(connectors)
     looking = threading.Lock()
+    stop = stop or threading.Event()
     with ThreadPoolExecutor(width, thread_name_prefix=f"deliver:{target.name}") as threads:
-        while not (stop and stop.is_set()):
+        while not stop.is_set():
             if max_batches is not None and stats.batches >= max_batches:
                 break
             now = clock()
@@ -650,6 +652,7 @@ def _rounds(
                 )
                 for i, batch in enumerate(batches)
             ]
+            wait_for_all(futures, stop)  # ^C: the round's batches still record
             errors = [f.exception() for f in futures]
             for part in parts:
                 stats.add(part)

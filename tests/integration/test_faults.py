@@ -163,6 +163,11 @@ class Rig:
         counts = self.store.counts()
         return assert_exactly_once(self.world, self.settings, self.pre, counts, targets)
 
+    def restart(self) -> None:
+        """The operator's next start after ^C: an interrupted daemon stays stopped."""
+        self.daemon.close()
+        self.daemon = FastSourceDaemon(self.settings, clock=self.clock)
+
     def close(self) -> None:
         self.daemon.close()
 
