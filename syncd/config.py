@@ -142,9 +142,8 @@ class TargetSettings:
     # Owner rules (syncd.owners), kept out of the connector's options.
     owners: OwnerSettings = field(default_factory=OwnerSettings)
     # Batches delivered at once to this target (each claim split so they share no caller;
-    # every request still under the connector's one rate limiter). 1: one at a time, the
-    # default until the SIGINT-mid-round race (test_nothing_twice, xfail) is fixed.
-    concurrency: int = 1
+    # every request still under the connector's one rate limiter). 1: one at a time.
+    concurrency: int = 3
 
 
 @dataclass(frozen=True)
@@ -591,7 +590,7 @@ def _target(name: str, table: Any) -> TargetSettings:
     }
     # The connector reads the extra fields it must fetch from the same map.
     options["contact_fields"] = dict(contact_fields)
-    concurrency = _expect(table.get("concurrency", 1), int, f"{prefix}.concurrency")
+    concurrency = _expect(table.get("concurrency", 3), int, f"{prefix}.concurrency")
     if not 1 <= concurrency <= 32:
         raise ConfigError(f"must be 1..32; got {concurrency!r}", key=f"{prefix}.concurrency")
     return TargetSettings(
