@@ -19,6 +19,8 @@ Label values are bounded sets on purpose: ``endpoint`` is a route *name* such as
 
 from __future__ import annotations
 
+import functools
+import ssl
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -220,13 +222,21 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+@functools.cache
+def verified_tls() -> ssl.SSLContext:
+    """The one TLS context (certificates and host names verified, httpx's defaults) that every
+    source account's transport shares: each context loads the whole CA bundle, about 80 ms of
+    CPU and 0.8 MB, which a deployment with hundreds of accounts paid once per account."""
+    return httpx.create_ssl_context()
+
+
 class ObservingTransport(httpx.BaseTransport):
     """httpx's own transport (TLS verification on), reporting each answer's status (0 when
     none came) to ``observe``: how the daemon counts source requests without the client's help.
     """
 
     def __init__(self, observe: Callable[[int], None]) -> None:
-        self._inner = httpx.HTTPTransport()
+        self._inner = httpx.HTTPTransport(verify=verified_tls())
         self._observe = observe
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:

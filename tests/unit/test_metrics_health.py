@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.health import HealthServer
-from syncd.metrics import CONTENT_TYPE, Metrics
+from syncd.metrics import CONTENT_TYPE, Metrics, ObservingTransport, verified_tls
 
 
 def _value(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -193,3 +195,28 @@ def test_stop_releases_the_port(probe: Probe, metrics: Metrics) -> None:
         httpx.get(f"{url}/healthz", timeout=2)
     with pytest.raises(RuntimeError):
         _ = server.url
+
+
+def test_source_transports_load_the_ca_bundle_once_and_verify(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A transport per account, one CA bundle load for them all (it costs ~80 ms and ~0.8 MB
+    each time); the shared context still verifies certificates and host names."""
+    loads: list[object] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def counted(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loads.append(args or kwargs)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    verified_tls.cache_clear()
+    transports = [ObservingTransport(lambda status: None) for _ in range(20)]
+    try:
+        assert len(loads) == 1
+        context = verified_tls()
+        assert context.verify_mode == ssl.CERT_REQUIRED
+        assert context.check_hostname
+    finally:
+        for transport in transports:
+            transport.close()
