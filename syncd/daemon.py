@@ -8,6 +8,7 @@ other accounts flow on; a CRM that refuses our credentials pauses only that targ
 from __future__ import annotations
 
 import contextvars
+import copy
 import threading
 import time
 from collections import defaultdict
@@ -22,6 +23,7 @@ import structlog
 from sqlalchemy.exc import OperationalError
 
 from syncd.alerts import Alerter, emergency_alerts
+from syncd.alongside import DeliverAlongside
 from syncd.config import AccountSettings, Settings
 from syncd.connector import Connector, ReportsQuota, TargetContext, load_factory, shares_instance
 from syncd.deliver import DeliveryStats, check_claim, deliver_target
@@ -135,6 +137,7 @@ class Daemon:
         # Seconds spent waiting on each CRM's rate limits (backfill progress shows them).
         self.crm_waited: defaultdict[str, float] = defaultdict(float)
         self.on_batch: Callable[[str, DeliveryStats], None] | None = None
+        self._alongside: DeliverAlongside | None = None  # a backfill's deliveries as it fetches
         self._lock = threading.Lock()  # one cycle at a time, whatever calls it
         for account in settings.accounts.values():
             register_secret(account.token)
@@ -285,10 +288,12 @@ class Daemon:
                 report.run_id = run_id
                 # Every log line of this cycle carries the run id `syncd status` shows.
                 structlog.contextvars.bind_contextvars(run_id=run_id)
-                for account in self.settings.accounts.values():
-                    if self.stop.is_set():
-                        break
-                    self._ingest_account(account, report, started, span, on_window, refetch)
+                with self._deliver_alongside(report) as self._alongside:
+                    for account in self.settings.accounts.values():
+                        if self.stop.is_set():
+                            break
+                        self._ingest_account(account, report, started, span, on_window, refetch)
+                self._alongside = None
                 self._deliver_all(report)
             except KeyboardInterrupt:
                 self.stop.set()  # interrupted is stopping, as `syncd run` is on a signal
@@ -379,6 +384,8 @@ class Daemon:
                         message.phone or message.caller_id,
                         message.content[:200],
                     )
+            if self._alongside is not None:
+                self._alongside.landed(account.targets, stats.new + stats.changed)
             if on_window is not None:
                 on_window(day, stats)
 
@@ -480,6 +487,18 @@ class Daemon:
             severity="warning",
         )
 
+    def _deliver_alongside(self, report: CycleReport) -> DeliverAlongside:
+        """A backfill delivers each target's full rounds while it still fetches (see
+        :mod:`syncd.alongside`); other cycles, and a dry run, deliver after fetching."""
+        names = [] if self.dry_run or report.kind != "backfill" else self._targets_in_use()
+        batch = self.settings.daemon.batch_size
+        full = {name: batch * self.settings.targets[name].concurrency for name in names}
+
+        def deliver_round(name: str) -> bool:
+            return self._deliver(name, report, rounds=1)
+
+        return DeliverAlongside(deliver_round, full, self.stop)
+
     def _deliver_all(self, report: CycleReport) -> None:
         """Every target, at the same time: each has its own CRM, rate limits and claims.
         A dry run goes one target at a time (its store rolls back one connection)."""
@@ -501,12 +520,15 @@ class Daemon:
         for future in futures:
             future.result()  # a database error: the cycle fails, as it would one by one
 
-    def _deliver(self, name: str, report: CycleReport) -> None:
+    def _deliver(self, name: str, report: CycleReport, *, rounds: int | None = None) -> bool:
+        """Deliver what is due for target ``name`` (``rounds``: at most that many rounds of
+        batches); its counts are added to ``report``. False when the target failed or is
+        paused."""
         now = self.clock()
         paused = self.paused.get(name)
         if paused and paused[0] > now:
             log.warning("target paused", target=name, until=paused[0].isoformat(), reason=paused[1])
-            return
+            return False
         target = self.settings.targets[name]
         regions = {a.name: a.region for a in self.settings.accounts.values()}
         stats = DeliveryStats()
@@ -514,12 +536,15 @@ class Daemon:
             deliver_target(
                 self.store, self.connector(name), target, self.settings.daemon,
                 regions=regions, stop=self.stop, dry_run=self.dry_run, clock=self.clock,
-                on_batch=self.on_batch, stats=stats, pool=self.pool(name),
+                on_batch=self._progress(name, report), stats=stats, pool=self.pool(name),
+                max_batches=rounds,
             )  # fmt: skip
-            report.targets[name] = stats
+            earlier = report.targets.setdefault(name, DeliveryStats())
+            earlier.add(stats)
             self.paused.pop(name, None)
             # Dead letters are already in the alert outbox, written with their outcomes.
             log.info("target delivered", target=name, **stats.as_dict())
+            return True
         except AuthError as exc:
             self.paused[name] = (now + AUTH_PAUSE, "authentication failed")
             report.auth_failures.append(str(exc))
@@ -543,6 +568,25 @@ class Daemon:
                     self.metrics.delivery_outcomes.labels(target=name, outcome=outcome).inc(
                         getattr(stats, outcome)
                     )
+        return False
+
+    def _progress(
+        self, name: str, report: CycleReport
+    ) -> Callable[[str, DeliveryStats], None] | None:
+        """``on_batch`` with the counts of this cycle's earlier passes at ``name`` added (a
+        backfill delivers in several: see :mod:`syncd.alongside`)."""
+        on_batch = self.on_batch
+        earlier = report.targets.get(name)
+        if on_batch is None or earlier is None:
+            return on_batch
+        before = copy.deepcopy(earlier)
+
+        def with_earlier(target: str, stats: DeliveryStats) -> None:
+            total = copy.deepcopy(before)
+            total.add(stats)
+            on_batch(target, total)
+
+        return with_earlier
 
     def _update_metrics(self, report: CycleReport) -> None:
         m = self.metrics

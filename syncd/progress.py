@@ -81,14 +81,16 @@ def run_backfill(
         deliveries: dict[str, Any] = {}
 
         def on_batch(target: str, stats: DeliveryStats) -> None:
+            # The total grows while the backfill still fetches (it delivers alongside).
+            due = daemon.store.counts().get(target, {})
+            total = stats.claimed + due.get(State.PENDING, 0) + due.get(State.RETRY, 0)
             if target not in deliveries:
-                due = daemon.store.counts().get(target, {})
-                total = stats.claimed + due.get(State.PENDING, 0) + due.get(State.RETRY, 0)
                 deliveries[target] = progress.add_task(
                     target, total=total, messages=0, rate=0.0, waited=0.0, kind="deliveries"
                 )
             progress.update(
                 deliveries[target],
+                total=total,
                 completed=stats.claimed,
                 waited=daemon.crm_waited.get(target, 0.0),
             )
