@@ -404,6 +404,9 @@ class Daemon:
                 renew_every=daemon.poll_lease_seconds / 3,
                 mark_before=mark_before,
                 refetch=refetch,
+                # The next window fetches while this one ends (a dry run's store is one
+                # connection: one thread at a time).
+                ahead=1 if self.dry_run else 2,
             )
 
         try:

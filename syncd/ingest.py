@@ -8,9 +8,13 @@ windows all completed, never past it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -19,8 +23,9 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from syncd.config import AccountSettings
+from syncd.inflight import wait_for_all
 from syncd.models import Message
-from syncd.source.client import BerkshireClient
+from syncd.source.client import BerkshireClient, WindowResult
 from syncd.store.source_state import unchanged_summaries
 from syncd.store.store import Store
 
@@ -141,6 +146,7 @@ def ingest_days(
     refetch: bool = False,
     keep_going: Callable[[], bool] | None = None,
     renew_every: float = 5.0,
+    ahead: int = 1,
 ) -> IngestStats:
     """Fetch each day window and store it. Days before ``mark_before`` are recorded as done
     (a backfill resumes after them); today is never marked, it may still grow.
@@ -149,6 +155,13 @@ def ingest_days(
     always). ``keep_going`` is asked before each window (the poll lease is renewed there);
     False stops the run as ``stop`` does. During a window's detail fetches it is also called,
     at most every ``renew_every`` seconds, so a slow window keeps its lease.
+
+    ``ahead``: windows fetched at once (1: one after another). With 2 the next window's list
+    and details are fetched while this one's last details come in and it is stored, so the
+    client's detail threads never wait at a window's end (they are shared: the bound holds).
+    Windows are still stored, marked and reported in order, and a failed fetch is raised in
+    its turn, after the windows before it are stored. A message listed in two windows fetched
+    at once may have its detail fetched twice (the second copy is stored as unchanged).
 
     Source errors propagate: the caller leaves the cursor where it was.
     """
@@ -159,12 +172,13 @@ def ingest_days(
 
     beat = _Heartbeat(keep_going, renew_every) if keep_going is not None else None
 
-    for day in days:
+    def go() -> bool:
         if stop is not None and stop.is_set():
-            break
-        if keep_going is not None and not keep_going():
-            break
-        window = client.fetch_window(
+            return False
+        return keep_going is None or keep_going()
+
+    def fetch(day: date) -> WindowResult:
+        return client.fetch_window(
             account.name,
             day,
             day,
@@ -173,45 +187,101 @@ def ingest_days(
             refetch=refetch,
             heartbeat=beat,
         )
-        quarantined = store.quarantine(
-            account.name, [(q.message_id, q.reason, q.raw) for q in window.quarantined]
-        )
-        if window.quarantined:
-            log.warning(
-                "messages quarantined",
-                account=account.name,
-                day=day.isoformat(),
-                count=len(window.quarantined),
-                reasons=sorted({q.reason for q in window.quarantined})[:5],
-            )
-        try:
-            result = store.ingest(
-                account.name, window.messages, account.targets, fingerprints=window.fingerprints
-            )
-        except IntegrityError:
-            # Another process stored some of these messages a moment ago (its lease ran out
-            # while ours was held, or the other way round): read again, they are known now.
-            log.warning("window stored concurrently; ingesting again", day=day.isoformat())
-            result = store.ingest(
-                account.name, window.messages, account.targets, fingerprints=window.fingerprints
-            )
-        stats = IngestStats(
-            windows=1,
-            fetched=len(window.messages) + len(window.quarantined) + window.unchanged,
-            new=result.new,
-            changed=result.changed,
-            quarantined=quarantined,
-            unchanged=window.unchanged + result.unchanged,
-            details=window.details,
-        )
-        if result.new:
-            fresh = set(result.new_ids)
-            stats.emergencies = [
-                m for m in window.messages if m.is_emergency and m.message_id in fresh
-            ]
-        if mark_before is not None and day < mark_before:
-            store.mark_window(account.name, day, stats.fetched, stats.new)
-        total.add(stats)
-        if on_window is not None:
-            on_window(day, stats)
+
+    with contextlib.closing(_windows(days, fetch, go, ahead)) as windows:
+        for day, window in windows:
+            stats = _store_window(store, account, day, window, mark_before)
+            total.add(stats)
+            if on_window is not None:
+                on_window(day, stats)
     return total
+
+
+def _windows(
+    days: Sequence[date], fetch: Callable[[date], WindowResult], go: Callable[[], bool], ahead: int
+) -> Generator[tuple[date, WindowResult]]:
+    """Each day's window, in order, up to ``ahead`` of them fetching at once; ``go`` is asked
+    before each fetch starts and, fetching ahead, again before each window is handed out to be
+    stored (a run that lost its lease stops between windows). Closing the generator waits
+    for the fetches in flight (an interrupt too, see :func:`syncd.inflight.wait_for_all`)."""
+    if ahead <= 1:
+        for day in days:
+            if not go():
+                return
+            yield day, fetch(day)
+        return
+    todo = iter(days)
+    queue: deque[tuple[date, Future[WindowResult]]] = deque()
+    halt = threading.Event()
+    with ThreadPoolExecutor(ahead, thread_name_prefix="berkshire-window") as threads:
+        try:
+            while True:
+                while len(queue) < ahead and not halt.is_set():
+                    following = next(todo, None)
+                    if following is None or not go():
+                        halt.set()
+                        break
+                    # The fetch logs with the caller's context (the cycle's run id).
+                    run = contextvars.copy_context().run
+                    queue.append((following, threads.submit(run, fetch, following)))
+                if not queue:
+                    return
+                day, future = queue.popleft()
+                wait_for_all([future], halt)
+                window = future.result()
+                if not go():  # the lease was lost since this fetch began: store nothing more
+                    return
+                yield day, window
+        finally:
+            halt.set()
+            for _, future in queue:
+                future.cancel()
+            wait_for_all([future for _, future in queue], halt)
+
+
+def _store_window(
+    store: Store,
+    account: AccountSettings,
+    day: date,
+    window: WindowResult,
+    mark_before: date | None,
+) -> IngestStats:
+    """Store one fetched window (quarantine, messages) and mark it done when it is a
+    finished day."""
+    quarantined = store.quarantine(
+        account.name, [(q.message_id, q.reason, q.raw) for q in window.quarantined]
+    )
+    if window.quarantined:
+        log.warning(
+            "messages quarantined",
+            account=account.name,
+            day=day.isoformat(),
+            count=len(window.quarantined),
+            reasons=sorted({q.reason for q in window.quarantined})[:5],
+        )
+    try:
+        result = store.ingest(
+            account.name, window.messages, account.targets, fingerprints=window.fingerprints
+        )
+    except IntegrityError:
+        # Another process stored some of these messages a moment ago (its lease ran out
+        # while ours was held, or the other way round): read again, they are known now.
+        log.warning("window stored concurrently; ingesting again", day=day.isoformat())
+        result = store.ingest(
+            account.name, window.messages, account.targets, fingerprints=window.fingerprints
+        )
+    stats = IngestStats(
+        windows=1,
+        fetched=len(window.messages) + len(window.quarantined) + window.unchanged,
+        new=result.new,
+        changed=result.changed,
+        quarantined=quarantined,
+        unchanged=window.unchanged + result.unchanged,
+        details=window.details,
+    )
+    if result.new:
+        fresh = set(result.new_ids)
+        stats.emergencies = [m for m in window.messages if m.is_emergency and m.message_id in fresh]
+    if mark_before is not None and day < mark_before:
+        store.mark_window(account.name, day, stats.fetched, stats.new)
+    return stats

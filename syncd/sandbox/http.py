@@ -119,6 +119,10 @@ class Faults:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    # socketserver's default backlog is 5: a client opening dozens of connections at once
+    # (detail fetches, batches in flight) would see resets no real service gives it.
+    request_queue_size = 128
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that timed out or was killed (the crash tests do it on purpose) is normal
         # here; anything else is an emulator bug and is still printed.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -141,6 +142,8 @@ class BerkshireClient:
         )
         self._fetch_details = fetch_details
         self._detail_concurrency = detail_concurrency
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self._http = httpx.Client(
             base_url=base_url,
             headers={
@@ -279,26 +282,37 @@ class BerkshireClient:
                 heartbeat()
             return found
 
-        workers = min(self._detail_concurrency, len(summaries))
-        if workers <= 1:
+        if self._detail_concurrency <= 1 or len(summaries) <= 1:
             return [one(summary) for summary in summaries]
-        # httpx.Client is thread-safe: the workers share its connection pool.
-        with ThreadPoolExecutor(workers, thread_name_prefix="berkshire-detail") as pool:
-            # Each fetch runs in a copy of the caller's context: its log lines keep the run id.
-            futures = [
-                pool.submit(contextvars.copy_context().run, one, summary) for summary in summaries
-            ]
-            try:
-                wait(futures, return_when=FIRST_EXCEPTION)
-            finally:
-                # After a failure (or an interrupt) start nothing more; leaving the block
-                # waits for the fetches already running, so no thread outlives this call.
-                for future in futures:
-                    future.cancel()
+        pool = self._detail_pool()
+        # Each fetch runs in a copy of the caller's context: its log lines keep the run id.
+        futures = [
+            pool.submit(contextvars.copy_context().run, one, summary) for summary in summaries
+        ]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:
+            # After a failure (or an interrupt) start nothing more, and wait for the fetches
+            # already running: none goes on after this call.
+            for future in futures:
+                future.cancel()
+            wait(futures)
         for future in futures:
             if not future.cancelled() and (error := future.exception()) is not None:
                 raise error
         return [future.result() for future in futures]
+
+    def _detail_pool(self) -> ThreadPoolExecutor:
+        """The ``detail_concurrency`` threads every window's detail fetches share: windows
+        fetched at once (see :func:`syncd.ingest.ingest_days`) queue behind one another,
+        so the bound holds for the client, not per window. httpx.Client is thread-safe:
+        the threads share its connection pool."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self._detail_concurrency, thread_name_prefix="berkshire-detail"
+                )
+            return self._pool
 
     def _detail(
         self, account: str, summary: Message, tz: tzinfo
@@ -410,6 +424,10 @@ class BerkshireClient:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
         self._http.close()
 
     def __enter__(self) -> BerkshireClient:

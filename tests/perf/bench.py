@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="the source's answers wait S ms instead (default: L), to time the CRM side apart",
     )
+    parser.add_argument(
+        "--detail-concurrency",
+        type=int,
+        metavar="C",
+        help="source detail requests in flight (the account's detail_concurrency; default: "
+        "syncd's default)",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     return parser
 
@@ -65,7 +72,8 @@ def _summary(result: dict[str, Any]) -> str:
         f"peak RSS {result['peak_rss_mb']} MB",
         f"  {result['crm_requests']} CRM requests = {result['requests_per_message']} a message "
         f"(naive: {result.get('naive_requests_per_message')})",
-        f"  latency {result['latency_ms']} ms (source {result['source_latency_ms']} ms): "
+        f"  latency {result['latency_ms']} ms (source {result['source_latency_ms']} ms, "
+        f"{result['detail_concurrency']} details at a time): "
         "the CRM's limits allow "
         f"{result['limit_bound_messages_per_second']} messages/s, "
         f"utilization {result['limit_utilization']}, refused {result['limit_refusals']}",
@@ -95,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         database_url=args.db,
         latency_ms=args.latency_ms,
         source_latency_ms=args.source_latency_ms,
+        detail_concurrency=args.detail_concurrency,
     )
     result = run_bench(spec, in_process=args.in_process)
     return emit(result, None if args.json else _summary(result))

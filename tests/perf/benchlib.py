@@ -201,6 +201,7 @@ class BenchSpec:
     database_url: str | None = None  # None: a fresh SQLite file in a temporary directory
     latency_ms: float = 0.0  # added to every CRM and source answer
     source_latency_ms: float | None = None  # the source's alone (None: ``latency_ms``)
+    detail_concurrency: int | None = None  # the account's (None: syncd's default)
 
     @property
     def source_latency(self) -> float:
@@ -550,6 +551,9 @@ def _settings(sandbox: Sandbox, spec: BenchSpec, database_url: str) -> Settings:
     # reconciling (a real first install over a CRM syncd never saw may say the same).
     doc["syncd"]["reconcile_before_birth"] = False
     doc["targets"][spec.target].update(profile_for(spec.target).connector)
+    if spec.detail_concurrency is not None:
+        for account in doc["accounts"].values():
+            account["detail_concurrency"] = spec.detail_concurrency
     return parse_settings(doc, environ={})
 
 
@@ -677,6 +681,7 @@ def _measure(
         "requests_per_message": round(first.requests / spec.messages, 4),
         "latency_ms": spec.latency_ms,
         "source_latency_ms": spec.source_latency,
+        "detail_concurrency": settings.accounts[next(iter(settings.accounts))].detail_concurrency,
         "limit_bound_messages_per_second": bound,
         "limit_utilization": round(messages_per_second / bound, 3) if bound else None,
         "limit_bounds": bounds,
