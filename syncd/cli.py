@@ -22,6 +22,7 @@ from syncd import __version__
 from syncd.config import Settings, load_settings
 from syncd.errors import AuthError, ConfigError
 from syncd.logging import configure_logging, redact_text
+from syncd.memory import cap_malloc_arenas
 
 __all__ = ["main"]
 
@@ -241,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging()
+    cap_malloc_arenas()
     try:
         return _dispatch(args, parser)
     except ConfigError as exc:

@@ -34,6 +34,7 @@ from benchlib import SEED, crm_counts, emit, fresh_database, peak_rss_mb, profil
 
 from syncd.config import parse_settings
 from syncd.daemon import Daemon
+from syncd.memory import cap_malloc_arenas
 from syncd.sandbox.berkshire import BerkshireSimulator
 from syncd.sandbox.crm import CrmEmulator, load_emulator
 from syncd.sandbox.generate import make_callers, make_messages
@@ -145,6 +146,7 @@ def _settings_doc(
 def _replica(doc: dict[str, Any], worker: str, go: Event, out: Any) -> None:
     """A replica's process: one poll cycle once every replica is ready."""
     quiet_logging()
+    cap_malloc_arenas()  # as `syncd` does at start
     settings = parse_settings({**doc, "syncd": {**doc["syncd"], "worker_id": worker}}, environ={})
     daemon = Daemon(settings)
     rss_at_start = peak_rss_mb()
@@ -229,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args(argv)
     quiet_logging()
+    cap_malloc_arenas()  # as `syncd` does at start
     spec = Spec(args.accounts, args.per_day, args.days, args.latency_ms, args.seed, args.db)
     runs = [run_cycle(spec, int(n)) for n in args.replicas.split(",")]
     result = {

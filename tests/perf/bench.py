@@ -15,6 +15,7 @@ from typing import Any
 
 from benchlib import NAIVE_SAMPLE, SEED, BenchSpec, emit, quiet_logging, run_bench
 
+from syncd.memory import cap_malloc_arenas
 from syncd.sandbox.crm import emulator_types
 
 
@@ -93,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench.py: no emulator registered for {args.target!r}", file=sys.stderr)
         return 2
     quiet_logging()
+    cap_malloc_arenas()  # as `syncd` does at start
     spec = BenchSpec.for_messages(
         args.target,
         args.messages,

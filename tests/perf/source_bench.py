@@ -33,6 +33,7 @@ from benchlib import (
 
 from syncd.config import parse_settings
 from syncd.daemon import Daemon
+from syncd.memory import cap_malloc_arenas
 from syncd.sandbox.world import SandboxWorld
 
 
@@ -114,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args(argv)
     quiet_logging()
+    cap_malloc_arenas()  # as `syncd` does at start
     result = run_source_bench(
         args.messages,
         days=args.days,

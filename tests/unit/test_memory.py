@@ -1,0 +1,72 @@
+"""syncd.memory: glibc's malloc arenas capped at start, unless the operator chose."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from syncd import memory
+
+
+class Mallopt:
+    """Records its calls; takes ctypes' argtypes/restype like a foreign function."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.argtypes: object = None
+        self.restype: object = None
+
+    def __call__(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return 1
+
+
+class FakeLibc:
+    def __init__(self) -> None:
+        self.mallopt = Mallopt()
+
+    @property
+    def calls(self) -> list[tuple[int, int]]:
+        return self.mallopt.calls
+
+
+def test_caps_the_arenas_through_mallopt(monkeypatch: pytest.MonkeyPatch) -> None:
+    libc = FakeLibc()
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libc.so.6")
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: libc)
+    assert memory.cap_malloc_arenas() is True
+    assert libc.calls == [(-8, memory.ARENAS)]  # M_ARENA_MAX in glibc's <malloc.h>
+
+
+def test_an_operators_malloc_arena_max_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    libc = FakeLibc()
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: libc)
+    assert memory.cap_malloc_arenas() is False
+    assert libc.calls == []
+
+
+def test_a_libc_without_mallopt_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libc.musl.so")
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: object())  # no mallopt attribute
+    assert memory.cap_malloc_arenas() is False
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.environ.get("MALLOC_ARENA_MAX") is not None,
+    reason="glibc's mallopt is Linux's; an operator's MALLOC_ARENA_MAX makes this a no-op",
+)
+def test_the_real_mallopt_accepts_it() -> None:
+    """In a fresh interpreter (the cap is process-wide): glibc answers 1 for success."""
+    code = "from syncd.memory import cap_malloc_arenas; print(cap_malloc_arenas())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    libc = ctypes.util.find_library("c") or ""
+    expected = "True" if "musl" not in libc else "False"
+    assert out.stdout.strip() == expected
