@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
 
+import httpx
 import structlog
 from sqlalchemy.exc import OperationalError
 
@@ -39,10 +40,11 @@ from syncd.ingest import (
     reconcile_days,
 )
 from syncd.logging import register_secret
-from syncd.metrics import Metrics, ObservingTransport
+from syncd.metrics import Metrics, ObservingTransport, verified_tls
 from syncd.polling import PollLease, poll_lease_name, take_turn, turn_lease_name
 from syncd.ratelimit import RateLimiter
 from syncd.source.client import BerkshireClient
+from syncd.source.deadline import DeadlineTransport
 from syncd.store.source_state import first_read_day, open_gaps, record_gap
 from syncd.store.store import Store
 
@@ -158,7 +160,18 @@ class Daemon:
                 deadline_seconds=account.deadline_seconds,
                 fetch_details=account.fetch_details,
                 detail_concurrency=account.detail_concurrency,
-                transport=ObservingTransport(partial(self._observe_source, account.name)),
+                transport=ObservingTransport(
+                    partial(self._observe_source, account.name),
+                    # The exchange deadline holds here too, and every detail thread and
+                    # window fetching ahead keeps its connection alive (httpx keeps 20).
+                    DeadlineTransport(
+                        verify=verified_tls(),
+                        limits=httpx.Limits(
+                            max_connections=100,
+                            max_keepalive_connections=max(20, account.detail_concurrency + 4),
+                        ),
+                    ),
+                ),
             )
         return self._clients[account.name]
 

@@ -231,12 +231,14 @@ def verified_tls() -> ssl.SSLContext:
 
 
 class ObservingTransport(httpx.BaseTransport):
-    """httpx's own transport (TLS verification on), reporting each answer's status (0 when
-    none came) to ``observe``: how the daemon counts source requests without the client's help.
-    """
+    """``inner`` (default: httpx's own transport, TLS verification on), reporting each
+    answer's status (0 when none came) to ``observe``: how the daemon counts source requests
+    without the client's help."""
 
-    def __init__(self, observe: Callable[[int], None]) -> None:
-        self._inner = httpx.HTTPTransport(verify=verified_tls())
+    def __init__(
+        self, observe: Callable[[int], None], inner: httpx.BaseTransport | None = None
+    ) -> None:
+        self._inner = inner or httpx.HTTPTransport(verify=verified_tls())
         self._observe = observe
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:

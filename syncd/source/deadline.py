@@ -108,11 +108,16 @@ class DeadlineTransport(httpx.HTTPTransport):
     it built is replaced by an identical one with ours (``tests/integration`` has a trickling
     server that fails if this ever stops working)."""
 
-    def __init__(self, *, verify: bool = True, limits: httpx.Limits | None = None) -> None:
+    def __init__(
+        self, *, verify: bool | ssl.SSLContext = True, limits: httpx.Limits | None = None
+    ) -> None:
         limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        super().__init__(verify=verify, limits=limits)
+        # One context for both pools (httpx's, replaced below, and ours): a given one is used
+        # as it is, so many transports can share one (see syncd.metrics.verified_tls).
+        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
+        super().__init__(verify=context, limits=limits)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify),
+            ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

@@ -12,11 +12,15 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from syncd.config import parse_settings
+from syncd.daemon import Daemon
 from syncd.errors import RetriableError
+from syncd.sandbox.world import SandboxWorld
 from syncd.source import BerkshireClient
 
 BODY = b'{"success": true, "data": []}'
@@ -107,3 +111,31 @@ def test_a_trickling_source_is_cut_off_at_the_deadline_and_retried(trickle: Tric
     assert trickle.connections == 2  # retried like a timeout
     assert len(waits) == 1
     assert "after 2 attempts" in str(caught.value)
+
+
+def test_the_daemons_source_client_keeps_the_deadline(
+    trickle: Trickle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client the daemon builds (its transport counts requests for the metrics) cuts a
+    trickling source off at the account's deadline too: it once wrapped httpx's plain
+    transport, where only per-read timeouts held."""
+    monkeypatch.setitem(BerkshireClient.__init__.__kwdefaults__, "max_attempts", 1)
+    with SandboxWorld(messages=1, days=1, targets=["hubspot"]) as world:
+        doc = world.settings_doc(f"sqlite:///{tmp_path / 'state.db'}")
+    doc["accounts"]["demo"].update(
+        base_url=f"http://127.0.0.1:{trickle.port}", timeout_seconds=5.0, deadline_seconds=3.0
+    )
+    settings = parse_settings(doc, environ={})
+    daemon = Daemon(settings)
+    try:
+        client = daemon.client(settings.accounts["demo"])
+        began = time.monotonic()
+        with pytest.raises(RetriableError, match="timed out"):
+            client.fetch_window("demo", date(2024, 3, 10), date(2024, 3, 10), ZoneInfo("UTC"))
+        elapsed = time.monotonic() - began
+    finally:
+        daemon.close()
+    # One attempt cut off at its 3 s deadline (bounded, not timed: without the deadline it
+    # takes about 2 s a byte for 100+ bytes).
+    assert elapsed < 3.0 + 2.0, elapsed
+    assert trickle.connections == 1
