@@ -17,9 +17,13 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
+import structlog
+
 from syncd.inflight import wait_for_all
 
 __all__ = ["DeliverAlongside"]
+
+log = structlog.get_logger(__name__)
 
 
 class DeliverAlongside:
@@ -29,7 +33,7 @@ class DeliverAlongside:
     ``deliver_round(target)`` delivers one round and says whether the target may go on (False:
     it paused or failed). ``full[target]`` is the size of a full round. Leaving the block waits
     for every round in flight (also when interrupted, see :func:`syncd.inflight.wait_for_all`)
-    and raises what a round raised unless the block itself is raising.
+    and logs what a round raised; :meth:`raise_failures` raises it after the last pass.
     """
 
     def __init__(
@@ -47,6 +51,7 @@ class DeliverAlongside:
         self._threads: ThreadPoolExecutor | None = None
         self._futures: list[Future[None]] = []
         self.rounds = 0  # delivered while fetching
+        self.failures: list[BaseException] = []  # what rounds raised (logged as they end)
 
     def landed(self, targets: Iterable[str], count: int) -> None:
         """``count`` new deliveries to each of ``targets`` are stored and due."""
@@ -82,10 +87,17 @@ class DeliverAlongside:
         try:
             wait_for_all(self._futures, self._stop)
         finally:
-            self._threads.shutdown(wait=False)
-        if exc_type is None:
-            for future in self._futures:
-                future.result()  # a database error: the cycle fails, as it would after
+            self._threads.shutdown(wait=True)
+        for future in self._futures:
+            if (error := future.exception()) is not None:
+                log.error("delivery beside the fetching failed", error=repr(error))
+                self.failures.append(error)
+
+    def raise_failures(self) -> None:
+        """Raise the first failure of a round (a database error, say) -- after the last pass
+        delivered every target, as a failure of that pass would be raised."""
+        if self.failures:
+            raise self.failures[0]
 
     def _due_round(self, target: str) -> bool:
         """Wait until a full round of ``target`` is owed (True) or the fetching ended."""

@@ -62,6 +62,8 @@ class CycleReport:
     seconds: float = 0.0
     accounts: dict[str, IngestStats] = field(default_factory=dict)
     targets: dict[str, DeliveryStats] = field(default_factory=dict)
+    # Targets that failed or paused in a pass of this cycle (a backfill delivers in several).
+    failed_targets: set[str] = field(default_factory=set)
     auth_failures: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     run_id: int | None = None
@@ -301,13 +303,15 @@ class Daemon:
                 report.run_id = run_id
                 # Every log line of this cycle carries the run id `syncd status` shows.
                 structlog.contextvars.bind_contextvars(run_id=run_id)
-                with self._deliver_alongside(report) as self._alongside:
+                with self._deliver_alongside(report) as alongside:
+                    self._alongside = alongside
                     for account in self.settings.accounts.values():
                         if self.stop.is_set():
                             break
                         self._ingest_account(account, report, started, span, on_window, refetch)
                 self._alongside = None
                 self._deliver_all(report)
+                alongside.raise_failures()
             except KeyboardInterrupt:
                 self.stop.set()  # interrupted is stopping, as `syncd run` is on a signal
                 raise
@@ -562,11 +566,13 @@ class Daemon:
             log.info("target delivered", target=name, **stats.as_dict())
             return True
         except AuthError as exc:
+            report.failed_targets.add(name)
             self.paused[name] = (now + AUTH_PAUSE, "authentication failed")
             report.auth_failures.append(str(exc))
             log.error("CRM refused our credentials: target paused", target=name, error=str(exc))
             self.alerter.auth_failure(f"target {name}", str(exc))
         except TargetPaused as exc:
+            report.failed_targets.add(name)
             self.paused[name] = (exc.until, exc.reason)
             report.errors.append(str(exc))
             log.error("target paused", target=name, until=exc.until.isoformat(), reason=exc.reason)
@@ -575,6 +581,7 @@ class Daemon:
             else:
                 self.alerter.daily_limit(name)
         except RetriableError as exc:
+            report.failed_targets.add(name)
             report.errors.append(f"{name}: {exc}")
             log.warning("CRM unavailable; deliveries will be retried", target=name, error=str(exc))
         finally:
@@ -618,7 +625,7 @@ class Daemon:
         result = "ok" if report.ok else ("auth_failed" if report.auth_failures else "error")
         m.cycles.labels(kind=report.kind, result=result).inc()
         for name in report.targets:
-            failed_here = any(e.startswith(f"{name}:") for e in report.errors)
+            failed_here = name in report.failed_targets
             if not failed_here and not self.dry_run:
                 m.target_last_success_timestamp.labels(target=name).set(
                     report.started_at.timestamp()

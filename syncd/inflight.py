@@ -18,7 +18,8 @@ from typing import Any
 def wait_for_all(futures: Sequence[Future[Any]], stop: threading.Event) -> None:
     """Wait until every future is done. Interrupted while waiting: set ``stop`` (no thread
     starts another batch), wait again for what is in flight (each batch records or hands back
-    its deliveries), then re-raise. A second interrupt abandons the wait."""
+    its deliveries), then re-raise. A second interrupt abandons this wait (a caller inside an
+    executor's ``with`` block still joins its threads on the way out)."""
     try:
         wait(futures)
     except BaseException:

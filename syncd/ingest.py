@@ -170,7 +170,14 @@ def ingest_days(
     def unchanged(prints: Mapping[str, str]) -> set[str]:
         return unchanged_summaries(store, account.name, prints)
 
-    beat = _Heartbeat(keep_going, renew_every) if keep_going is not None else None
+    renewing = _Heartbeat(keep_going, renew_every) if keep_going is not None else None
+    halt = threading.Event()  # interrupted: the windows fetching ahead drop their details
+
+    def beat() -> None:
+        if halt.is_set():
+            raise _Halted
+        if renewing is not None:
+            renewing()
 
     def go() -> bool:
         if stop is not None and stop.is_set():
@@ -188,7 +195,9 @@ def ingest_days(
             heartbeat=beat,
         )
 
-    with contextlib.closing(_windows(days, fetch, go, ahead)) as windows:
+    # Fetching ahead, every window's details share the client's threads for this run.
+    shared = client.sharing_detail_threads() if ahead > 1 else contextlib.nullcontext()
+    with shared, contextlib.closing(_windows(days, fetch, go, ahead, halt, stop)) as windows:
         for day, window in windows:
             stats = _store_window(store, account, day, window, mark_before)
             total.add(stats)
@@ -197,13 +206,25 @@ def ingest_days(
     return total
 
 
+class _Halted(Exception):
+    """Raised in a detail fetch of a window fetched ahead once the run was interrupted: the
+    window's fetches still queued are dropped (it is never stored)."""
+
+
 def _windows(
-    days: Sequence[date], fetch: Callable[[date], WindowResult], go: Callable[[], bool], ahead: int
+    days: Sequence[date],
+    fetch: Callable[[date], WindowResult],
+    go: Callable[[], bool],
+    ahead: int,
+    halt: threading.Event,
+    stop: threading.Event | None,
 ) -> Generator[tuple[date, WindowResult]]:
     """Each day's window, in order, up to ``ahead`` of them fetching at once; ``go`` is asked
     before each fetch starts and, fetching ahead, again before each window is handed out to be
     stored (a run that lost its lease stops between windows). Closing the generator waits
-    for the fetches in flight (an interrupt too, see :func:`syncd.inflight.wait_for_all`)."""
+    for the fetches in flight. Interrupted while waiting, it sets ``halt`` (the windows in
+    flight drop their queued details) and ``stop`` (the run is stopping: nothing more starts,
+    deliveries alongside included), waits for what is running, and re-raises."""
     if ahead <= 1:
         for day in days:
             if not go():
@@ -212,14 +233,14 @@ def _windows(
         return
     todo = iter(days)
     queue: deque[tuple[date, Future[WindowResult]]] = deque()
-    halt = threading.Event()
+    more = True  # days left to submit, under the lease
     with ThreadPoolExecutor(ahead, thread_name_prefix="berkshire-window") as threads:
         try:
             while True:
-                while len(queue) < ahead and not halt.is_set():
+                while more and len(queue) < ahead:
                     following = next(todo, None)
                     if following is None or not go():
-                        halt.set()
+                        more = False
                         break
                     # The fetch logs with the caller's context (the cycle's run id).
                     run = contextvars.copy_context().run
@@ -227,16 +248,24 @@ def _windows(
                 if not queue:
                     return
                 day, future = queue.popleft()
-                wait_for_all([future], halt)
+                try:
+                    wait_for_all([future], halt)
+                except BaseException:
+                    if stop is not None:
+                        stop.set()
+                    raise
                 window = future.result()
                 if not go():  # the lease was lost since this fetch began: store nothing more
                     return
                 yield day, window
         finally:
-            halt.set()
+            halt.set()  # what is still fetching is never stored: drop its queued details
             for _, future in queue:
                 future.cancel()
             wait_for_all([future for _, future in queue], halt)
+            for _, future in queue:  # dropped after a failure or an interrupt: never stored
+                if not future.cancelled():
+                    future.exception()
 
 
 def _store_window(

@@ -10,7 +10,6 @@ benchmark at 32 details in flight, at the same speed (tests/perf/README.md).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 __all__ = ["ARENAS", "cap_malloc_arenas"]
@@ -21,15 +20,13 @@ _M_ARENA_MAX = -8  # mallopt's parameter number in glibc's <malloc.h>
 
 def cap_malloc_arenas(arenas: int = ARENAS) -> bool:
     """Limit glibc's malloc to ``arenas`` arenas; True when it was done. An operator's
-    ``MALLOC_ARENA_MAX`` wins (glibc reads it itself); another C library is left alone."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return False
-    name = ctypes.util.find_library("c")
-    if name is None:
+    ``MALLOC_ARENA_MAX`` or ``glibc.malloc.arena_max`` tunable wins (glibc reads them itself);
+    another C library is left alone."""
+    if "MALLOC_ARENA_MAX" in os.environ or "arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        # The symbols this process already has (libc among them): no ldconfig needed.
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]

@@ -80,10 +80,17 @@ def run_backfill(
 
         deliveries: dict[str, Any] = {}
 
+        counted: dict[str, tuple[float, int]] = {}  # target -> (when, deliveries still due)
+
         def on_batch(target: str, stats: DeliveryStats) -> None:
-            # The total grows while the backfill still fetches (it delivers alongside).
-            due = daemon.store.counts().get(target, {})
-            total = stats.claimed + due.get(State.PENDING, 0) + due.get(State.RETRY, 0)
+            # The total grows while the backfill still fetches (it delivers alongside): count
+            # what is due again, but not on every batch (it reads the whole outbox).
+            when, left = counted.get(target, (0.0, 0))
+            if time.monotonic() - when >= 2.0:
+                due = daemon.store.counts().get(target, {})
+                left = due.get(State.PENDING, 0) + due.get(State.RETRY, 0)
+                counted[target] = (time.monotonic(), left)
+            total = max(stats.claimed + left, stats.claimed)
             if target not in deliveries:
                 deliveries[target] = progress.add_task(
                     target, total=total, messages=0, rate=0.0, waited=0.0, kind="deliveries"

@@ -16,12 +16,13 @@ message built here contains it.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, tzinfo
@@ -284,35 +285,58 @@ class BerkshireClient:
 
         if self._detail_concurrency <= 1 or len(summaries) <= 1:
             return [one(summary) for summary in summaries]
-        pool = self._detail_pool()
-        # Each fetch runs in a copy of the caller's context: its log lines keep the run id.
-        futures = [
-            pool.submit(contextvars.copy_context().run, one, summary) for summary in summaries
-        ]
-        try:
-            wait(futures, return_when=FIRST_EXCEPTION)
-        finally:
-            # After a failure (or an interrupt) start nothing more, and wait for the fetches
-            # already running: none goes on after this call.
-            for future in futures:
-                future.cancel()
-            wait(futures)
+        with self._detail_threads() as pool:
+            # Each fetch runs in a copy of the caller's context: its log lines keep the run id.
+            futures = [
+                pool.submit(contextvars.copy_context().run, one, summary) for summary in summaries
+            ]
+            try:
+                wait(futures, return_when=FIRST_EXCEPTION)
+            finally:
+                # After a failure (or an interrupt) start nothing more, and wait for the
+                # fetches already running: none goes on after this call.
+                for future in futures:
+                    future.cancel()
+                for future in futures:
+                    if not future.cancelled():
+                        future.exception()  # wakes on cancel() too, unlike wait()
         for future in futures:
             if not future.cancelled() and (error := future.exception()) is not None:
                 raise error
         return [future.result() for future in futures]
 
-    def _detail_pool(self) -> ThreadPoolExecutor:
-        """The ``detail_concurrency`` threads every window's detail fetches share: windows
-        fetched at once (see :func:`syncd.ingest.ingest_days`) queue behind one another,
-        so the bound holds for the client, not per window. httpx.Client is thread-safe:
-        the threads share its connection pool."""
+    @contextlib.contextmanager
+    def sharing_detail_threads(self) -> Iterator[None]:
+        """Inside, every detail fetch -- of every window fetched at once (see
+        :func:`syncd.ingest.ingest_days`) -- runs on one set of ``detail_concurrency``
+        threads, so the bound holds for the client, not per window. The threads end with the
+        block (a client lives as long as the daemon: idle threads per account would add up).
+        """
+        with ThreadPoolExecutor(
+            self._detail_concurrency, thread_name_prefix="berkshire-detail"
+        ) as pool:
+            with self._pool_lock:
+                self._pool = pool
+            try:
+                yield
+            finally:
+                with self._pool_lock:
+                    self._pool = None
+
+    @contextlib.contextmanager
+    def _detail_threads(self) -> Iterator[ThreadPoolExecutor]:
+        """The shared threads inside :meth:`sharing_detail_threads`, else a pool of this
+        call's own, ended (and waited for) with the call. httpx.Client is thread-safe: the
+        threads share its connection pool."""
         with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    self._detail_concurrency, thread_name_prefix="berkshire-detail"
-                )
-            return self._pool
+            shared = self._pool
+        if shared is not None:
+            yield shared
+            return
+        with ThreadPoolExecutor(
+            self._detail_concurrency, thread_name_prefix="berkshire-detail"
+        ) as pool:
+            yield pool
 
     def _detail(
         self, account: str, summary: Message, tz: tzinfo
@@ -424,10 +448,6 @@ class BerkshireClient:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-                self._pool = None
         self._http.close()
 
     def __enter__(self) -> BerkshireClient:

@@ -10,6 +10,7 @@ are stored and marked, with nothing left fetching.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -69,6 +70,15 @@ class FailingDay(BerkshireSimulator):
     def _list(self, request: Request) -> Response:
         if request.arg("from_date") == self.bad_day.strftime("%m-%d-%Y"):
             return json_response({"success": False, "info": "Internal server error"}, 500)
+        return super()._list(request)
+
+
+class SlowSecondList(BerkshireSimulator):
+    """The second day's list answers late, so its details queue behind the first day's."""
+
+    def _list(self, request: Request) -> Response:
+        if request.arg("from_date") == DAYS[1].strftime("%m-%d-%Y"):
+            time.sleep(0.3)
         return super()._list(request)
 
 
@@ -162,4 +172,29 @@ def test_a_failed_window_is_raised_after_the_ones_before_it_are_stored(store: St
     assert stored == DAYS[:2]
     assert store.done_days("demo", DAYS[0], DAYS[-1]) == set(DAYS[:2])
     assert store.message_count() == before  # the window after the failure was not stored
+    assert window_threads() == []
+
+
+def test_an_interrupt_drops_the_details_of_the_window_fetching_ahead(store: Store) -> None:
+    """^C while the first window is being stored: the window fetching ahead is never stored,
+    so its queued details are dropped, not fetched to the end (counted at the simulator)."""
+    with SlowSecondList.generated(
+        240, 20, days=5, seed=3, end=END, email=EMAIL, token=TOKEN
+    ) as sim:
+        sim.latency = 0.05
+        first: list[int] = []
+
+        def on_window(day: date, stats: IngestStats) -> None:
+            first.append(sim.detail_requests)
+            raise KeyboardInterrupt
+
+        with client(sim, Wire()) as berkshire, pytest.raises(KeyboardInterrupt):
+            ingest_days(store, berkshire, account(sim), DAYS, on_window=on_window, ahead=2)
+        fetched = sim.detail_requests
+        second = sim.count_between(DAYS[1], DAYS[1])
+
+    assert second > 6 * CONCURRENCY  # enough that fetching it to the end would show
+    # The second window's fetches already running end (and a thread may start one more before
+    # the window's own thread cancels the rest), the rest are dropped.
+    assert fetched <= first[0] + 3 * CONCURRENCY
     assert window_threads() == []

@@ -38,15 +38,22 @@ class FakeLibc:
 def test_caps_the_arenas_through_mallopt(monkeypatch: pytest.MonkeyPatch) -> None:
     libc = FakeLibc()
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libc.so.6")
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     monkeypatch.setattr(ctypes, "CDLL", lambda name: libc)
     assert memory.cap_malloc_arenas() is True
     assert libc.calls == [(-8, memory.ARENAS)]  # M_ARENA_MAX in glibc's <malloc.h>
 
 
-def test_an_operators_malloc_arena_max_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MALLOC_ARENA_MAX", "8"), ("GLIBC_TUNABLES", "glibc.malloc.arena_max=8")],
+)
+def test_an_operators_arena_setting_wins(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
     libc = FakeLibc()
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.setenv(name, value)
     monkeypatch.setattr(ctypes, "CDLL", lambda name: libc)
     assert memory.cap_malloc_arenas() is False
     assert libc.calls == []
@@ -54,14 +61,16 @@ def test_an_operators_malloc_arena_max_wins(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_a_libc_without_mallopt_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libc.musl.so")
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     monkeypatch.setattr(ctypes, "CDLL", lambda name: object())  # no mallopt attribute
     assert memory.cap_malloc_arenas() is False
 
 
 @pytest.mark.skipif(
-    not sys.platform.startswith("linux") or os.environ.get("MALLOC_ARENA_MAX") is not None,
-    reason="glibc's mallopt is Linux's; an operator's MALLOC_ARENA_MAX makes this a no-op",
+    not sys.platform.startswith("linux")
+    or "MALLOC_ARENA_MAX" in os.environ
+    or "GLIBC_TUNABLES" in os.environ,
+    reason="glibc's mallopt is Linux's; an operator's arena setting makes this a no-op",
 )
 def test_the_real_mallopt_accepts_it() -> None:
     """In a fresh interpreter (the cap is process-wide): glibc answers 1 for success."""
