@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -80,14 +78,6 @@ class SlowSecondList(BerkshireSimulator):
         if request.arg("from_date") == DAYS[1].strftime("%m-%d-%Y"):
             time.sleep(0.3)
         return super()._list(request)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'state.db'}")
-    s.migrate()
-    yield s
-    s.close()
 
 
 def account(sim: BerkshireSimulator) -> AccountSettings:
