@@ -50,7 +50,6 @@ class DeliverAlongside:
         self._fetched = False
         self._threads: ThreadPoolExecutor | None = None
         self._futures: list[Future[None]] = []
-        self.rounds = 0  # delivered while fetching
         self.failures: list[BaseException] = []  # what rounds raised (logged as they end)
 
     def landed(self, targets: Iterable[str], count: int) -> None:
@@ -113,8 +112,5 @@ class DeliverAlongside:
             return True
 
     def _deliver(self, target: str) -> None:
-        while self._due_round(target):
-            if not self._deliver_round(target):
-                return
-            with self._landed:
-                self.rounds += 1
+        while self._due_round(target) and self._deliver_round(target):
+            pass
