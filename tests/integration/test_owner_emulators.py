@@ -12,7 +12,7 @@ import httpx
 import pytest
 from syncd_hubspot.emulator.api import HubSpotEmulator
 from syncd_salesforce.emulator import SalesforceEmulator
-from syncd_salesforce.emulator.org import USER_ID
+from syncd_salesforce.emulator.schema import USER_ID
 
 from syncd.sandbox.team import TEAM
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from syncd_cli import Result
 from syncd_hubspot.emulator.api import HubSpotEmulator
 from syncd_salesforce.emulator import SalesforceEmulator
-from syncd_salesforce.emulator.org import USER_ID
+from syncd_salesforce.emulator.schema import USER_ID
 
 from syncd.sandbox.team import TEAM
 from syncd.sandbox.toml import dumps

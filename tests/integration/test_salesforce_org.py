@@ -27,7 +27,7 @@ from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 from simple_salesforce.login import SalesforceLogin
 from syncd_salesforce import SalesforceConnector, create
 from syncd_salesforce.emulator import SalesforceEmulator
-from syncd_salesforce.emulator import org as org_module
+from syncd_salesforce.emulator import schema as org_schema
 from syncd_salesforce.writes import external_id
 
 from syncd.check import run_check
@@ -667,7 +667,7 @@ def test_setup_on_a_fresh_org_then_check_is_green(tmp_path: Path) -> None:
 def test_check_names_a_missing_picklist_value_and_a_read_only_field(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(org_module.PICKLISTS, ("Task", "CallType"), ("Internal", "Outbound"))
+    monkeypatch.setitem(org_schema.PICKLISTS, ("Task", "CallType"), ("Internal", "Outbound"))
     with org() as emulator:
         marker = emulator.schema["Task"]["Syncd_Marker__c"]
         emulator.schema["Task"]["Syncd_Marker__c"] = replace(

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from syncd_salesforce.emulator import SalesforceEmulator
-from syncd_salesforce.emulator import org as salesforce_module
+from syncd_salesforce.emulator import records as salesforce_records
 
 from syncd.sandbox.http import Request
 
@@ -35,10 +35,10 @@ MARKERS = [f"syncd:acct{a}:{m}" for a in range(2) for m in range(6)]
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The emulator module's monotonic clock, set by the test: ``clock[0] = t``."""
+    """The emulator's monotonic clock (its records module), set by the test: ``clock[0] = t``."""
     now = [0.0]
     fake = SimpleNamespace(monotonic=lambda: now[0], time=time.time)
-    monkeypatch.setattr(salesforce_module, "time", fake)
+    monkeypatch.setattr(salesforce_records, "time", fake)
     return now
 
 

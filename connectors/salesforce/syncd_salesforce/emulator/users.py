@@ -21,8 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from syncd.sandbox.team import TEAM
 
+from .records import Record
+from .schema import USER_ID, Field, id_field
+
 if TYPE_CHECKING:
-    from .org import SalesforceEmulator, _Record
+    from .org import SalesforceEmulator
 
 __all__ = ["default_owner", "install", "owner_problem", "seed_user"]
 
@@ -32,22 +35,20 @@ _OWNED = ("Contact", "Lead", "Task")
 def install(emulator: SalesforceEmulator) -> None:
     """Add the User object and ``OwnerId`` fields, and seed the integration user and the
     sandbox team (called once, at the end of the emulator's ``__init__``)."""
-    from .org import USER_ID, _Field, _id  # imported late: no cycle
-
     emulator.schema["User"] = {
         f.name: f
         for f in (
-            _id(),
-            _Field("Name", length=121, createable=False, updateable=False),
-            _Field("FirstName", length=40, createable=False),
-            _Field("LastName", length=80, createable=False),
-            _Field("Email", "email", 128, createable=False),
-            _Field("Username", length=80, createable=False),
-            _Field("IsActive", "boolean", 5, createable=False),
+            id_field(),
+            Field("Name", length=121, createable=False, updateable=False),
+            Field("FirstName", length=40, createable=False),
+            Field("LastName", length=80, createable=False),
+            Field("Email", "email", 128, createable=False),
+            Field("Username", length=80, createable=False),
+            Field("IsActive", "boolean", 5, createable=False),
         )
     }
     for sobject in _OWNED:
-        emulator.schema[sobject]["OwnerId"] = _Field(
+        emulator.schema[sobject]["OwnerId"] = Field(
             "OwnerId", "reference", 18, reference_to=("User",)
         )
     _put(emulator, USER_ID, "Integration", "User", emulator.username, True)
@@ -67,8 +68,6 @@ def seed_user(
 def _put(
     emulator: SalesforceEmulator, user_id: str, first: str, last: str, email: str, active: bool
 ) -> str:
-    from .org import _Record
-
     values = {
         "Name": f"{first} {last}".strip(),
         "FirstName": first,
@@ -78,13 +77,13 @@ def _put(
         "IsActive": active,
     }
     with emulator.lock:
-        record = _Record("User", user_id, values)
+        record = Record("User", user_id, values)
         record.versions.append((float("-inf"), dict(values)))
         emulator._store(record)
     return user_id
 
 
-def owner_problem(field: str, target: _Record | None, sobject: str) -> dict[str, Any] | None:
+def owner_problem(field: str, target: Record | None, sobject: str) -> dict[str, Any] | None:
     """``INACTIVE_OWNER_OR_USER`` when ``OwnerId`` names a deactivated user."""
     if field != "OwnerId" or target is None or target.sobject != "User":
         return None
@@ -100,7 +99,5 @@ def owner_problem(field: str, target: _Record | None, sobject: str) -> dict[str,
 
 def default_owner(sobject: str, values: MutableMapping[str, Any]) -> None:
     """A record created without an owner is owned by the user who creates it."""
-    from .org import USER_ID
-
     if sobject in _OWNED and not values.get("OwnerId"):
         values["OwnerId"] = USER_ID
