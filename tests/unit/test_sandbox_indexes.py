@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from syncd_hubspot.emulator import api as hubspot_module
+from syncd_hubspot.emulator import records as hubspot_records
 from syncd_hubspot.emulator.api import HubSpotEmulator
 
 from syncd.sandbox.berkshire import BerkshireSimulator
@@ -193,7 +193,7 @@ class _Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     fake = _Clock()
-    monkeypatch.setattr(hubspot_module, "time", fake)
+    monkeypatch.setattr(hubspot_records, "time", fake)
     return fake
 
 

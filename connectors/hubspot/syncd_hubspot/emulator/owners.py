@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 from syncd.sandbox.http import Request, Response, json_response
 from syncd.sandbox.team import TEAM
 
+from .records import Refused
+
 if TYPE_CHECKING:
     from .api import HubSpotEmulator
 
@@ -91,15 +93,13 @@ def register(emulator: HubSpotEmulator) -> None:
 
 def _handler(emulator: HubSpotEmulator) -> Any:
     def handle(object_type: str, request: Request, body: Any) -> Response:
-        from .api import _Refused
-
         try:
             limit = int(request.arg("limit", "100") or 100)
             after = int(request.arg("after", "0") or 0)
         except ValueError:
-            raise _Refused(400, "limit and after must be numbers") from None
+            raise Refused(400, "limit and after must be numbers") from None
         if not 1 <= limit <= _MAX_LIMIT or after < 0:
-            raise _Refused(400, f"limit must be between 1 and {_MAX_LIMIT}")
+            raise Refused(400, f"limit must be between 1 and {_MAX_LIMIT}")
         archived = (request.arg("archived", "false") or "false").lower() == "true"
         email = (request.arg("email") or "").strip().lower()
         found = [
@@ -116,12 +116,12 @@ def _handler(emulator: HubSpotEmulator) -> Any:
     return handle
 
 
-def owner_problems(emulator: HubSpotEmulator, props: Mapping[str, Any]) -> list[dict[str, Any]]:
+def owner_problems(book: OwnerBook, props: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The per-property problems of a write that names an owner HubSpot would refuse."""
     value = props.get(_PROPERTY)
     if value in (None, ""):
         return []
-    owner = emulator.owner_book.owners.get(str(value))
+    owner = book.owners.get(str(value))
     if owner is not None and not owner.archived:
         return []
     return [
