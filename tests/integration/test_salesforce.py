@@ -27,7 +27,7 @@ from syncd.connector import Connector, TargetContext
 from syncd.errors import AuthError, ConfigError, RateLimited, RetriableError
 from syncd.models import Action, ActivitySpec, KeyKind, MatchKey, Message, Plan, activity_marker
 from syncd.sandbox.crm import CrmEmulator
-from syncd.sandbox.http import Faults
+from syncd.sandbox.http import Faults, Request, Response
 
 JANE = "+14155551212"
 SANDBOX_OPTIONS = {
@@ -728,6 +728,57 @@ def test_a_500_storm_is_ridden_out_without_duplicates(emulator: SalesforceEmulat
     assert len(emulator.contacts()) == 1
     assert len(emulator.activities()) == 5  # ambiguous POSTs were reconciled, not repeated
     assert len(found[phone()]) == 1
+
+
+def script_task_creates(emulator: SalesforceEmulator, *, lands: bool) -> None:
+    """Answer every top-level Collections create in turn 503 before it runs (safe to repeat)
+    and 500 after it ran (``lands``: the write is done and its answer lost) or instead of it."""
+    routes = emulator._routes
+    (index,) = [i for i, r in enumerate(routes) if r[2] == "collections.create"]
+    method, pattern, endpoint, handler = routes[index]
+    answered = [0]
+
+    def scripted(request: Request) -> Response:
+        answered[0] += 1
+        if answered[0] % 2:
+            return emulator.fault_response("outage", request)
+        if lands:
+            handler(request)
+        return emulator.fault_response("500", request)
+
+    routes[index] = (method, pattern, endpoint, scripted)
+
+
+def test_creates_retry_in_one_loop_whatever_mix_of_refusals_and_errors(
+    emulator: SalesforceEmulator,
+) -> None:
+    """One retry loop spends ``retries + 1`` creates in all, refusals and errors together; a
+    loop inside a loop spent them for each outer try (8 here). Counted at the emulator."""
+    contact = emulator.seed_contact(last_name="Doe")
+    script_task_creates(emulator, lands=False)
+    # Without a caller-key field nothing rides in a composite request: Tasks go alone.
+    connector = connect(emulator, retries=3, caller_key_field="")
+
+    with pytest.raises(RetriableError):
+        connector.apply([plan(n, action=Action.LOG, record_id=contact) for n in range(3)])
+
+    assert emulator.counts["collections.create"] == 4
+    assert emulator.activities() == []
+
+
+def test_a_create_whose_answer_was_lost_is_found_before_the_next_try(
+    emulator: SalesforceEmulator,
+) -> None:
+    contact = emulator.seed_contact(last_name="Doe")
+    script_task_creates(emulator, lands=True)
+    connector = connect(emulator, retries=3, caller_key_field="")
+
+    outcomes = connector.apply([plan(n, action=Action.LOG, record_id=contact) for n in range(3)])
+
+    assert all(o.ok and o.activity_id for o in outcomes)
+    assert emulator.counts["collections.create"] == 2  # refused, then landed: found, not resent
+    markers = sorted(str(a.marker) for a in emulator.activities())
+    assert markers == sorted(activity_marker("acct", f"M{n}") for n in range(3))
 
 
 def test_an_outage_past_the_retries_is_retriable(emulator: SalesforceEmulator) -> None:

@@ -175,8 +175,17 @@ class SalesforceClient:
         self._usage_alerted = high
 
     # -- the policy --------------------------------------------------------------------------
-    def call(self, what: str, fn: Callable[[Salesforce], T], *, idempotent: bool = True) -> T:
-        """Run ``fn`` against the org under the retry and re-login policy."""
+    def call(
+        self,
+        what: str,
+        fn: Callable[[Salesforce], T],
+        *,
+        idempotent: bool = True,
+        once: bool = False,
+    ) -> T:
+        """Run ``fn`` against the org under the retry and re-login policy. ``once``: a single
+        try whose :class:`TryAgain` reaches the caller, which runs the loop itself
+        (:meth:`retry`) because it must do something between tries."""
         relogged = [False]  # one re-login per call, whichever try needs it
 
         def attempt() -> T:
@@ -228,12 +237,18 @@ class SalesforceClient:
                 except RetriableError as exc:  # from login: logins are safe to repeat
                     self._again(exc, None, safe=True)
 
-        def logged(attempt: int, signal: TryAgain, wait: float) -> None:
+        return attempt() if once else self.retry(what, attempt)
+
+    def retry(self, what: str, attempt: Callable[[], T]) -> T:
+        """``attempt`` under the retry policy: the one loop every request of this client runs
+        in, logged as ``salesforce.retry``."""
+
+        def logged(number: int, signal: TryAgain, wait: float) -> None:
             log.info(
                 "salesforce.retry",
                 target=self.target,
                 what=what,
-                attempt=attempt,
+                attempt=number,
                 delay=round(wait, 3),
                 problem=str(signal.error).removeprefix(f"{what}: "),
             )
@@ -254,10 +269,6 @@ class SalesforceClient:
         if not safe or (retry_after is not None and retry_after > _BACKOFF_CAP):
             raise error from cause
         raise TryAgain(error, retry_after=retry_after) from cause
-
-    def backoff(self, attempt: int) -> None:
-        """Sleep as the retry policy would before ``attempt`` (for callers that reconcile)."""
-        self._sleep(self._policy.delay(attempt))
 
     def _refused(self, exc: SalesforceRefusedRequest, what: str) -> Exception:
         errors = parse_errors(exc.content)
@@ -369,6 +380,7 @@ class SalesforceClient:
         records: Sequence[Mapping[str, Any]],
         *,
         idempotent: bool,
+        once: bool = False,
     ) -> list[dict[str, Any]]:
         """An sObject Collections request (allOrNone false): one result per record, in order."""
         body = {"allOrNone": False, "records": list(records)}
@@ -376,6 +388,7 @@ class SalesforceClient:
             f"{method} {path}",
             lambda sf: sf.restful(path, method=method, json=body),
             idempotent=idempotent,
+            once=once,
         )
         results = _rows_of(_expect(result, list, f"{method} {path}"), f"{method} {path}")
         if len(results) != len(records):

@@ -35,6 +35,7 @@ from syncd.plugin import (
     PlanProgress,
     RateLimited,
     RetriableError,
+    TryAgain,
     chunks,
     connector_logger,
     normalize_phone,
@@ -725,10 +726,11 @@ class Writer:
         records: list[dict[str, Any]],
         *,
         idempotent: bool,
+        once: bool = False,
     ) -> list[dict[str, Any]] | None:
         """One Collections request; a whole-request rejection fails just these plans."""
         try:
-            return self.client.collections(method, path, records, idempotent=idempotent)
+            return self.client.collections(method, path, records, idempotent=idempotent, once=once)
         except (SalesforceMalformedRequest, SalesforceResourceNotFound) as exc:
             error = f"{method} {path} rejected: {summary(exc.content)}"
             log.error("salesforce.request_rejected", method=method, path=path, error=error)
@@ -744,26 +746,38 @@ class Writer:
         reconcile: Callable[[Sequence[_Group]], list[_Group]],
     ) -> tuple[list[_Group], list[dict[str, Any]]] | None:
         """A POST create is not idempotent: after an ambiguous failure, find what did land
-        (``reconcile`` links those and returns the rest), then send only the rest."""
+        (``reconcile`` links those and returns the rest), then send only the rest. One loop,
+        the client's retry policy: a try that failed after the org may have acted looks up
+        before the next one sends, and a try refused before it ran is simply repeated."""
         record_of = {id(g): r for g, r in zip(groups, records, strict=True)}
         pending = list(groups)
-        attempt = 0
-        while pending:
+        maybe_landed = [False]
+
+        def attempt() -> tuple[list[_Group], list[dict[str, Any]]] | None:
+            nonlocal pending
+            if maybe_landed[0]:
+                maybe_landed[0] = False
+                pending = reconcile(pending)
+                if not pending:
+                    return None
+            body = [record_of[id(g)] for g in pending]
             try:
-                body = [record_of[id(g)] for g in pending]
-                results = self._send(pending, "POST", "composite/sobjects", body, idempotent=False)
+                results = self._send(
+                    pending, "POST", "composite/sobjects", body, idempotent=False, once=True
+                )
+            except TryAgain:
+                raise  # refused before it ran: repeat as it is
             except RetriableError as exc:
-                attempt += 1
                 # No answer at all (a read timeout, a dropped connection): the org may still
                 # be carrying the request out, so a look-up now can miss what is about to land
                 # and a resend would write it twice. Leave it to the daemon, which retries
                 # after its back-off and reconciles by marker first.
                 unanswered = self.client.session.last_response is None
-                if isinstance(exc, RateLimited) or unanswered or attempt > self.options.retries:
+                if isinstance(exc, RateLimited) or unanswered:
                     raise
                 log.info("salesforce.reconcile", records=len(pending), problem=str(exc))
-                self.client.backoff(attempt)
-                pending = reconcile(pending)
-                continue
+                maybe_landed[0] = True
+                raise TryAgain(exc, retry_after=exc.retry_after) from exc
             return None if results is None else (pending, results)
-        return None
+
+        return self.client.retry("POST composite/sobjects", attempt)
