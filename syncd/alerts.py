@@ -30,6 +30,7 @@ import httpx
 import structlog
 
 from syncd._version import __version__
+from syncd.backoff import backoff_delay
 from syncd.errors import ConfigError
 from syncd.logging import redact_text
 from syncd.match.phones import mask_phone, mask_phones_in
@@ -207,7 +208,9 @@ class Alerter:
                 self.instance,
             )
             error = self._post(payload)
-            later = now + timedelta(seconds=min(30.0 * 2**alert.attempts, 3600.0))
+            # The daemon's one backoff (syncd.backoff): from 30 s, doubling to an hour.
+            wait = backoff_delay(alert.attempts + 1, base=30.0, cap=3600.0)
+            later = now + timedelta(seconds=wait)
             with self.store.engine.begin() as conn:
                 mark_alert(
                     conn, alert.id, self._wall(), sent=error is None, retry_at=later, error=error

@@ -259,6 +259,9 @@ def test_an_alert_the_webhook_refused_is_kept_and_retried(store: Store) -> None:
     assert alerter.emergency("main", "msg-7", "(415) 555-0199", "pipe burst") is False
     [row] = _rows(store)
     assert (row.sent_at, row.attempts, row.last_error) == (None, 1, "HTTP 503")
+    # The daemon's one backoff with jitter: between half and all of 30 s after the failure.
+    wait = (row.next_attempt_at.replace(tzinfo=UTC) - wall.now).total_seconds()
+    assert 15.0 <= wait <= 30.0
 
     recorder.status = 200
     assert alerter.flush() == set()  # backing off: not due yet
