@@ -16,6 +16,8 @@ from syncd.plugin import (
     CheckResult,
     Connector,
     CrmRecord,
+    CrmUser,
+    ListsOwners,
     MatchKey,
     Outcome,
     Plan,
@@ -79,8 +81,24 @@ class DryRunConnector:
             self.inner.close()
 
 
+class _ListingOwners(DryRunConnector):
+    """A dry run of a connector that lists the CRM's users: owner rules still read them, so
+    the dry run shows who would own each message (the list is a read; nothing is written)."""
+
+    def __init__(self, name: str, inner: Connector, users: ListsOwners) -> None:
+        super().__init__(name, inner)
+        self._users = users
+
+    def owners(self) -> Sequence[CrmUser]:
+        return self._users.owners()
+
+
 def create(context: TargetContext) -> Connector:
-    inner = context.options.get("inner")
-    if inner is not None and not isinstance(inner, Connector):
+    inner: object = context.options.get("inner")
+    if inner is None:
+        return DryRunConnector(context.name)
+    if not isinstance(inner, Connector):
         raise TypeError("dry-run: options['inner'] must be a Connector")
+    if isinstance(inner, ListsOwners):
+        return _ListingOwners(context.name, inner, inner)
     return DryRunConnector(context.name, inner)

@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from recording_crm import FakeConnector
 from sqlalchemy import select
 
 from syncd.config import DaemonSettings, TargetSettings
-from syncd.connector import ListsOwners
+from syncd.connector import ListsOwners, TargetContext
 from syncd.deliver import deliver_target
+from syncd.dryrun_connector import DryRunConnector
+from syncd.dryrun_connector import create as dry_run_connector
 from syncd.models import (
     Action,
     ActivityRef,
@@ -202,6 +205,34 @@ def test_without_owner_settings_nothing_changes(store: Store) -> None:
     assert crm.plans[0].owner_rule == ""
     assert crm.owner_reads == 0
     assert owners_assigned(store) == {}
+
+
+def test_the_daemons_dry_run_wrapper_still_lists_the_crms_users(store: Store) -> None:
+    """``syncd run --dry-run`` wraps the connector (syncd.dryrun_connector): the wrapper must
+    keep the inner connector's user list, or owner rules silently assign nobody."""
+    crm = OwnedCrm()
+    wrapper = dry_run_connector(TargetContext(name="crm", options={"inner": crm}))
+    assert isinstance(wrapper, ListsOwners)
+    store.ingest("main", [msg("m1", "(415) 555-0001")], ["crm"], now=T0)
+    deliver_target(
+        store,
+        wrapper,
+        settings(),
+        DaemonSettings(worker_id="w1", batch_size=50),
+        regions={"main": "US"},
+        clock=lambda: T0,
+        dry_run=True,
+    )
+    assert isinstance(wrapper, DryRunConnector)
+    (recorded,) = wrapper.plans
+    assert recorded.owner_rule == "round_robin"
+    assert recorded.owner_id in {u.id for u in USERS if u.active}
+    assert crm.plans == []  # nothing reached the CRM
+
+
+def test_a_dry_run_of_a_connector_without_users_lists_none() -> None:
+    wrapper = dry_run_connector(TargetContext(name="crm", options={"inner": FakeConnector()}))
+    assert not isinstance(wrapper, ListsOwners)
 
 
 def test_a_dry_run_takes_no_turn(store: Store) -> None:
