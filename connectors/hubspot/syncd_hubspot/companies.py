@@ -15,19 +15,18 @@ A portal with more companies than ``max_companies`` is not listed: the directory
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from syncd.plugin import RetriableError, normalize_company
+from syncd.plugin import RetriableError, connector_logger, normalize_company
 from syncd_hubspot.records import COMPANY_PROPERTIES
 from syncd_hubspot.transport import Transport
 
 __all__ = ["CompanyDirectory"]
 
-log = logging.getLogger(__name__)
+log = connector_logger("hubspot")
 
 PAGE = 100  # the most a list page returns
 
@@ -101,10 +100,8 @@ class CompanyDirectory:
                     kept = {k: v for k, v in props.items() if k in COMPANY_PROPERTIES and v}
                     by_name.setdefault(name, []).append({"id": obj.get("id"), "properties": kept})
             if count > self._max:
-                log.info(
-                    "HubSpot holds over %d companies: company keys are searched, not listed",
-                    self._max,
-                )
+                # Company keys are searched from now on, not listed.
+                log.info("hubspot.companies_too_many_to_list", over=self._max)
                 self._too_many = True
                 self._by_name = {}
                 return
@@ -113,7 +110,7 @@ class CompanyDirectory:
                 break
         self._by_name = by_name
         self._loaded_at = started
-        log.debug("listed %d HubSpot companies", count)
+        log.debug("hubspot.companies_listed", companies=count)
 
 
 def _props(obj: Mapping[str, Any]) -> Mapping[str, Any]:

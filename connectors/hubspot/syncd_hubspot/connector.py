@@ -19,6 +19,7 @@ from syncd.plugin import (
     SetupStep,
     SyncdError,
     TargetContext,
+    chunks,
 )
 from syncd_hubspot.lookup import Reader
 from syncd_hubspot.options import HubSpotOptions, parse_options
@@ -130,8 +131,7 @@ class HubSpotConnector:
     def _associated_records(self, object_type: str, activity_ids: list[str]) -> dict[str, str]:
         """activity id -> the contact it is logged on (v4 associations batch read)."""
         owners: dict[str, str] = {}
-        for start in range(0, len(activity_ids), 100):
-            chunk = activity_ids[start : start + 100]
+        for chunk in chunks(activity_ids, 100):
             body = {"inputs": [{"id": aid} for aid in chunk]}
             result = self._transport.call(
                 "associations.batch_read",

@@ -9,7 +9,6 @@ apart by E.164 afterwards.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,6 +21,8 @@ from syncd.plugin import (
     KeyKind,
     MatchKey,
     RetriableError,
+    chunks,
+    connector_logger,
     format_variants,
     national_digits,
     normalize_company,
@@ -41,7 +42,7 @@ from syncd_hubspot.transport import ApiResult, Transport
 
 __all__ = ["Reader"]
 
-log = logging.getLogger(__name__)
+log = connector_logger("hubspot")
 
 READ_BATCH = 100
 # HubSpot fills these from ``phone``/``mobilephone``: the number "without country code".
@@ -175,7 +176,7 @@ class Reader:
                 try:
                     digits = national_digits(e164)
                 except ValueError:  # not an E.164 key: nothing to ask for
-                    log.debug("skipping a phone key that is not E.164")
+                    log.debug("hubspot.phone_key_not_e164")
                     continue
                 national.append(digits)
                 # HubSpot documents the calculated number only as "without country code";
@@ -195,26 +196,26 @@ class Reader:
         groups += in_groups("email", emails, cap)
         groups += _token_groups("company", companies)
         names = [_casefold(k.value) for k in by_kind.get(KeyKind.NAME, [])]
-        for start in range(0, len(names), cap):
+        for some in chunks(names, cap):
             # firstname IN (...) AND lastname IN (...) is a superset of the pairs we want;
             # the exact pairs are picked out after the search.
-            splits = [s for name in names[start : start + cap] for s in _name_splits(name)]
+            splits = [s for name in some for s in _name_splits(name)]
             firsts = list(dict.fromkeys(first for first, _ in splits))
             lasts = list(dict.fromkeys(last for _, last in splits))
-            for first_chunk in range(0, len(firsts), cap):
-                for last_chunk in range(0, len(lasts), cap):
+            for first_values in chunks(firsts, cap):
+                for last_values in chunks(lasts, cap):
                     groups.append(
                         Group(
                             (
                                 {
                                     "propertyName": "firstname",
                                     "operator": "IN",
-                                    "values": firsts[first_chunk : first_chunk + cap],
+                                    "values": first_values,
                                 },
                                 {
                                     "propertyName": "lastname",
                                     "operator": "IN",
-                                    "values": lasts[last_chunk : last_chunk + cap],
+                                    "values": last_values,
                                 },
                             )
                         )
@@ -266,10 +267,9 @@ class Reader:
                 if not after or not page:
                     break
                 if fetched >= RESULT_WINDOW:
+                    # The rest are not read: HubSpot pages no further.
                     log.warning(
-                        "HubSpot %s search matched over %d records; the rest are not read",
-                        object_type,
-                        RESULT_WINDOW,
+                        "hubspot.search_window_full", object_type=object_type, over=RESULT_WINDOW
                     )
                     complete = False
                     break
@@ -299,8 +299,7 @@ class Reader:
         """
         wanted = list(dict.fromkeys(i for i in ids if i))
         found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(wanted), READ_BATCH):
-            chunk = wanted[start : start + READ_BATCH]
+        for chunk in chunks(wanted, READ_BATCH):
             body: dict[str, Any] = {
                 "inputs": [{"id": i} for i in chunk],
                 "properties": list(properties),

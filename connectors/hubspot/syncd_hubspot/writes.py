@@ -23,7 +23,6 @@ unexplained, so one bad plan fails alone.
 from __future__ import annotations
 
 import html
-import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -40,6 +39,7 @@ from syncd.plugin import (
     RateLimited,
     RetriableError,
     chunks,
+    connector_logger,
 )
 from syncd_hubspot.lookup import Reader
 from syncd_hubspot.markers import MarkerProbe
@@ -50,7 +50,7 @@ from syncd_hubspot.transport import ApiResult, InDoubt, Transport
 
 __all__ = ["ASSOCIATION_TYPES", "Writer"]
 
-log = logging.getLogger(__name__)
+log = connector_logger("hubspot")
 
 WRITE_BATCH = 100
 # HUBSPOT_DEFINED association type ids, (from, to) -> id.
@@ -554,10 +554,7 @@ class _Run:
             # The caller gave an email another contact already has (HubSpot keeps emails
             # unique; its answer to an update names no holder): that contact keeps it; this
             # one gets the rest, and its activity.
-            log.warning(
-                "another HubSpot contact holds the email the caller gave; not copied to %s",
-                entry.record_id,
-            )
+            log.warning("hubspot.email_held_by_another_contact", record_id=entry.record_id)
             retried = self._send_updates([entry]) if entry.properties else None
             if retried is None:
                 return
@@ -709,7 +706,8 @@ class _Run:
         for chunk in chunks(list(by_id), WRITE_BATCH):
             self._isolate(chunk, send, refused)
         if lost:
-            log.info("%d %s were deleted in HubSpot; logging them again", len(lost), object_type)
+            # Deleted in HubSpot since they were logged: they are logged again.
+            log.info("hubspot.activities_deleted", object_type=object_type, count=len(lost))
         return lost
 
     def _create_engagements(
@@ -811,7 +809,9 @@ class _Run:
                     left.append(work)
         if len(left) < len(chunk):
             log.info(
-                "%d %s had landed before the answer was lost", len(chunk) - len(left), object_type
+                "hubspot.landed_before_answer_lost",
+                object_type=object_type,
+                count=len(chunk) - len(left),
             )
         return left
 

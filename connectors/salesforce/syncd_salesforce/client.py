@@ -39,6 +39,7 @@ from syncd.plugin import (
     RetriableError,
     RetryPolicy,
     TryAgain,
+    chunks,
     connector_logger,
     register_secret,
 )
@@ -325,8 +326,7 @@ class SalesforceClient:
         if len(statements) <= 1:
             return [self.query_all(q) for q in statements]
         out: list[list[dict[str, Any]]] = []
-        for start in range(0, len(statements), COMPOSITE_QUERIES):
-            group = statements[start : start + COMPOSITE_QUERIES]
+        for group in chunks(statements, COMPOSITE_QUERIES):
             subrequests = [
                 {
                     "method": "GET",
