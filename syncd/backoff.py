@@ -23,29 +23,12 @@ from typing import TypeVar
 
 import tenacity
 
-__all__ = ["RetryPolicy", "TryAgain", "backoff_delay"]
+from syncd.errors import TryAgain
+
+__all__ = ["RetryPolicy", "backoff_delay"]
 
 T = TypeVar("T")
 _rng = random.SystemRandom()
-
-
-class TryAgain(Exception):
-    """Raised by an attempt that may be repeated. ``error`` is raised in its place when no
-    tries are left; ``retry_after`` is the server's ``Retry-After`` for this answer.
-    ``pause``, when given, takes the wait instead of sleeping (a client-side rate limiter
-    that holds back every thread, not just this one)."""
-
-    def __init__(
-        self,
-        error: BaseException,
-        *,
-        retry_after: float | None = None,
-        pause: Callable[[float], object] | None = None,
-    ) -> None:
-        self.error = error
-        self.retry_after = retry_after
-        self.pause = pause
-        super().__init__(str(error))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,9 @@
     └── SkippableError          this one record is bad; set it aside, the rest flow on
         └── MalformedMessage    a source payload we cannot turn into a message
 
+    TryAgain                    not an error: an attempt asks its retry loop to go round
+                                (syncd.backoff.RetryPolicy); it never leaves the loop
+
     BaseException
     └── ClaimLost               not an error: stop a connector mid-batch, its claim is gone
                                 (a BaseException so no ``except Exception`` retries past it)
@@ -26,6 +29,7 @@ may subclass them for its own cases (``syncd_hubspot``'s ``InDoubt`` is a Retria
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 
@@ -44,6 +48,7 @@ __all__ = [
     "StateFileError",
     "SyncdError",
     "TargetPaused",
+    "TryAgain",
 ]
 
 
@@ -151,3 +156,22 @@ class ClaimLost(BaseException):
     another worker: it must not send one more write. A BaseException, like
     KeyboardInterrupt, so that no connector's ``except Exception`` turns it into a retry of
     the request."""
+
+
+class TryAgain(Exception):
+    """Raised by an attempt that may be repeated. ``error`` is raised in its place when no
+    tries are left; ``retry_after`` is the server's ``Retry-After`` for this answer.
+    ``pause``, when given, takes the wait instead of sleeping (a client-side rate limiter
+    that holds back every thread, not just this one)."""
+
+    def __init__(
+        self,
+        error: BaseException,
+        *,
+        retry_after: float | None = None,
+        pause: Callable[[float], object] | None = None,
+    ) -> None:
+        self.error = error
+        self.retry_after = retry_after
+        self.pause = pause
+        super().__init__(str(error))

@@ -55,7 +55,7 @@ Testing
 
 from __future__ import annotations
 
-from syncd.backoff import RetryPolicy, TryAgain
+from syncd.backoff import RetryPolicy
 from syncd.batches import chunks
 from syncd.connector import (
     Connector,
@@ -79,6 +79,7 @@ from syncd.errors import (
     RateLimited,
     RetriableError,
     SyncdError,
+    TryAgain,
 )
 from syncd.logging import connector_logger, register_secret
 from syncd.match.names import normalize_company, normalize_person, same_company

@@ -35,8 +35,15 @@ import httpx
 import structlog
 
 from syncd._version import __version__
-from syncd.backoff import RetryPolicy, TryAgain
-from syncd.errors import AuthError, MalformedMessage, RateLimited, RetriableError, SourceError
+from syncd.backoff import RetryPolicy
+from syncd.errors import (
+    AuthError,
+    MalformedMessage,
+    RateLimited,
+    RetriableError,
+    SourceError,
+    TryAgain,
+)
 from syncd.models import Message
 from syncd.source.body import BadItem, read_items
 from syncd.source.deadline import DeadlineTransport, deadline

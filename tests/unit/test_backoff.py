@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from syncd.backoff import RetryPolicy, TryAgain, backoff_delay
-from syncd.errors import AuthError, RetriableError
+from syncd.backoff import RetryPolicy, backoff_delay
+from syncd.errors import AuthError, RetriableError, TryAgain
 
 
 class Top(random.Random):
