@@ -33,6 +33,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "Connector",
     "ConnectorFactory",
+    "LinksRecords",
     "ListsOwners",
     "PlanProgress",
     "RecordsPlans",
@@ -177,6 +178,15 @@ class ReportsQuota(Protocol):
     def api_usage(self) -> tuple[int, int] | None:
         """``(used, limit)`` as of the last answer; None before the first one."""
         ...
+
+
+@runtime_checkable
+class LinksRecords(Protocol):
+    """Optional capability: the connector knows where a record is shown in the CRM's own web
+    pages; the console links review candidates there (a target's ``console_record_url``
+    takes precedence). Build the address from what the connector already knows: no request."""
+
+    def record_url(self, kind: str, record_id: str) -> str | None: ...
 
 
 @runtime_checkable

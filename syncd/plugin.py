@@ -15,7 +15,8 @@ The protocol and its optional capabilities
     :class:`Connector` is required. The capabilities are optional, and the daemon asks for
     each with ``isinstance`` (they are runtime-checkable Protocols; nothing is looked up by
     name): :class:`SetsUp` (``syncd setup`` creates fields), :class:`ListsOwners` (owner
-    rules), :class:`ReportsQuota` (the API-usage gauge), :class:`RecordsPlans` (the dry-run
+    rules), :class:`LinksRecords` (the console's links into the CRM),
+    :class:`ReportsQuota` (the API-usage gauge), :class:`RecordsPlans` (the dry-run
     wrapper's plans), :class:`ThreadSafe` (one instance serves several batches in flight)
     and :class:`LooksUpInTurn` (those batches still look up one at a time).
 
@@ -60,6 +61,7 @@ from syncd.batches import chunks
 from syncd.connector import (
     Connector,
     ConnectorFactory,
+    LinksRecords,
     ListsOwners,
     LooksUpInTurn,
     PlanProgress,
@@ -113,6 +115,7 @@ __all__ = [
     "CrmUser",
     "FatalError",
     "KeyKind",
+    "LinksRecords",
     "ListsOwners",
     "LooksUpInTurn",
     "MatchKey",

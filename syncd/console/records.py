@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from syncd.config import Settings, TargetSettings
-from syncd.connector import Connector, TargetContext, load_factory
+from syncd.connector import Connector, LinksRecords, TargetContext, load_factory
 from syncd.match.keys import extract_keys
 from syncd.match.names import same_company, same_person
 from syncd.models import CrmRecord
@@ -39,15 +39,14 @@ class Candidate:
     url: str | None = None
 
 
-def record_url(target: TargetSettings, record_id: str, kind: str) -> str | None:
+def record_url(target: TargetSettings, connector: object, record_id: str, kind: str) -> str | None:
     """The CRM page of a record: ``console_record_url`` when configured ("{id}", "{kind}"),
-    else Salesforce's own record URL on the configured instance; None when unknown."""
+    else the connector's own link (:class:`~syncd.connector.LinksRecords`); None when
+    neither knows."""
     if target.console_record_url:
         return target.console_record_url.replace("{id}", record_id).replace("{kind}", kind)
-    instance = target.options.get("instance_url")
-    if target.type == "salesforce" and isinstance(instance, str) and instance:
-        sobject = "Lead" if kind == "lead" else "Contact"
-        return f"{instance.rstrip('/')}/lightning/r/{sobject}/{record_id}/view"
+    if isinstance(connector, LinksRecords):
+        return connector.record_url(kind, record_id)
     return None
 
 
@@ -79,13 +78,14 @@ class CandidateReader:
         region = (
             self.settings.accounts[account].region if account in self.settings.accounts else "US"
         )
+        with self._lock:
+            connector = self._connectors.get(settings.name)  # made by a read, if one was
         out = []
         for record_id in ids:
             record, kind = found.get(record_id, (None, "contact"))
             matched = _matched(message, record, region, settings) if record else frozenset()
-            out.append(
-                Candidate(record_id, kind, record, matched, record_url(settings, record_id, kind))
-            )
+            url = record_url(settings, connector, record_id, kind)
+            out.append(Candidate(record_id, kind, record, matched, url))
         return out, error
 
     def close(self) -> None:

@@ -700,6 +700,17 @@ def test_find_activities_by_subject_and_by_field(emulator: SalesforceEmulator) -
     assert set(by_field.find_activities(markers)) == {"syncd:acct:M2"}
 
 
+def test_record_links_need_no_request(emulator: SalesforceEmulator) -> None:
+    configured = connect(emulator)
+    assert configured.record_url("lead", "00Q000000000001AAA") == (
+        f"{emulator.base_url}/lightning/r/Lead/00Q000000000001AAA/view"
+    )
+    # Without instance_url the org's host is known only once a login named it.
+    unconfigured = connect(emulator, instance_url="", domain="acme.my")
+    assert unconfigured.record_url("contact", "003X") is None
+    assert emulator.total_requests == 0
+
+
 # -- errors and limits -------------------------------------------------------------------------
 
 

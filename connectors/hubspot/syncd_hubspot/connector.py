@@ -1,4 +1,4 @@
-"""The HubSpot connector: syncd's :class:`~syncd.connector.Connector` over hubspot-api-client."""
+"""The HubSpot connector: syncd's :class:`~syncd.plugin.Connector` over hubspot-api-client."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ class HubSpotConnector:
     def apply(self, plans: Sequence[Plan]) -> Sequence[Outcome]:
         return self._writer.apply(plans)
 
-    def owners(self) -> Sequence[CrmUser]:  # syncd.connector.ListsOwners
+    def owners(self) -> Sequence[CrmUser]:  # syncd.plugin.ListsOwners
         return list_owners(self._transport)
 
     def find_activities(self, markers: Sequence[str]) -> Mapping[str, ActivityRef]:

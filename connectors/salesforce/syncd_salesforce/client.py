@@ -145,6 +145,12 @@ class SalesforceClient:
             session=self.session,
         )
 
+    @property
+    def logged_in_instance(self) -> str | None:
+        """The org's host as the last login named it; None before any login (asks nothing)."""
+        with self._lock:
+            return None if self._sf is None else str(self._sf.sf_instance)
+
     def connect(self) -> str:
         """Log in now if not yet logged in; the instance host. For ``check``."""
         return str(self._current().sf_instance)

@@ -1,9 +1,10 @@
-"""The Salesforce connector: :class:`syncd.connector.Connector` over simple-salesforce."""
+"""The Salesforce connector: :class:`syncd.plugin.Connector` over simple-salesforce."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from urllib.parse import quote
 
 from simple_salesforce.exceptions import SalesforceError
 
@@ -29,6 +30,9 @@ from syncd_salesforce.owners import list_users
 from syncd_salesforce.writes import Writer
 
 __all__ = ["SalesforceConnector", "create"]
+
+# The sObject behind each record kind, for a record's page.
+_SOBJECTS = {"contact": "Contact", "lead": "Lead", "account": "Account", "company": "Account"}
 
 
 class SalesforceConnector:
@@ -68,18 +72,29 @@ class SalesforceConnector:
     def apply(self, plans: Sequence[Plan]) -> Sequence[Outcome]:
         return self._writer.apply(plans)
 
-    def owners(self) -> Sequence[CrmUser]:  # syncd.connector.ListsOwners
+    def owners(self) -> Sequence[CrmUser]:  # syncd.plugin.ListsOwners
         return list_users(self.client)
 
     def find_activities(self, markers: Sequence[str]) -> Mapping[str, ActivityRef]:
         return self._lookup.find_activities(markers)
+
+    def record_url(self, kind: str, record_id: str) -> str | None:  # syncd.plugin.LinksRecords
+        """The record's Lightning page: on ``instance_url`` when configured, else on the
+        instance the login named; None before either is known (this asks the org nothing)."""
+        host = self.options.instance_url or (
+            f"https://{instance}" if (instance := self.client.logged_in_instance) else None
+        )
+        if host is None:
+            return None
+        sobject = _SOBJECTS.get(kind, "Contact")
+        return f"{host.rstrip('/')}/lightning/r/{sobject}/{quote(record_id, safe='')}/view"
 
     def close(self) -> None:
         self.client.close()
 
     # -- setup -----------------------------------------------------------------------------
     def setup(self, *, dry_run: bool) -> Sequence[SetupStep]:
-        """:class:`syncd.connector.SetsUp`: the External ID fields, through the Tooling API."""
+        """:class:`syncd.plugin.SetsUp`: the External ID fields, through the Tooling API."""
         return Needs(self.client, self.options).setup(dry_run=dry_run)
 
     # -- check -----------------------------------------------------------------------------
