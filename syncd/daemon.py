@@ -45,6 +45,7 @@ from syncd.polling import PollLease, poll_lease_name, take_turn, turn_lease_name
 from syncd.ratelimit import RateLimiter
 from syncd.source.client import BerkshireClient
 from syncd.source.deadline import DeadlineTransport
+from syncd.store.records import RunKind, RunStatus, State
 from syncd.store.source_state import first_read_day, open_gaps, record_gap
 from syncd.store.store import Store
 
@@ -57,8 +58,9 @@ AUTH_PAUSE = timedelta(minutes=15)  # credentials may be rotated: look again, bu
 
 @dataclass
 class CycleReport:
-    kind: str
+    kind: RunKind
     started_at: datetime
+    dry_run: bool = False
     seconds: float = 0.0
     accounts: dict[str, IngestStats] = field(default_factory=dict)
     targets: dict[str, DeliveryStats] = field(default_factory=dict)
@@ -87,10 +89,21 @@ class CycleReport:
     def ok(self) -> bool:
         return not self.auth_failures and not self.errors
 
+    @property
+    def status(self) -> RunStatus:
+        if self.ok:
+            return RunStatus.OK
+        return RunStatus.AUTH_FAILED if self.auth_failures else RunStatus.ERROR
+
+    @property
+    def recorded_kind(self) -> str:
+        """The kind as the run history and the metrics name it (``dry-poll`` for a dry run)."""
+        return self.kind.recorded(dry_run=self.dry_run)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
-            "kind": self.kind,
+            "kind": self.recorded_kind,
             "seconds": round(self.seconds, 3),
             "accounts": {name: s.as_dict() for name, s in self.accounts.items()},
             "targets": {name: s.as_dict() for name, s in self.targets.items()},
@@ -255,7 +268,7 @@ class Daemon:
     # -- cycles ----------------------------------------------------------------------------
     def run_cycle(self) -> CycleReport:
         """One poll of every account, then delivery to every target."""
-        return self._cycle("poll", None, None)
+        return self._cycle(RunKind.POLL, None, None)
 
     def backfill(
         self,
@@ -267,25 +280,25 @@ class Daemon:
     ) -> CycleReport:
         """Fetch ``start..end`` by day windows (resuming after finished ones; ``refetch``:
         every window again, every detail too), then deliver."""
-        return self._cycle("backfill", (start, end), on_window, refetch=refetch)
+        return self._cycle(RunKind.BACKFILL, (start, end), on_window, refetch=refetch)
 
     def reconcile(self) -> CycleReport:
         """Re-read the last ``reconcile_days`` days of every account (late and changed
         messages), then deliver. Its own run record: kind ``reconcile``."""
-        return self._cycle("reconcile", None, None)
+        return self._cycle(RunKind.RECONCILE, None, None)
 
     def reconcile_due(self) -> bool:
         daemon = self.settings.daemon
         if daemon.reconcile_days <= 0:
             return False
-        last = self.store.last_success("reconcile")
+        last = self.store.last_success(RunKind.RECONCILE)
         if last is None:
             return True
         return (self.clock() - last).total_seconds() >= daemon.reconcile_interval_seconds
 
     def _cycle(
         self,
-        kind: str,
+        kind: RunKind,
         span: tuple[date, date] | None,
         on_window: WindowCallback | None,
         *,
@@ -294,12 +307,12 @@ class Daemon:
         with self._lock:
             started = self.clock()
             t0 = self.last_progress = time.monotonic()
-            kind = f"dry-{kind}" if self.dry_run else kind
-            report = CycleReport(kind=kind, started_at=started)
+            report = CycleReport(kind=kind, started_at=started, dry_run=self.dry_run)
             run_id: int | None = None
             try:
                 roll_back(self.store)  # a dry run's earlier reads may hold SQLite's lock
-                run_id = self._runs.start_run(kind, self.settings.daemon.worker_id, started)
+                worker = self.settings.daemon.worker_id
+                run_id = self._runs.start_run(report.recorded_kind, worker, started)
                 report.run_id = run_id
                 # Every log line of this cycle carries the run id `syncd status` shows.
                 structlog.contextvars.bind_contextvars(run_id=run_id)
@@ -323,13 +336,12 @@ class Daemon:
                 log.error("database unavailable; cycle abandoned", error=_db_problem(exc))
             finally:
                 report.seconds = time.monotonic() - t0
-                status = "ok" if report.ok else ("auth_failed" if report.auth_failures else "error")
                 roll_back(self.store)  # a dry run's writes end here, before its run record
                 if run_id is not None:
                     try:
                         self._runs.finish_run(
                             run_id,
-                            status,
+                            report.status,
                             report.as_dict(),
                             "; ".join(report.errors + report.auth_failures) or None,
                         )
@@ -365,9 +377,9 @@ class Daemon:
         refetch: bool = False,
     ) -> None:
         daemon = self.settings.daemon
-        kind = report.kind.removeprefix("dry-")  # a dry run reads as its kind would
+        kind = report.kind  # a dry run reads as its kind would
         lease = PollLease(self.store, account.name, daemon.worker_id, daemon.poll_lease_seconds)
-        if kind == "backfill":
+        if kind is RunKind.BACKFILL:
             if not lease.wait(daemon.backfill_wait_seconds, self.stop):
                 holder = lease.current_holder() or "another process"
                 problem = (
@@ -378,7 +390,7 @@ class Daemon:
                 report.errors.append(problem)
                 log.error("backfill could not start", account=account.name, holder=holder)
                 return
-        elif kind == "poll":
+        elif kind is RunKind.POLL:
             if not take_turn(self.store, account.name, daemon):
                 log.info("another replica polls this account", account=account.name)
                 return
@@ -427,7 +439,7 @@ class Daemon:
             )
 
         try:
-            if kind == "poll":
+            if kind is RunKind.POLL:
                 days, skipped = poll_plan(
                     started,
                     account.timezone,
@@ -440,7 +452,7 @@ class Daemon:
                 if not self.stop.is_set() and stats.windows == len(days):
                     # Signpost: the next poll starts from where this run *started*.
                     self.store.set_cursor(account.name, started)
-            elif kind == "reconcile":
+            elif kind is RunKind.RECONCILE:
                 floor = first_read_day(self.store, account.name, daemon.lookback_days)
                 days = [
                     day
@@ -510,7 +522,8 @@ class Daemon:
     def _deliver_alongside(self, report: CycleReport) -> DeliverAlongside:
         """A backfill delivers each target's full rounds while it still fetches (see
         :mod:`syncd.alongside`); other cycles, and a dry run, deliver after fetching."""
-        names = [] if self.dry_run or report.kind != "backfill" else self._targets_in_use()
+        backfill = report.kind is RunKind.BACKFILL
+        names = self._targets_in_use() if backfill and not self.dry_run else []
         batch = self.settings.daemon.batch_size
         full = {name: batch * self.settings.targets[name].concurrency for name in names}
 
@@ -587,7 +600,7 @@ class Daemon:
         finally:
             # What this replica settled, failed batches included (a dry run settles nothing).
             if not self.dry_run:
-                for outcome in ("done", "review", "skipped", "retry", "dead"):
+                for outcome in (State.DONE, State.REVIEW, State.SKIPPED, State.RETRY, State.DEAD):
                     self.metrics.delivery_outcomes.labels(target=name, outcome=outcome).inc(
                         getattr(stats, outcome)
                     )
@@ -621,9 +634,8 @@ class Daemon:
             m.source_reads.labels(account=account, kind="detail").inc(stats.details)
             if report.ok:
                 m.last_success_timestamp.labels(account=account).set(report.started_at.timestamp())
-        m.cycle_duration_seconds.labels(kind=report.kind).observe(report.seconds)
-        result = "ok" if report.ok else ("auth_failed" if report.auth_failures else "error")
-        m.cycles.labels(kind=report.kind, result=result).inc()
+        m.cycle_duration_seconds.labels(kind=report.recorded_kind).observe(report.seconds)
+        m.cycles.labels(kind=report.recorded_kind, result=report.status).inc()
         for name in report.targets:
             failed_here = name in report.failed_targets
             if not failed_here and not self.dry_run:

@@ -213,7 +213,7 @@ class _Batch:
         to_read: dict[str, list[_Item]] = {}
         for item in items:
             claimed = item.claimed
-            if claimed.action == Settled.NEW:  # an operator said: this is someone new
+            if claimed.settled is Settled.NEW:  # an operator said: this is someone new
                 item.decision = Decision(DecisionKind.NEW, matched_by="operator")
                 continue
             if claimed.record_id:
@@ -247,7 +247,7 @@ class _Batch:
                     item.record, item.known = None, {}
                     continue
                 item.record = record
-                chosen = item.claimed.action == Settled.RECORD  # an operator's choice
+                chosen = item.claimed.settled is Settled.RECORD  # an operator's choice
                 item.decision = Decision(
                     DecisionKind.EXISTING,
                     record=record,

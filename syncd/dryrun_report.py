@@ -18,7 +18,7 @@ import structlog
 
 from syncd.connector import Connector, RecordsPlans
 from syncd.match.phones import mask_phone, mask_phones_in
-from syncd.models import CrmRecord, Plan
+from syncd.models import Action, CrmRecord, Plan
 
 __all__ = ["plan_report", "print_plans"]
 
@@ -89,7 +89,7 @@ def plan_report(
                 "fields": {},
                 "messages": [],
             }
-        if plan.action.value == "create" or entry["action"] == "log":
+        if plan.action is Action.CREATE or entry["action"] == Action.LOG:
             entry["action"] = plan.action.value
         record = records.get(plan.record_id or "")
         for field, new in sorted(plan.fields.items()):
@@ -147,7 +147,7 @@ def print_plans(
             out.write(f"  {entry['action']:6} {who}\n")
             for field, change in entry["fields"].items():
                 new = json.dumps(change["new"], ensure_ascii=False)
-                if entry["action"] == "create":
+                if entry["action"] == Action.CREATE:
                     out.write(f"      {field}: {new}\n")
                     continue
                 old = (

@@ -26,6 +26,7 @@ __all__ = [
     "Message",
     "Outcome",
     "Plan",
+    "SetupState",
     "SetupStep",
     "activity_marker",
 ]
@@ -249,14 +250,24 @@ class CheckResult:
     auth_failed: bool = False
 
 
+class SetupState(StrEnum):
+    """What ``syncd setup`` found or did for one piece a target needs."""
+
+    PRESENT = "present"  # nothing to do
+    CREATED = "created"
+    WOULD_CREATE = "would_create"  # a dry run
+    MANUAL = "manual"  # we lack the permission: the step's detail says what an admin does
+
+    @property
+    def done(self) -> bool:
+        return self in (SetupState.PRESENT, SetupState.CREATED)
+
+
 @dataclass(frozen=True, slots=True)
 class SetupStep:
-    """One piece a target needs (a field, a property, a group) and what ``syncd setup`` did.
-
-    ``state`` is ``present`` (nothing to do), ``created``, ``would_create`` (dry run) or
-    ``manual`` (we lack the permission: ``detail`` holds the exact steps for an admin).
-    """
+    """One piece a target needs (a field, a property, a group) and what ``syncd setup`` did
+    (``state``); ``detail`` says more, for ``manual`` the exact steps for an admin."""
 
     name: str
-    state: str
+    state: SetupState
     detail: str = ""

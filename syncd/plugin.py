@@ -97,6 +97,7 @@ from syncd.models import (
     MatchKey,
     Outcome,
     Plan,
+    SetupState,
     SetupStep,
 )
 from syncd.ratelimit import RateLimiter
@@ -130,6 +131,7 @@ __all__ = [
     "RetriableError",
     "RetryPolicy",
     "SetsUp",
+    "SetupState",
     "SetupStep",
     "SyncdError",
     "TargetContext",

@@ -16,8 +16,6 @@ from syncd.errors import ConfigError
 
 __all__ = ["run_setup"]
 
-_DONE = {"present", "created"}
-
 
 def run_setup(settings: Settings, target: str, *, dry_run: bool, out: TextIO | None = None) -> int:
     out = out or sys.stdout
@@ -37,7 +35,7 @@ def run_setup(settings: Settings, target: str, *, dry_run: bool, out: TextIO | N
         connector.close()
     for step in steps:
         out.write(f"[{step.state}] {step.name}{': ' + step.detail if step.detail else ''}\n")
-    left = [s for s in steps if s.state not in _DONE]
+    left = [s for s in steps if not s.state.done]
     if not left:
         out.write(f"target {target}: nothing left to do\n")
         return 0

@@ -41,6 +41,7 @@ from syncd.history import (
     review_items,
 )
 from syncd.logging import register_secret
+from syncd.store.records import State
 from syncd.store.store import Store
 
 __all__ = ["Console", "create_console"]
@@ -175,7 +176,7 @@ class Console:
                 item["target"], item["candidates"], item["message"], item["account"]
             )
             items.append({"item": item, "candidates": candidates, "error": error})
-        held = sum(by_state.get("review", 0) for by_state in self.store.counts().values())
+        held = sum(by_state.get(State.REVIEW, 0) for by_state in self.store.counts().values())
         return self.page(request, "review.html", items=items, held=held)
 
     def dead(self, request: Request) -> Response:

@@ -21,7 +21,7 @@ from syncd.models import Message
 from syncd.store.alertbox import insert_alerts
 from syncd.store.base import ROWS_PER_IN, StoreBase, _json_safe, _utcnow
 from syncd.store.codec import message_to_fields
-from syncd.store.records import IngestResult, State
+from syncd.store.records import IngestResult, RunStatus, State
 from syncd.store.schema import cursors, deliveries, messages, quarantine, runs, windows
 
 __all__ = ["Intake"]
@@ -275,7 +275,7 @@ class Intake(StoreBase):
         return run_id
 
     def finish_run(
-        self, run_id: int, status: str, stats: Mapping[str, Any], error: str | None = None
+        self, run_id: int, status: RunStatus, stats: Mapping[str, Any], error: str | None = None
     ) -> None:
         with self.engine.begin() as conn:
             conn.execute(

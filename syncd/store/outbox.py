@@ -20,12 +20,12 @@ from sqlalchemy import (
 )
 
 from syncd.batches import chunks
-from syncd.models import Message
+from syncd.models import Action, Message
 from syncd.store import events
 from syncd.store.alertbox import AlertRow, insert_alerts
 from syncd.store.base import ROWS_PER_IN, StoreBase, _json_safe, _utcnow
 from syncd.store.codec import message_from_row
-from syncd.store.records import CacheWrite, Claimed, DeliveryResult, State
+from syncd.store.records import CacheWrite, Claimed, DeliveryResult, Settled, State
 from syncd.store.schema import deliveries, match_cache, messages
 
 __all__ = ["BIRTH_MARGIN", "Outbox"]
@@ -132,7 +132,7 @@ class Outbox(StoreBase):
                             activity_id=r.activity_id,
                             record_id=r.record_id,
                             record_kind=r.record_kind,
-                            action=r.action,
+                            settled=Settled.of(r.action),
                             token=token,
                             in_doubt=bool(r.in_doubt)
                             or (
@@ -209,7 +209,7 @@ class Outbox(StoreBase):
         for r in rows:
             intent = dict(r.intent or {})
             key = str(intent.get("caller_key") or "")
-            if intent.get("action") == "create" and key and not intent.get("record_id"):
+            if intent.get("action") == Action.CREATE and key and not intent.get("record_id"):
                 found.append((key, message_from_row(r.account, r.message_id, r.fields, r.raw)))
         return found
 

@@ -17,6 +17,8 @@ __all__ = [
     "Claimed",
     "DeliveryResult",
     "IngestResult",
+    "RunKind",
+    "RunStatus",
     "Settled",
     "State",
 ]
@@ -39,6 +41,31 @@ class Settled(StrEnum):
 
     RECORD = "resolved_record"  # attach to the record the operator chose
     NEW = "resolved_new"  # create a new record
+
+    @classmethod
+    def of(cls, action: str | None) -> Settled | None:
+        """The settlement ``deliveries.action`` holds; None for a delivered action (``create``,
+        ``update``...) or none at all."""
+        return cls(action) if action is not None and action in cls._value2member_map_ else None
+
+
+class RunKind(StrEnum):
+    """What a run did (``runs.kind``; a dry run's is stored as ``dry-<kind>``)."""
+
+    POLL = "poll"
+    BACKFILL = "backfill"
+    RECONCILE = "reconcile"
+
+    def recorded(self, *, dry_run: bool) -> str:
+        return f"dry-{self.value}" if dry_run else self.value
+
+
+class RunStatus(StrEnum):
+    """How a run ended (``runs.status``)."""
+
+    OK = "ok"
+    ERROR = "error"
+    AUTH_FAILED = "auth_failed"
 
 
 @dataclass(frozen=True)
@@ -63,8 +90,8 @@ class Claimed:
     activity_id: str | None
     record_id: str | None
     record_kind: str | None = None
-    # A Settled value when an operator settled a review item.
-    action: str | None = None
+    # How an operator settled the review item this was, if it was one.
+    settled: Settled | None = None
     token: str = ""
     in_doubt: bool = False
     intent: Mapping[str, Any] | None = None
@@ -73,7 +100,7 @@ class Claimed:
 @dataclass(frozen=True)
 class DeliveryResult:
     delivery_id: int
-    state: str
+    state: State
     record_id: str | None = None
     record_kind: str | None = None
     activity_id: str | None = None

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from syncd.batches import chunks
 from syncd.store.base import ROWS_PER_IN
+from syncd.store.records import RunKind, RunStatus
 from syncd.store.schema import messages, runs, source_gaps, windows
 from syncd.store.store import Store
 
@@ -95,7 +96,9 @@ def first_read_day(store: Store, account: str, lookback_days: int) -> date | Non
     The poll's day is its UTC date, a day earlier than any account's local one at worst."""
     with store.engine.connect() as conn:
         polled = conn.execute(
-            select(func.min(runs.c.started_at)).where(runs.c.kind == "poll", runs.c.status == "ok")
+            select(func.min(runs.c.started_at)).where(
+                runs.c.kind == RunKind.POLL, runs.c.status == RunStatus.OK
+            )
         ).scalar()
         backfilled = conn.execute(
             select(func.min(windows.c.day)).where(windows.c.account == account)

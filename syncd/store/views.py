@@ -20,7 +20,7 @@ from sqlalchemy import (
 
 from syncd.store import events
 from syncd.store.base import StoreBase, _aware, _utcnow
-from syncd.store.records import Settled, State
+from syncd.store.records import RunStatus, Settled, State
 from syncd.store.schema import cursors, deliveries, messages, quarantine, runs
 
 __all__ = ["OperatorViews"]
@@ -145,7 +145,7 @@ class OperatorViews(StoreBase):
 
     def last_success(self, kind: str | None = None) -> datetime | None:
         with self.engine.connect() as conn:
-            query = select(func.max(runs.c.finished_at)).where(runs.c.status == "ok")
+            query = select(func.max(runs.c.finished_at)).where(runs.c.status == RunStatus.OK)
             if kind:
                 query = query.where(runs.c.kind == kind)
             value = conn.execute(query).scalar()

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from syncd.models import KeyKind, MatchKey, Message
 from syncd.store.alertbox import AlertRow, enqueue
 from syncd.store.portable import TABLES, export_state, import_state
+from syncd.store.records import RunStatus
 from syncd.store.schema import deliveries
 from syncd.store.store import CacheWrite, DeliveryResult, State, Store
 
@@ -63,7 +64,7 @@ def _filled(tmp_path: Path) -> Store:
     source.mark_window("main", T0.date(), 5, 5, now=T0)
     source.quarantine("main", [("bad-1", "no id", {"x": 1})], now=T0)
     run = source.start_run("poll", "w1", T0)
-    source.finish_run(run, "ok", {"n": 1})
+    source.finish_run(run, RunStatus.OK, {"n": 1})
     enqueue(source, [AlertRow("emergency:main:m4", "emergency", {"title": "e"})], T0)
     return source
 

@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.exc import StatementError
 
 from syncd.models import KeyKind, MatchKey, Message
+from syncd.store.records import RunStatus, Settled
 from syncd.store.schema import deliveries, messages
 from syncd.store.store import CacheWrite, Claimed, DeliveryResult, State, Store
 
@@ -502,9 +503,9 @@ def test_cursor_get_set(store: Store) -> None:
 def test_runs(store: Store) -> None:
     assert store.last_success() is None
     poll = store.start_run("poll", "w1", now=T0)
-    store.finish_run(poll, "ok", {"fetched": 3, "when": T0})
+    store.finish_run(poll, RunStatus.OK, {"fetched": 3, "when": T0})
     backfill = store.start_run("backfill", "w1", now=T0)
-    store.finish_run(backfill, "error", {}, error="source down")
+    store.finish_run(backfill, RunStatus.ERROR, {}, error="source down")
     running = store.start_run("poll", "w2", now=T0)
 
     runs = store.last_runs(limit=5)
@@ -609,10 +610,10 @@ def test_resolve_review_requeues_with_the_operators_decision(store: Store) -> No
 
     claimed = {c.delivery_id: c for c in store.claim("crm", 2, "w1", 60, now=T0)}
     assert (claimed[a.delivery_id].record_id, claimed[a.delivery_id].record_kind) == ("c-9", "lead")
-    assert claimed[a.delivery_id].action == "resolved_record"
-    assert (claimed[b.delivery_id].record_id, claimed[b.delivery_id].action) == (
+    assert claimed[a.delivery_id].settled is Settled.RECORD
+    assert (claimed[b.delivery_id].record_id, claimed[b.delivery_id].settled) == (
         None,
-        "resolved_new",
+        Settled.NEW,
     )
     assert claimed[a.delivery_id].attempts == 1
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from syncd.plugin import SetupStep, SyncdError
+from syncd.plugin import SetupState, SetupStep, SyncdError
 from syncd_hubspot.options import HubSpotOptions
 from syncd_hubspot.transport import ApiResult, Transport
 
@@ -65,11 +65,11 @@ class Setup:
         if isinstance(found, SetupStep):
             return SetupStep(name, found.state, found.detail)
         if found.ok:
-            return SetupStep(name, "present")
+            return SetupStep(name, SetupState.PRESENT)
         if found.status != 404:
-            return SetupStep(name, "manual", _refusal(found))
+            return SetupStep(name, SetupState.MANUAL, _refusal(found))
         if dry_run:
-            return SetupStep(name, "would_create")
+            return SetupStep(name, SetupState.WOULD_CREATE)
         body = {"name": GROUP, "label": _GROUP_LABEL, "displayOrder": -1}
         made = self._ask("groups.create", self._t.property_groups.create, object_type, body)
         return self._made(name, made, f"create a property group {GROUP!r} on {object_type}")
@@ -85,15 +85,15 @@ class Setup:
             if unique and not body.get("hasUniqueValue"):
                 return SetupStep(
                     name,
-                    "manual",
+                    SetupState.MANUAL,
                     f"{prop!r} exists without unique values and HubSpot cannot make an existing "
                     "property unique: set caller_key_property to a new name and run setup again",
                 )
-            return SetupStep(name, "present")
+            return SetupStep(name, SetupState.PRESENT)
         if found.status != 404:
-            return SetupStep(name, "manual", _refusal(found))
+            return SetupStep(name, SetupState.MANUAL, _refusal(found))
         if dry_run:
-            return SetupStep(name, "would_create")
+            return SetupStep(name, SetupState.WOULD_CREATE)
         label, description = _LABELS[unique]
         body = {
             "name": prop,
@@ -113,17 +113,17 @@ class Setup:
         try:
             return self._t.call(endpoint, method, *args)
         except SyncdError as exc:
-            return SetupStep(endpoint, "manual", f"HubSpot could not be asked: {exc}")
+            return SetupStep(endpoint, SetupState.MANUAL, f"HubSpot could not be asked: {exc}")
 
     @staticmethod
     def _made(name: str, made: ApiResult | SetupStep, how: str) -> SetupStep:
         if isinstance(made, SetupStep):
-            return SetupStep(name, "manual", f"{made.detail}; by hand: {how}")
+            return SetupStep(name, SetupState.MANUAL, f"{made.detail}; by hand: {how}")
         if made.ok:
-            return SetupStep(name, "created")
+            return SetupStep(name, SetupState.CREATED)
         if made.status == 409:
-            return SetupStep(name, "present", "created meanwhile by someone else")
-        return SetupStep(name, "manual", f"{_refusal(made)}; by hand: {how}")
+            return SetupStep(name, SetupState.PRESENT, "created meanwhile by someone else")
+        return SetupStep(name, SetupState.MANUAL, f"{_refusal(made)}; by hand: {how}")
 
 
 def _refusal(result: ApiResult) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from simple_salesforce.exceptions import SalesforceError
 
-from syncd.plugin import AuthError, SetupStep
+from syncd.plugin import AuthError, SetupState, SetupStep
 from syncd_salesforce.client import SalesforceClient
 from syncd_salesforce.options import SalesforceOptions
 
@@ -127,19 +127,21 @@ class Needs:
             spec = self.field(sobject, name)
             if spec is not None:
                 if spec.get("externalId"):
-                    steps.append(SetupStep(what, "present", "External ID"))
+                    steps.append(SetupStep(what, SetupState.PRESENT, "External ID"))
                 else:
                     steps.append(
                         SetupStep(
                             what,
-                            "manual",
+                            SetupState.MANUAL,
                             "exists but is not an External ID: edit the field and tick"
                             " 'External ID' and 'Unique'",
                         )
                     )
                 continue
             if dry_run:
-                steps.append(SetupStep(what, "would_create", "Text(255), External ID, Unique"))
+                steps.append(
+                    SetupStep(what, SetupState.WOULD_CREATE, "Text(255), External ID, Unique")
+                )
                 continue
             steps.append(self._create(sobject, name))
         return steps
@@ -165,12 +167,14 @@ class Needs:
                 idempotent=False,
             )
         except AuthError as exc:  # 403: no "Customize Application" permission
-            return SetupStep(what, "manual", f"{exc}. By hand: {field_recipe(sobject, name)}")
+            return SetupStep(
+                what, SetupState.MANUAL, f"{exc}. By hand: {field_recipe(sobject, name)}"
+            )
         except SalesforceError as exc:
             return SetupStep(
                 what,
-                "manual",
+                SetupState.MANUAL,
                 f"the org refused ({exc.status}). By hand: " + field_recipe(sobject, name),
             )
         self._describe.pop(sobject, None)
-        return SetupStep(what, "created", "Text(255), External ID, Unique")
+        return SetupStep(what, SetupState.CREATED, "Text(255), External ID, Unique")
