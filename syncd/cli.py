@@ -261,8 +261,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     command = args.command
     if command in ("demo", "sandbox") and not _sandbox_installed():
         print(
-            f"syncd {command} needs the bundled sandbox (the extra syncd[sandbox]): in a syncd "
-            "checkout, pip install '.[sandbox]'",
+            f"syncd {command} needs the bundled sandbox (the extra syncd[sandbox], the "
+            "syncd-sandbox distribution): in a syncd checkout, pip install ./sandbox",
             file=sys.stderr,
         )
         return EXIT_USAGE

@@ -1,7 +1,7 @@
 """syncd's connector contract suite, a pytest plugin any connector can run.
 
-Shipped by the sandbox distribution (the extra ``syncd[sandbox]``: ``pip install
-'.[sandbox]'`` in a checkout), never by the production wheel. A connector joins the suite
+Shipped by the sandbox distribution (the extra ``syncd[sandbox]``: ``pip install ./sandbox``
+in a checkout), never by the production wheel. A connector joins the suite
 by registering, besides its factory under
 ``syncd.connectors.v1``, a *contract world* under ``syncd.contract.v1`` with the same name:
 a callable returning a fresh, unstarted :class:`~syncd.contract.harness.ContractWorld` (an

@@ -87,13 +87,14 @@ class Installed:
 @dataclass(frozen=True)
 class Built:
     wheel: Path
+    sandbox_wheel: Path  # syncd-sandbox, released beside syncd
     root: Path
 
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """The wheel built from the Dockerfile's build context (plus ``sandbox/``, which the
-    ``sandbox`` extra names by its path there; the image never installs it)."""
+    """The wheel built from the Dockerfile's build context, and the sandbox distribution's
+    wheel built from ``sandbox/`` beside it (the image never installs that one)."""
     root = tmp_path_factory.mktemp("packaging")
     context = root / "context"
     for source in [*_build_stage_sources(), "sandbox/"]:
@@ -114,17 +115,24 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         cwd=root,
     )  # fmt: skip
     assert build.returncode == 0, build.stdout + build.stderr
-    (wheel,) = dist.glob("syncd-*.whl")
-    return Built(wheel=wheel, root=root)
+    sandbox = _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(dist), str(context / "sandbox")],
+        cwd=root,
+    )  # fmt: skip
+    assert sandbox.returncode == 0, sandbox.stdout + sandbox.stderr
+    (wheel,) = dist.glob("syncd-0*.whl")
+    (sandbox_wheel,) = dist.glob("syncd_sandbox-*.whl")
+    return Built(wheel=wheel, sandbox_wheel=sandbox_wheel, root=root)
 
 
-def _install(built: Built, name: str, requirement: str) -> Installed:
-    """``requirement`` installed into a fresh venv. pip keeps its cache and the machine's
+def _install(built: Built, name: str, *requirements: str) -> Installed:
+    """``requirements`` installed into a fresh venv. pip keeps its cache and the machine's
     index settings, so a warm run downloads nothing."""
     venv = built.root / name
     created = _run([sys.executable, "-m", "venv", str(venv)], cwd=built.root)
     assert created.returncode == 0, created.stderr
-    install = _run([str(venv / "bin" / "pip"), "install", "--quiet", requirement], cwd=built.root)
+    install = _run([str(venv / "bin" / "pip"), "install", "--quiet", *requirements], cwd=built.root)
     assert install.returncode == 0, install.stdout + install.stderr
     workdir = built.root / f"{name}-work"
     workdir.mkdir()
@@ -139,8 +147,9 @@ def installed(built: Built) -> Installed:
 
 @pytest.fixture(scope="session")
 def installed_sandbox(built: Built) -> Installed:
-    """``pip install 'syncd[sandbox]'``: the wheel plus the sandbox distribution."""
-    return _install(built, "venv-sandbox", f"{built.wheel}[sandbox]")
+    """``pip install 'syncd[sandbox]'`` with both wheels at hand, as from a release: the
+    extra names syncd-sandbox by version, and the sandbox wheel given beside it is the one."""
+    return _install(built, "venv-sandbox", f"{built.wheel}[sandbox]", str(built.sandbox_wheel))
 
 
 @pytest.mark.slow
@@ -164,6 +173,26 @@ def test_wheel_holds_syncd_and_its_connectors_but_no_simulator(built: Built) -> 
     assert "syncd_hubspot/connector.py" in names
     assert "syncd_salesforce/connector.py" in names
     assert [n for n in names if n.startswith("syncd/sandbox/") or "/emulator/" in n] == []
+
+
+@pytest.mark.slow
+def test_the_sandbox_extra_names_a_release_not_the_build_machines_checkout(built: Built) -> None:
+    """A wheel's metadata must hold no ``name @ file://...``: the path exists only where the
+    wheel was built, and an index refuses such a wheel. The extra pins the sandbox
+    distribution at the version it is released with."""
+    with zipfile.ZipFile(built.wheel) as wheel:
+        (metadata,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+        text = wheel.read(metadata).decode()
+    with zipfile.ZipFile(built.sandbox_wheel) as wheel:
+        (metadata,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+        sandbox = wheel.read(metadata).decode()
+    requires = [line for line in text.splitlines() if line.startswith("Requires-Dist:")]
+    assert requires
+    assert [line for line in requires if " @ " in line] == []
+    (version,) = [
+        line.split(": ", 1)[1] for line in sandbox.splitlines() if line.startswith("Version:")
+    ]
+    assert f"Requires-Dist: syncd-sandbox=={version}; extra == 'sandbox'" in requires
 
 
 _PROBE = """
@@ -213,7 +242,7 @@ def test_plain_install_says_how_to_get_the_sandbox(installed: Installed, command
     assert len(lines) == 1, result.stderr
     # The extra's name, and an install step that needs no package index (syncd is not on one).
     assert "syncd[sandbox]" in lines[0]
-    assert "pip install '.[sandbox]'" in lines[0]
+    assert "pip install ./sandbox" in lines[0]
 
 
 @pytest.mark.slow
