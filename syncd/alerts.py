@@ -208,7 +208,7 @@ class Alerter:
                 self.instance,
             )
             error = self._post(payload)
-            # The daemon's one backoff (syncd.backoff): from 30 s, doubling to an hour.
+            # The daemon's one backoff (syncd.backoff): 15-30 s, doubling to an hour.
             wait = backoff_delay(alert.attempts + 1, base=30.0, cap=3600.0)
             later = now + timedelta(seconds=wait)
             with self.store.engine.begin() as conn:

@@ -271,3 +271,7 @@ class SetupStep:
     name: str
     state: SetupState
     detail: str = ""
+
+    def __post_init__(self) -> None:
+        # A connector written against the first release passes the plain string.
+        object.__setattr__(self, "state", SetupState(self.state))

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 
@@ -44,7 +45,8 @@ def record_url(target: TargetSettings, connector: object, record_id: str, kind: 
     else the connector's own link (:class:`~syncd.connector.LinksRecords`); None when
     neither knows."""
     if target.console_record_url:
-        return target.console_record_url.replace("{id}", record_id).replace("{kind}", kind)
+        template = target.console_record_url
+        return template.replace("{id}", quote(record_id, safe="")).replace("{kind}", kind)
     if isinstance(connector, LinksRecords):
         return connector.record_url(kind, record_id)
     return None
@@ -78,8 +80,10 @@ class CandidateReader:
         region = (
             self.settings.accounts[account].region if account in self.settings.accounts else "US"
         )
-        with self._lock:
-            connector = self._connectors.get(settings.name)  # made by a read, if one was
+        try:
+            connector: Connector | None = self._connector_for(settings)
+        except Exception:  # no connector, no link; the read above said what is wrong
+            connector = None
         out = []
         for record_id in ids:
             record, kind = found.get(record_id, (None, "contact"))

@@ -14,11 +14,14 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+import syncd
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -173,6 +176,16 @@ def test_wheel_holds_syncd_and_its_connectors_but_no_simulator(built: Built) -> 
     assert "syncd_hubspot/connector.py" in names
     assert "syncd_salesforce/connector.py" in names
     assert [n for n in names if n.startswith("syncd/sandbox/") or "/emulator/" in n] == []
+
+
+def test_syncd_and_its_sandbox_are_released_at_one_version() -> None:
+    """The extra pins syncd-sandbox at syncd's own version: bump one, bump all three."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    sandbox = tomllib.loads((REPO / "sandbox" / "pyproject.toml").read_text(encoding="utf-8"))
+    version = project["project"]["version"]
+    assert sandbox["project"]["version"] == version == syncd.__version__
+    pins = project["project"]["optional-dependencies"]["sandbox"]
+    assert pins == [f"syncd-sandbox=={version}"]
 
 
 @pytest.mark.slow

@@ -777,6 +777,25 @@ def test_creates_retry_in_one_loop_whatever_mix_of_refusals_and_errors(
     assert emulator.activities() == []
 
 
+def test_a_create_refused_with_a_long_retry_after_goes_back_to_the_daemon(
+    emulator: SalesforceEmulator,
+) -> None:
+    """503 with Retry-After: 3600 before the create ran: not retried in-process after our
+    capped backoff (the org asked for an hour), and nothing looked up or sent again."""
+    contact = emulator.seed_contact(last_name="Doe")
+    emulator.faults.retry_after = 3600
+    script_task_creates(emulator, lands=False)
+    connector = connect(emulator, retries=3, caller_key_field="")
+    emulator.reset_counts()
+
+    with pytest.raises(RetriableError) as raised:
+        connector.apply([plan(n, action=Action.LOG, record_id=contact) for n in range(2)])
+
+    assert raised.value.retry_after == 3600
+    assert emulator.counts["collections.create"] == 1
+    assert emulator.counts["query"] == 0  # no reconcile: nothing can have landed
+
+
 def test_a_create_whose_answer_was_lost_is_found_before_the_next_try(
     emulator: SalesforceEmulator,
 ) -> None:

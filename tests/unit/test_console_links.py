@@ -37,3 +37,8 @@ def test_no_template_and_no_capability_is_no_link() -> None:
     assert not isinstance(FakeConnector(), LinksRecords)
     assert record_url(target(), FakeConnector(), "9", "contact") is None
     assert record_url(target(), None, "9", "contact") is None
+
+
+def test_a_record_id_cannot_change_the_templates_address() -> None:
+    url = record_url(target("https://crm.example/r/{id}/view"), None, "../admin?x=1#", "contact")
+    assert url == "https://crm.example/r/..%2Fadmin%3Fx%3D1%23/view"

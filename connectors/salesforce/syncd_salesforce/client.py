@@ -246,6 +246,12 @@ class SalesforceClient:
 
         return attempt() if once else self.retry(what, attempt)
 
+    @staticmethod
+    def waits_too_long(retry_after: float | None) -> bool:
+        """Whether the org asked for a pause longer than we wait in-process (the daemon's
+        queue waits it out instead)."""
+        return retry_after is not None and retry_after > _BACKOFF_CAP
+
     def retry(self, what: str, attempt: Callable[[], T]) -> T:
         """``attempt`` under the retry policy: the one loop every request of this client runs
         in, logged as ``salesforce.retry``."""
@@ -273,7 +279,7 @@ class SalesforceClient:
         """Raise ``error`` now when repeating is unsafe (a write that may have landed) or the
         org asked for a pause longer than we wait in-process; else go round again, waiting what
         the org asked (or the policy's backoff)."""
-        if not safe or (retry_after is not None and retry_after > _BACKOFF_CAP):
+        if not safe or self.waits_too_long(retry_after):
             raise error from cause
         raise TryAgain(error, retry_after=retry_after) from cause
 

@@ -773,7 +773,10 @@ class Writer:
                 # and a resend would write it twice. Leave it to the daemon, which retries
                 # after its back-off and reconciles by marker first.
                 unanswered = self.client.session.last_response is None
-                if isinstance(exc, RateLimited) or unanswered:
+                # A long pause asked for goes to the daemon too, which waits it out and
+                # reconciles by marker before it sends again.
+                too_long = self.client.waits_too_long(exc.retry_after)
+                if isinstance(exc, RateLimited) or unanswered or too_long:
                     raise
                 log.info("salesforce.reconcile", records=len(pending), problem=str(exc))
                 maybe_landed[0] = True
